@@ -1,0 +1,1 @@
+"""The aiohttp front door: request parsing, routing records into batches, publishing, reading the view."""

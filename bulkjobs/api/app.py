@@ -1,0 +1,340 @@
+"""The HTTP API: routes, authentication and the error middleware, built from the settings."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import uuid
+from collections import OrderedDict
+from datetime import datetime, timedelta, timezone
+from typing import Any, Awaitable, Callable
+
+import orjson
+from aiohttp import web
+
+from bulkjobs.api.bodies import BodyReader, ParsedBody, parse_json, parse_ndjson
+from bulkjobs.api.publisher import JobPublisher
+from bulkjobs.api.spool import BatchSpool
+from bulkjobs.clock import utc_now
+from bulkjobs.domain.identity import ACTIONS
+from bulkjobs.domain.jobs import QUEUED, STATUSES, TERMINAL
+from bulkjobs.errors import (
+    BadRequest,
+    BulkJobsError,
+    Conflict,
+    NotFound,
+    TooLarge,
+    Unauthorized,
+    Unavailable,
+    UnsupportedMediaType,
+)
+from bulkjobs.settings import Settings
+from bulkjobs.store.reader import ViewReader
+from bulkjobs.store.schema import connect
+from bulkjobs.streams.admin import ensure_topics
+from bulkjobs.streams.topics import JobSubmitted
+
+log = logging.getLogger(__name__)
+
+SETTINGS = web.AppKey("settings", Settings)
+READER = web.AppKey("reader", ViewReader)
+PUBLISHER = web.AppKey("publisher", JobPublisher)
+ACCEPTED = web.AppKey("accepted", OrderedDict)
+
+NDJSON_TYPES = {"application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines"}
+JSON_TYPES = {"application/json", "text/json", "application/octet-stream", ""}
+HEARTBEAT_MAX_AGE = timedelta(seconds=15)
+READ_CHUNK = 1024 * 1024
+ACCEPTED_MEMORY = 10_000
+
+
+def json_response(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except BulkJobsError as exc:
+        return json_response(exc.to_body(), exc.status)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = exc.reason.lower().replace(" ", "_")
+        return json_response({"error": {"code": code, "message": exc.reason}}, exc.status)
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return json_response({"error": {"code": "internal_error", "message": "internal server error"}}, 500)
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    if request.path == "/v1/health":
+        return await handler(request)
+    key = request.headers.get("x-api-key")
+    if key is None:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        key = token.strip() if scheme.lower() == "bearer" else None
+    if not key:
+        raise Unauthorized("an API key is required: send it as x-api-key or as a bearer token")
+    tenant = request.app[SETTINGS].api_keys.get(key)
+    if tenant is None:
+        raise Unauthorized("the API key is not valid")
+    request["tenant"] = tenant
+    return await handler(request)
+
+
+def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"'{name}' must be an integer", field=name) from None
+    if not low <= value <= high:
+        raise BadRequest(f"'{name}' must be between {low} and {high}", field=name)
+    return value
+
+
+def _paging(request: web.Request) -> tuple[int, int]:
+    return _int_param(request, "limit", 100, 1, 1000), _int_param(request, "offset", 0, 0, 2**62)
+
+
+def _job_fields(fields: dict[str, Any]) -> tuple[str, str, str | None]:
+    kind, action, description = fields.get("type"), fields.get("action"), fields.get("description")
+    if kind is None:
+        raise BadRequest("'type' is required: one of " + ", ".join(ACTIONS), field="type")
+    if kind not in ACTIONS:
+        raise BadRequest(f"unknown type {kind!r}: one of " + ", ".join(ACTIONS), field="type", code="unknown_type")
+    if action is None:
+        raise BadRequest("'action' is required", field="action")
+    if not any(action in actions for actions in ACTIONS.values()):
+        raise BadRequest(f"unknown action {action!r}", field="action", code="unknown_action")
+    if action not in ACTIONS[kind]:
+        raise BadRequest(
+            f"action {action!r} is not allowed for type {kind!r}: one of " + ", ".join(sorted(ACTIONS[kind])),
+            field="action", code="action_not_allowed",
+        )
+    if description is not None and not isinstance(description, str):
+        raise BadRequest("'description' must be a string", field="description")
+    return kind, action, description
+
+
+async def _parse_body(request: web.Request, settings: Settings) -> ParsedBody:
+    if request.content_length is not None and request.content_length > settings.max_body_bytes:
+        raise TooLarge(f"the body is larger than the limit of {settings.max_body_bytes} bytes",
+                       limit=settings.max_body_bytes)
+    reader = BodyReader(lambda: request.content.read(READ_CHUNK), settings.max_body_bytes)
+    content_type = request.content_type.lower()
+    if content_type in NDJSON_TYPES:
+        body = await parse_ndjson(reader)
+    elif content_type in JSON_TYPES:
+        body = await parse_json(reader)
+    else:
+        raise UnsupportedMediaType(
+            f"content type {content_type!r} is not supported: send application/json or application/x-ndjson"
+        )
+    if not body.fields:  # a bare array or NDJSON: the job's fields are query parameters
+        body.fields.update({key: request.query[key] for key in ("type", "action", "description") if key in request.query})
+    return body
+
+
+def _job_body(job_id: str, kind: str, action: str, description: str | None, total: int, created_at: str) -> dict[str, Any]:
+    return {
+        "id": job_id, "status": QUEUED, "type": kind, "action": action, "description": description,
+        "counts": {"total": total, "processed": 0, "created": 0, "updated": 0, "deleted": 0, "failed": 0},
+        "progress": 0, "error": None, "created_at": created_at, "started_at": None, "completed_at": None,
+        "updated_at": created_at,
+    }
+
+
+async def create_job(request: web.Request) -> web.Response:
+    settings, tenant = request.app[SETTINGS], request["tenant"]
+    job_id = uuid.uuid4().hex
+    body = await _parse_body(request, settings)
+    fields = body.fields
+    spool: BatchSpool | None = None
+    held: list[tuple[list[Any], int]] = []  # records seen before type and action were known
+    gc.disable()  # the cyclic collector would rescan every parsed record many times over
+    try:
+        async for chunk in body.chunks:
+            if spool is None and "type" in fields and "action" in fields:
+                spool = _new_spool(settings, job_id, tenant, *_job_fields(fields)[:2])
+            if spool is None:
+                held.append((chunk.records, chunk.size))
+            else:
+                spool.add(chunk.records, chunk.size)
+            count = (spool.records if spool else 0) + sum(len(records) for records, _ in held)
+            if count > settings.max_records:
+                raise TooLarge(f"the job has more than the limit of {settings.max_records} records",
+                               limit=settings.max_records, code="too_many_records")
+        kind, action, description = _job_fields(fields)
+        if spool is None:
+            spool = _new_spool(settings, job_id, tenant, kind, action)
+        for records, size in held:
+            spool.add(records, size)
+        held.clear()
+        if spool.records == 0:
+            raise BadRequest("'data' must be a non-empty list of records", field="data")
+        spool.close()
+    except BaseException:
+        if spool is not None:
+            spool.discard()
+        raise
+    finally:
+        gc.enable()
+    created_at = utc_now()
+    submitted = JobSubmitted(job_id=job_id, tenant=tenant, type=kind, action=action, description=description,
+                             total=spool.records, batches=spool.batches, created_at=created_at)
+    try:
+        await request.app[PUBLISHER].submit(submitted, spool)
+    finally:
+        spool.discard()
+    job = _job_body(job_id, kind, action, description, spool.records, created_at)
+    _remember(request.app, tenant, job)
+    return json_response(job, 202)
+
+
+def _new_spool(settings: Settings, job_id: str, tenant: str, kind: str, action: str) -> BatchSpool:
+    return BatchSpool(job_id=job_id, tenant=tenant, kind=kind, action=action, partitions=settings.partitions,
+                      batch_records=settings.batch_records, batch_bytes=settings.batch_bytes,
+                      directory=settings.data_dir / "spool")
+
+
+def _remember(app: web.Application, tenant: str, job: dict[str, Any]) -> None:
+    """Keep an accepted job at hand until the view has it, so a GET right after the 202 finds it."""
+    accepted = app[ACCEPTED]
+    accepted[job["id"]] = (tenant, job)
+    while len(accepted) > ACCEPTED_MEMORY:
+        accepted.popitem(last=False)
+
+
+async def _find_job(request: web.Request) -> dict[str, Any]:
+    job_id, tenant = request.match_info["job_id"], request["tenant"]
+    job = await request.app[READER].job(tenant, job_id)
+    accepted = request.app[ACCEPTED]
+    if job is not None:
+        accepted.pop(job_id, None)
+        return job
+    remembered = accepted.get(job_id)
+    if remembered is not None and remembered[0] == tenant:
+        return dict(remembered[1])
+    raise NotFound(f"job {job_id!r} not found")
+
+
+async def get_job(request: web.Request) -> web.Response:
+    return json_response(await _find_job(request))
+
+
+async def list_jobs(request: web.Request) -> web.Response:
+    status = request.query.get("status") or None
+    if status is not None and status not in STATUSES:
+        raise BadRequest(f"unknown status {status!r}: one of " + ", ".join(STATUSES), field="status")
+    limit, offset = _paging(request)
+    items, total = await request.app[READER].jobs(request["tenant"], status, limit, offset)
+    return json_response({"items": items, "total": total})
+
+
+async def job_results(request: web.Request) -> web.Response:
+    job = await _find_job(request)
+    limit, offset = _paging(request)
+    items = await request.app[READER].results(job["id"], limit, offset)
+    return json_response({"items": items, "total": job["counts"]["processed"]})
+
+
+async def cancel_job(request: web.Request) -> web.Response:
+    job = await _find_job(request)
+    if job["status"] in TERMINAL:
+        raise Conflict(f"job {job['id']!r} has already ended", status=job["status"])
+    await request.app[PUBLISHER].command(job["id"], request["tenant"], "cancel")
+    return json_response(job, 202)
+
+
+async def delete_job(request: web.Request) -> web.Response:
+    job = await _find_job(request)
+    if job["status"] not in TERMINAL:
+        raise Conflict(f"job {job['id']!r} is still running: cancel it first", status=job["status"])
+    await request.app[PUBLISHER].command(job["id"], request["tenant"], "delete")
+    return web.Response(status=204)
+
+
+async def get_object(request: web.Request) -> web.Response:
+    object_id = request.match_info["object_id"]
+    found = await request.app[READER].object(request["tenant"], object_id)
+    if found is None:
+        raise NotFound(f"object {object_id!r} not found")
+    return json_response(found)
+
+
+async def list_objects(request: web.Request) -> web.Response:
+    limit, offset = _paging(request)
+    items, total = await request.app[READER].objects(
+        request["tenant"], request.query.get("type"), request.query.get("external_id"), limit, offset
+    )
+    return json_response({"items": items, "total": total})
+
+
+async def get_relationship(request: web.Request) -> web.Response:
+    rel_id = request.match_info["relationship_id"]
+    found = await request.app[READER].relationship(request["tenant"], rel_id)
+    if found is None:
+        raise NotFound(f"relationship {rel_id!r} not found")
+    return json_response(found)
+
+
+async def list_relationships(request: web.Request) -> web.Response:
+    limit, offset = _paging(request)
+    items, total = await request.app[READER].relationships(
+        request["tenant"], request.query.get("relationship_type"), limit, offset
+    )
+    return json_response({"items": items, "total": total})
+
+
+async def health(request: web.Request) -> web.Response:
+    latest = await request.app[READER].latest_heartbeat()
+    if latest is None:
+        raise Unavailable("no worker has reported yet", worker=None)
+    seen = datetime.fromisoformat(latest.replace("Z", "+00:00"))
+    age = datetime.now(timezone.utc) - seen
+    if age > HEARTBEAT_MAX_AGE:
+        raise Unavailable(f"no worker has reported for {age.total_seconds():.0f} s", worker=latest)
+    return json_response({"status": "ok", "worker_seen_at": latest})
+
+
+def build_app(settings: Settings) -> web.Application:
+    app = web.Application(middlewares=[errors_middleware, auth_middleware], client_max_size=settings.max_body_bytes)
+    app[SETTINGS] = settings
+    app[ACCEPTED] = OrderedDict()
+    app.router.add_post("/v1/jobs", create_job)
+    app.router.add_get("/v1/jobs", list_jobs)
+    app.router.add_get("/v1/jobs/{job_id}", get_job)
+    app.router.add_delete("/v1/jobs/{job_id}", delete_job)
+    app.router.add_get("/v1/jobs/{job_id}/results", job_results)
+    app.router.add_post("/v1/jobs/{job_id}/cancel", cancel_job)
+    app.router.add_get("/v1/objects", list_objects)
+    app.router.add_get("/v1/objects/{object_id}", get_object)
+    app.router.add_get("/v1/relationships", list_relationships)
+    app.router.add_get("/v1/relationships/{relationship_id}", get_relationship)
+    app.router.add_get("/v1/health", health)
+    app.cleanup_ctx.append(_resources)
+    return app
+
+
+async def _resources(app: web.Application) -> Any:
+    settings = app[SETTINGS]
+    await ensure_topics(settings)
+    db = await connect(settings.db_path)
+    publisher = JobPublisher(settings)
+    await publisher.start()
+    app[READER] = ViewReader(db)
+    app[PUBLISHER] = publisher
+    yield
+    await publisher.stop()
+    await db.close()
+
+
+def run_api(settings: Settings) -> None:
+    web.run_app(build_app(settings), host=settings.host, port=settings.port, access_log=None,
+                print=lambda text: log.info(text))

@@ -1,0 +1,68 @@
+"""Publishing job requests and commands to Kafka from the API (acks=all, bounded in flight)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiokafka import AIOKafkaProducer
+
+from bulkjobs.api.spool import BatchSpool
+from bulkjobs.clock import utc_now
+from bulkjobs.errors import Unavailable
+from bulkjobs.settings import Settings
+from bulkjobs.streams.topics import JobCommand, JobSubmitted, TopicNames, encode
+
+log = logging.getLogger(__name__)
+
+MAX_IN_FLIGHT = 32  # aiokafka has no backpressure of its own
+
+
+class JobPublisher:
+    def __init__(self, settings: Settings) -> None:
+        self.names = TopicNames(settings.topic_prefix)
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=settings.kafka_brokers,
+            acks="all",
+            linger_ms=5,
+            max_batch_size=1024 * 1024,
+        )
+
+    async def start(self) -> None:
+        await self.producer.start()
+
+    async def stop(self) -> None:
+        await self.producer.stop()
+
+    async def submit(self, submitted: JobSubmitted, spool: BatchSpool) -> None:
+        """Publish the job's totals, then its batches; return once the broker has them all."""
+        try:
+            await self.producer.send_and_wait(
+                self.names.job_events, encode(submitted), key=submitted.job_id.encode()
+            )
+        except Exception as exc:
+            raise Unavailable(f"the job could not be written to Kafka: {exc}") from None
+        try:
+            await self._send_batches(spool)
+        except Exception as exc:
+            log.exception("job %s: batches could not be written; cancelling it", submitted.job_id)
+            await self.command(submitted.job_id, submitted.tenant, "cancel")
+            raise Unavailable(f"the job could not be written to Kafka: {exc}") from None
+
+    async def _send_batches(self, spool: BatchSpool) -> None:
+        slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+        pending: set[asyncio.Future[object]] = set()
+        for partition, payload in spool:
+            await slots.acquire()
+            future = await self.producer.send(self.names.batches, payload, partition=partition)
+            future.add_done_callback(lambda _: slots.release())
+            pending.add(future)
+        if pending:
+            await asyncio.gather(*pending)
+
+    async def command(self, job_id: str, tenant: str, kind: str) -> None:
+        command = JobCommand(job_id=job_id, tenant=tenant, kind=kind, at=utc_now())
+        try:
+            await self.producer.send_and_wait(self.names.job_events, encode(command), key=job_id.encode())
+        except Exception as exc:
+            raise Unavailable(f"the request could not be written to Kafka: {exc}") from None

@@ -1,0 +1,97 @@
+"""Routing a job's records to their owning partitions in batches, spooled to a temporary file.
+
+Nothing is published until the whole body has been read and accepted, so a body that turns
+out malformed or too large halfway leaves no trace in Kafka. Each spooled batch is one
+``RecordBatch`` message, already encoded, with the partition it goes to.
+"""
+
+from __future__ import annotations
+
+import struct
+import tempfile
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+import orjson
+
+from bulkjobs.api.bodies import InvalidLine
+from bulkjobs.domain.identity import partition_of, target_id
+from bulkjobs.streams.topics import RecordBatch, encode
+
+MAX_MESSAGE_BYTES = 900 * 1024  # under aiokafka's 1 MB max_request_size with room for framing
+_HEADER = struct.Struct("<HI")  # partition, payload length
+
+
+class BatchSpool:
+    def __init__(self, *, job_id: str, tenant: str, kind: str, action: str, partitions: int,
+                 batch_records: int, batch_bytes: int, directory: Path) -> None:
+        self.job_id, self.tenant, self.kind, self.action = job_id, tenant, kind, action
+        self.partitions = partitions
+        self.batch_records = batch_records
+        self.batch_bytes = batch_bytes
+        self.records = 0
+        self.batches = 0
+        directory.mkdir(parents=True, exist_ok=True)
+        self._file: IO[bytes] = tempfile.TemporaryFile(dir=directory)
+        self._pending: list[list[list[Any]]] = [[] for _ in range(partitions)]
+        self._pending_bytes = [0] * partitions
+
+    def add(self, records: list[Any], size: int) -> None:
+        """Route ``records`` (which came from ``size`` bytes of body)."""
+        if not records:
+            return
+        estimate = max(1, size // len(records))  # per-record dumps would cost more than routing
+        for record in records:
+            index = self.records
+            self.records += 1
+            if isinstance(record, InvalidLine):
+                item = [index, target_id(self.kind, self.action, self.tenant, None), None,
+                        f"line is not valid JSON: {record.text}"]
+            else:
+                item = [index, target_id(self.kind, self.action, self.tenant, record), record]
+            partition = partition_of(item[1], self.partitions)
+            self._pending[partition].append(item)
+            self._pending_bytes[partition] += estimate
+            if (len(self._pending[partition]) >= self.batch_records
+                    or self._pending_bytes[partition] >= self.batch_bytes):
+                self._flush(partition)
+
+    def close(self) -> None:
+        """All records are in: write the partly filled batches."""
+        for partition in range(self.partitions):
+            if self._pending[partition]:
+                self._flush(partition)
+        self._file.seek(0)
+
+    def _flush(self, partition: int) -> None:
+        items, self._pending[partition], self._pending_bytes[partition] = self._pending[partition], [], 0
+        self._write(partition, items)
+
+    def _write(self, partition: int, items: list[list[Any]]) -> None:
+        payload = self._encode(items)
+        if len(payload) > MAX_MESSAGE_BYTES:
+            if len(items) > 1:
+                half = len(items) // 2
+                self._write(partition, items[:half])
+                self._write(partition, items[half:])
+                return
+            index, routed_id, record = items[0][:3]
+            size = len(orjson.dumps(record))
+            reason = f"record is {size} bytes, over the limit of {MAX_MESSAGE_BYTES} bytes"
+            payload = self._encode([[index, routed_id, None, reason]])
+        self._file.write(_HEADER.pack(partition, len(payload)))
+        self._file.write(payload)
+        self.batches += 1
+
+    def _encode(self, items: list[list[Any]]) -> bytes:
+        return encode(RecordBatch(job_id=self.job_id, tenant=self.tenant, type=self.kind,
+                                  action=self.action, seq=self.batches, items=items))
+
+    def __iter__(self) -> Iterator[tuple[int, bytes]]:
+        """(partition, encoded RecordBatch) for every spooled batch, in order."""
+        while header := self._file.read(_HEADER.size):
+            partition, length = _HEADER.unpack(header)
+            yield partition, self._file.read(length)
+
+    def discard(self) -> None:
+        self._file.close()

@@ -1,0 +1,132 @@
+"""The job state machine: what each job event does to a job's status, counts and timestamps.
+
+Events arrive at least once; a batch is counted once because its sequence number is kept in
+``done`` (a bit set), so a redelivered batch changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from bulkjobs.domain.counts import Counts, progress
+
+QUEUED = "queued"
+PROCESSING = "processing"
+SUCCEEDED = "succeeded"
+PARTIALLY_SUCCEEDED = "partially_succeeded"
+FAILED = "failed"
+CANCELLED = "cancelled"
+DELETED = "deleted"  # a tombstone: the job is gone from every view
+
+STATUSES = (QUEUED, PROCESSING, SUCCEEDED, PARTIALLY_SUCCEEDED, FAILED, CANCELLED)
+TERMINAL = frozenset({SUCCEEDED, PARTIALLY_SUCCEEDED, FAILED, CANCELLED, DELETED})
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    tenant: str = ""
+    type: str = ""
+    action: str = ""
+    description: str | None = None
+    total: int | None = None
+    batches: int | None = None
+    done: int = 0  # bit i set: batch i has been counted
+    counts: Counts = field(default_factory=Counts)
+    status: str = QUEUED
+    error: dict[str, str] | None = None
+    created_at: str | None = None
+    started_at: str | None = None
+    completed_at: str | None = None
+    updated_at: str | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    @property
+    def progress(self) -> int:
+        return progress(self.counts.processed, self.total)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "tenant": self.tenant,
+            "type": self.type,
+            "action": self.action,
+            "description": self.description,
+            "total": self.total,
+            "batches": self.batches,
+            "done": format(self.done, "x"),
+            "counts": self.counts.to_dict(),
+            "status": self.status,
+            "error": self.error,
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "completed_at": self.completed_at,
+            "updated_at": self.updated_at,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Job":
+        values = dict(data)
+        values["done"] = int(values.get("done") or "0", 16)
+        values["counts"] = Counts.from_dict(values.get("counts") or {})
+        return cls(**values)
+
+
+def submitted(job: Job, *, tenant: str, type: str, action: str, description: str | None,
+              total: int, batches: int, created_at: str) -> Job:
+    """The request is in Kafka: the job learns its totals (its batches may already be counted)."""
+    if job.status == DELETED:
+        return job
+    job = replace(job, tenant=tenant, type=type, action=action, description=description,
+                  total=total, batches=batches, created_at=created_at, updated_at=job.updated_at or created_at)
+    return _finish_if_done(job, created_at)
+
+
+def batch_done(job: Job, seq: int, counts: Counts, at: str) -> Job | None:
+    """Count one applied batch; None when it was counted before or the job is gone."""
+    bit = 1 << seq
+    if job.done & bit or job.status == DELETED:
+        return None
+    status = PROCESSING if job.status == QUEUED else job.status
+    job = replace(job, done=job.done | bit, counts=job.counts + counts, status=status,
+                  started_at=job.started_at or at, updated_at=at)
+    return _finish_if_done(job, at)
+
+
+def cancelled(job: Job, at: str) -> Job | None:
+    """Stop a running job for good; None when it had already ended."""
+    if job.terminal:
+        return None
+    return replace(job, status=CANCELLED, completed_at=at, updated_at=at)
+
+
+def deleted(job: Job, at: str) -> Job | None:
+    """Remove a finished job; None when it is still running (or already gone)."""
+    if not job.terminal or job.status == DELETED:
+        return None
+    return replace(job, status=DELETED, updated_at=at)
+
+
+def _finish_if_done(job: Job, at: str) -> Job:
+    if job.terminal or job.batches is None or job.done.bit_count() < job.batches:
+        return job
+    counts = job.counts
+    if counts.failed == 0:
+        status, error = SUCCEEDED, None
+    elif counts.failed < (job.total or 0):
+        status, error = PARTIALLY_SUCCEEDED, None
+    else:
+        status = FAILED
+        error = {"code": "all_records_failed", "message": f"all {counts.failed} records failed; see the results"}
+    return replace(job, status=status, error=error, completed_at=at, updated_at=at)
+
+
+def visible_status(status: str, processed: int, results_stored: int) -> str:
+    """A job shows as finished only once the view holds all its results."""
+    if status in TERMINAL and status != CANCELLED and results_stored < processed:
+        return PROCESSING
+    return status

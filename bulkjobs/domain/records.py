@@ -1,0 +1,262 @@
+"""Record actions: apply one batch of a job's records to the owner's index of live ids.
+
+The owner's state is only which ids are live and whose they are (``ObjectIndex``); attribute
+values travel in the emitted ops and are merged by the store. Applying returns the per-record
+results, the ops for the store and the count delta. Every record gets a result, even when a
+rule raises, so no record is ever skipped silently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from bulkjobs.domain.counts import Counts
+from bulkjobs.domain.identity import RELATIONSHIPS, RESOURCES, derived_id
+
+Error = dict[str, str]
+Result = list[Any]  # [index, success, id | None, [Error] | None]
+Op = list[Any]  # see the OP_* constants
+
+
+OP_CREATE = "create"  # [op, id, tenant, type, external_id|None, attributes, at]
+OP_PATCH = "patch"  # [op, id, attributes, at]
+OP_DELETE = "delete"  # [op, id]
+OP_REL_CREATE = "rel_create"  # [op, id, tenant, relationship_type, source, target, at]
+OP_REL_DELETE = "rel_delete"  # [op, id]
+
+
+@dataclass
+class ObjectIndex:
+    """Live object and relationship ids of the partitions a worker holds, mapped to their tenant."""
+
+    objects: dict[str, str] = field(default_factory=dict)
+    relationships: dict[str, str] = field(default_factory=dict)
+
+    def apply_op(self, op: Op) -> None:
+        kind = op[0]
+        if kind == OP_CREATE:
+            self.objects[op[1]] = op[2]
+        elif kind == OP_DELETE:
+            self.objects.pop(op[1], None)
+        elif kind == OP_REL_CREATE:
+            self.relationships[op[1]] = op[2]
+        elif kind == OP_REL_DELETE:
+            self.relationships.pop(op[1], None)
+
+
+class RecordError(Exception):
+    def __init__(self, status: int, code: str, title: str, detail: str) -> None:
+        super().__init__(detail)
+        self.error: Error = {"code": code, "status": str(status), "title": title, "detail": detail}
+
+
+def invalid(detail: str) -> RecordError:
+    return RecordError(400, "InvalidRecord", "Invalid Record", detail)
+
+
+def not_found(detail: str) -> RecordError:
+    return RecordError(404, "NotFound", "Not Found", detail)
+
+
+def unprocessable(detail: str) -> RecordError:
+    return RecordError(422, "UnprocessableEntity", "Unprocessable Entity", detail)
+
+
+def internal_error(detail: str) -> Error:
+    return RecordError(500, "InternalError", "Internal Error", detail).error
+
+
+@dataclass
+class BatchOutcome:
+    results: list[Result] = field(default_factory=list)
+    ops: list[Op] = field(default_factory=list)
+    counts: Counts = field(default_factory=Counts)
+
+
+def fail_all(items: list[list[Any]], error: Error) -> BatchOutcome:
+    """The outcome of a batch that could not be applied at all: every record failed."""
+    return BatchOutcome(
+        results=[[item[0], False, None, [error]] for item in items],
+        counts=Counts(processed=len(items), failed=len(items)),
+    )
+
+
+@dataclass(frozen=True)
+class Context:
+    tenant: str
+    index: ObjectIndex
+    at: str
+
+
+# An action handler checks one record against the index and returns (id, ops, count field).
+Handler = Callable[[Context, str, Any], tuple[str, list[Op], str]]
+
+
+def _require_dict(record: Any) -> dict[str, Any]:
+    if not isinstance(record, dict):
+        raise invalid(f"record must be a JSON object, got {type(record).__name__}")
+    return record
+
+
+def _require_str(record: dict[str, Any], key: str) -> str:
+    value = record.get(key)
+    if not isinstance(value, str) or not value:
+        raise invalid(f"'{key}' must be a non-empty string")
+    return value
+
+
+def _attributes(record: dict[str, Any], required: bool = False) -> dict[str, Any]:
+    if "attributes" not in record and not required:
+        return {}
+    value = record.get("attributes")
+    if not isinstance(value, dict):
+        raise invalid("'attributes' must be a JSON object")
+    return value
+
+
+def _record_id(record: Any) -> str:
+    if isinstance(record, str) and record:
+        return record
+    if isinstance(record, dict):
+        return _require_str(record, "id")
+    raise invalid("record must be an id string or an object with 'id'")
+
+
+def _owned(ids: dict[str, str], ctx: Context, object_id: str, what: str) -> None:
+    if ids.get(object_id) != ctx.tenant:
+        raise not_found(f"{what} '{object_id}' not found")
+
+
+def _post(ctx: Context, routed_id: str, record: Any) -> tuple[str, list[Op], str]:
+    rec = _require_dict(record)
+    object_type = _require_str(rec, "type")
+    attributes = _attributes(rec)
+    external_id = rec.get("external_id")
+    if external_id is not None:
+        if not isinstance(external_id, str) or not external_id:
+            raise invalid("'external_id' must be a non-empty string")
+        object_id = derived_id(ctx.tenant, object_type, external_id)
+        if object_id in ctx.index.objects:
+            raise unprocessable(
+                f"External id '{external_id}' is already in use for the resource type '{object_type}'"
+            )
+    else:
+        object_id = routed_id
+        if object_id in ctx.index.objects:
+            raise unprocessable(f"id '{object_id}' is already in use")
+    return object_id, [[OP_CREATE, object_id, ctx.tenant, object_type, external_id, attributes, ctx.at]], "created"
+
+
+def _update(ctx: Context, routed_id: str, record: Any) -> tuple[str, list[Op], str]:
+    rec = _require_dict(record)
+    object_id = _require_str(rec, "id")
+    attributes = _attributes(rec, required=True)
+    _owned(ctx.index.objects, ctx, object_id, "object")
+    return object_id, [[OP_PATCH, object_id, attributes, ctx.at]], "updated"
+
+
+def _delete(ctx: Context, routed_id: str, record: Any) -> tuple[str, list[Op], str]:
+    object_id = _record_id(record)
+    _owned(ctx.index.objects, ctx, object_id, "object")
+    return object_id, [[OP_DELETE, object_id]], "deleted"
+
+
+def _external_key(ctx: Context, record: Any) -> tuple[str, str, str]:
+    rec = _require_dict(record)
+    object_type = _require_str(rec, "type")
+    external_id = _require_str(rec, "external_id")
+    return object_type, external_id, derived_id(ctx.tenant, object_type, external_id)
+
+
+def _external_id_set(ctx: Context, routed_id: str, record: Any) -> tuple[str, list[Op], str]:
+    object_type, external_id, object_id = _external_key(ctx, record)
+    attributes = _attributes(record)
+    if object_id in ctx.index.objects:
+        return object_id, [[OP_PATCH, object_id, attributes, ctx.at]], "updated"
+    return object_id, [[OP_CREATE, object_id, ctx.tenant, object_type, external_id, attributes, ctx.at]], "created"
+
+
+def _external_id_delete(ctx: Context, routed_id: str, record: Any) -> tuple[str, list[Op], str]:
+    object_type, external_id, object_id = _external_key(ctx, record)
+    if object_id not in ctx.index.objects:
+        raise not_found(f"no '{object_type}' object with external id '{external_id}'")
+    return object_id, [[OP_DELETE, object_id]], "deleted"
+
+
+def _relationship_post(ctx: Context, routed_id: str, record: Any) -> tuple[str, list[Op], str]:
+    rec = _require_dict(record)
+    relationship_type = _require_str(rec, "relationship_type")
+    source = _require_str(rec, "source")
+    target = _require_str(rec, "target")
+    _owned(ctx.index.objects, ctx, source, "source object")
+    _owned(ctx.index.objects, ctx, target, "target object")
+    if routed_id in ctx.index.relationships:
+        raise unprocessable(f"id '{routed_id}' is already in use")
+    op = [OP_REL_CREATE, routed_id, ctx.tenant, relationship_type, source, target, ctx.at]
+    return routed_id, [op], "created"
+
+
+def _relationship_delete(ctx: Context, routed_id: str, record: Any) -> tuple[str, list[Op], str]:
+    relationship_id = _record_id(record)
+    _owned(ctx.index.relationships, ctx, relationship_id, "relationship")
+    return relationship_id, [[OP_REL_DELETE, relationship_id]], "deleted"
+
+
+HANDLERS: dict[tuple[str, str], Handler] = {
+    (RESOURCES, "post"): _post,
+    (RESOURCES, "update"): _update,
+    (RESOURCES, "delete"): _delete,
+    (RESOURCES, "external_id_set"): _external_id_set,
+    (RESOURCES, "external_id_delete"): _external_id_delete,
+    (RELATIONSHIPS, "post"): _relationship_post,
+    (RELATIONSHIPS, "delete"): _relationship_delete,
+}
+
+
+def apply_batch(
+    kind: str, action: str, tenant: str, items: list[list[Any]], index: ObjectIndex, at: str
+) -> BatchOutcome:
+    """Apply ``items`` in order, updating ``index`` as it goes.
+
+    An item is ``[index, routed_id, record]``, or ``[index, routed_id, None, reason]`` for a
+    record refused on arrival.
+    """
+    outcome = BatchOutcome()
+    handler = HANDLERS.get((kind, action))
+    ctx = Context(tenant, index, at)
+    created = updated = deleted = failed = 0
+    for item in items:
+        record_index, routed_id, record = item[0], item[1], item[2]
+        if len(item) > 3:  # refused on arrival (not JSON, too large): the reason travels with it
+            outcome.results.append([record_index, False, None, [invalid(item[3]).error]])
+            failed += 1
+            continue
+        if handler is None:
+            outcome.results.append([record_index, False, None, [invalid(f"unknown action {kind}/{action}").error]])
+            failed += 1
+            continue
+        try:
+            object_id, ops, counted = handler(ctx, routed_id, record)
+        except RecordError as exc:
+            outcome.results.append([record_index, False, None, [exc.error]])
+            failed += 1
+            continue
+        except Exception as exc:  # a bug in a rule fails its record, never the batch
+            outcome.results.append([record_index, False, None, [internal_error(repr(exc))]])
+            failed += 1
+            continue
+        for op in ops:
+            index.apply_op(op)
+        outcome.ops.extend(ops)
+        outcome.results.append([record_index, True, object_id, None])
+        if counted == "created":
+            created += 1
+        elif counted == "updated":
+            updated += 1
+        else:
+            deleted += 1
+    outcome.counts = Counts(
+        processed=len(items), created=created, updated=updated, deleted=deleted, failed=failed
+    )
+    return outcome

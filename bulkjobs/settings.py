@@ -1,0 +1,79 @@
+"""The one settings object, read from ``BULKJOBS_*`` environment variables at the entry points."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Mapping
+
+
+def parse_api_keys(text: str) -> dict[str, str]:
+    """``key=tenant,key2=tenant2`` -> {key: tenant}; blanks are ignored."""
+    keys: dict[str, str] = {}
+    for pair in text.split(","):
+        pair = pair.strip()
+        if not pair:
+            continue
+        key, sep, tenant = pair.partition("=")
+        if not sep or not key.strip() or not tenant.strip():
+            raise ValueError(f"BULKJOBS_API_KEYS entry {pair!r} is not key=tenant")
+        keys[key.strip()] = tenant.strip()
+    return keys
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka_brokers: str = "127.0.0.1:9092"
+    data_dir: Path = Path("data")
+    api_keys: Mapping[str, str] = field(default_factory=dict)
+    host: str = "127.0.0.1"
+    port: int = 8080
+    partitions: int = 8
+    max_records: int = 1_000_000
+    max_body_bytes: int = 256 * 1024 * 1024
+    batch_records: int = 1000
+    batch_bytes: int = 512 * 1024
+    topic_prefix: str = "bulkjobs"
+    session_timeout: float = 6.0
+    heartbeat_interval: float = 2.0
+    worker_heartbeat_seconds: float = 2.0
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "bulkjobs.db"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> "Settings":
+        def get(name: str) -> str | None:
+            return env.get(f"BULKJOBS_{name}") or None
+
+        base = cls()
+        values: dict[str, object] = {}
+        if (v := get("KAFKA_BROKERS")) is not None:
+            values["kafka_brokers"] = v
+        if (v := get("DATA_DIR")) is not None:
+            values["data_dir"] = Path(v)
+        if (v := get("API_KEYS")) is not None:
+            values["api_keys"] = parse_api_keys(v)
+        if (v := get("HOST")) is not None:
+            values["host"] = v
+        if (v := get("TOPIC_PREFIX")) is not None:
+            values["topic_prefix"] = v
+        for name, attr in (
+            ("PORT", "port"),
+            ("PARTITIONS", "partitions"),
+            ("MAX_RECORDS", "max_records"),
+            ("MAX_BODY_BYTES", "max_body_bytes"),
+            ("BATCH_RECORDS", "batch_records"),
+            ("BATCH_BYTES", "batch_bytes"),
+        ):
+            if (v := get(name)) is not None:
+                values[attr] = int(v)
+        for name, attr in (
+            ("SESSION_TIMEOUT", "session_timeout"),
+            ("HEARTBEAT_INTERVAL", "heartbeat_interval"),
+        ):
+            if (v := get(name)) is not None:
+                values[attr] = float(v)
+        return replace(base, **values)  # type: ignore[arg-type]

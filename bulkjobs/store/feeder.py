@@ -1,0 +1,72 @@
+"""The process that feeds the SQLite view from the changes, status and workers topics.
+
+It commits its Kafka offsets only after the SQLite transaction holding those messages has
+committed; after a crash it replays from the last committed offsets, and the writer's
+idempotent upserts make the replay harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import signal
+
+from aiokafka import AIOKafkaConsumer
+
+from bulkjobs.settings import Settings
+from bulkjobs.store.schema import connect
+from bulkjobs.store.writer import ViewWriter
+from bulkjobs.streams.admin import ensure_topics
+from bulkjobs.streams.topics import TopicNames, decode
+
+log = logging.getLogger(__name__)
+
+
+async def feed(settings: Settings, stop: asyncio.Event) -> None:
+    names = TopicNames(settings.topic_prefix)
+    await ensure_topics(settings)
+    db = await connect(settings.db_path)
+    writer = ViewWriter(db)
+    consumer = AIOKafkaConsumer(
+        names.changes, names.status, names.workers,
+        bootstrap_servers=settings.kafka_brokers,
+        group_id=names.store_group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=50,  # a long empty poll on an idle partition stalls the busy ones
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+        session_timeout_ms=int(settings.session_timeout * 1000),
+        heartbeat_interval_ms=int(settings.heartbeat_interval * 1000),
+    )
+    await consumer.start()
+    log.info("store feeding %s", settings.db_path)
+    try:
+        while not stop.is_set():
+            fetched = await consumer.getmany(timeout_ms=200, max_records=None)
+            if not fetched:
+                continue
+            applied, statuses, beats = [], [], []
+            gc.disable()
+            try:
+                for tp, messages in sorted(fetched.items(), key=lambda item: (item[0].topic, item[0].partition)):
+                    target = applied if tp.topic == names.changes else statuses if tp.topic == names.status else beats
+                    target.extend(decode(m.value) for m in messages)
+                await writer.write(applied, statuses, beats)
+            finally:
+                gc.enable()
+            await consumer.commit()
+    finally:
+        await consumer.stop()
+        await db.close()
+
+
+def run_feeder(settings: Settings) -> None:
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await feed(settings, stop)
+
+    asyncio.run(main())

@@ -1,0 +1,88 @@
+"""Reading a whole topic (every partition, from the start, no consumer group) into memory.
+
+Workers use it for state that must cover partitions they do not own: the object index of every
+partition and the set of cancelled jobs. ``caught_up`` is the barrier that makes a freshly
+assigned partition safe to write: it waits until everything in the topic, as of the call, has
+been handed to the callback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Callable, Iterable
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+log = logging.getLogger(__name__)
+
+OnMessage = Callable[[int, int, bytes], None]  # partition, offset, value
+
+
+class TopicTail:
+    def __init__(self, brokers: str, topic: str, on_message: OnMessage) -> None:
+        self.brokers = brokers
+        self.topic = topic
+        self.on_message = on_message
+        self.positions: dict[int, int] = {}
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._moved = asyncio.Condition()
+        self._starting = asyncio.Lock()
+
+    async def ensure_started(self, partitions: int) -> None:
+        async with self._starting:
+            if self._consumer is None:
+                await self._start(partitions)
+
+    async def _start(self, partitions: int) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.brokers,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=50,  # a long empty poll on an idle partition stalls the busy ones
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+        )
+        await consumer.start()
+        tps = [TopicPartition(self.topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        self.positions = {p: 0 for p in range(partitions)}
+        self._consumer = consumer
+        self._task = asyncio.create_task(self._run(), name=f"tail:{self.topic}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        while True:
+            fetched = await self._consumer.getmany(timeout_ms=500, max_records=None)
+            for tp, messages in fetched.items():
+                for message in messages:
+                    try:
+                        self.on_message(tp.partition, message.offset, message.value)
+                    except Exception:  # one unreadable message must not stop the whole view
+                        log.exception("skipping unreadable message %s@%d", tp, message.offset)
+                if messages:
+                    self.positions[tp.partition] = messages[-1].offset + 1
+            if fetched:
+                async with self._moved:
+                    self._moved.notify_all()
+
+    async def caught_up(self, partitions: Iterable[int]) -> None:
+        """Return once every message written to ``partitions`` before this call was handled."""
+        assert self._consumer is not None
+        tps = [TopicPartition(self.topic, p) for p in partitions]
+        ends = await self._consumer.end_offsets(tps)
+        async with self._moved:
+            await self._moved.wait_for(
+                lambda: all(self.positions.get(tp.partition, 0) >= end for tp, end in ends.items())
+            )

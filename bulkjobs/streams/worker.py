@@ -1,0 +1,197 @@
+"""The Faust worker app: built in one place from the settings, with its two agents.
+
+``apply_batches`` owns partitions of the batches topic: it applies each batch against the
+object index and publishes what it did (one ``AppliedBatch`` and one ``BatchDone`` per batch).
+``track_jobs`` owns partitions of the job-events topic: it folds job events into the ``jobs``
+table (one row per job, one write per event) and publishes each new ``JobStatus``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import os
+import socket
+from typing import Any, AsyncIterator
+
+import faust
+from faust.types import TP
+
+from bulkjobs.clock import utc_now
+from bulkjobs.domain import jobs
+from bulkjobs.domain.counts import Counts
+from bulkjobs.domain.identity import RELATIONSHIPS
+from bulkjobs.domain.records import apply_batch, fail_all, internal_error
+from bulkjobs.settings import Settings
+from bulkjobs.streams.state import CancelledJobs, ObjectState
+from bulkjobs.streams.topics import (
+    AppliedBatch,
+    BatchDone,
+    JobCommand,
+    JobStatus,
+    JobSubmitted,
+    RecordBatch,
+    TopicNames,
+    WorkerHeartbeat,
+    decode,
+    encode,
+    job_event_from,
+)
+
+log = logging.getLogger(__name__)
+
+
+def status_of(job: jobs.Job) -> JobStatus:
+    return JobStatus(
+        id=job.id, tenant=job.tenant, type=job.type, action=job.action, description=job.description,
+        status=job.status, total=job.total, counts=job.counts.to_dict(), progress=job.progress,
+        error=job.error, created_at=job.created_at, started_at=job.started_at,
+        completed_at=job.completed_at, updated_at=job.updated_at,
+    )
+
+
+def next_job(job: jobs.Job, event: JobSubmitted | BatchDone | JobCommand) -> jobs.Job | None:
+    if isinstance(event, JobSubmitted):
+        return jobs.submitted(
+            job, tenant=event.tenant, type=event.type, action=event.action,
+            description=event.description, total=event.total, batches=event.batches,
+            created_at=event.created_at,
+        )
+    if isinstance(event, BatchDone):
+        return jobs.batch_done(job, event.seq, Counts.from_dict(event.counts), event.at)
+    if event.kind == "cancel":
+        return jobs.cancelled(job, event.at)
+    return jobs.deleted(job, event.at)
+
+
+def build_app(settings: Settings) -> faust.App:
+    names = TopicNames(settings.topic_prefix)
+    app = faust.App(
+        names.worker_app_id,
+        broker=";".join(f"kafka://{b.strip()}" for b in settings.kafka_brokers.split(",")),
+        store="memory://",
+        topic_partitions=settings.partitions,
+        topic_replication_factor=1,
+        broker_session_timeout=settings.session_timeout,
+        broker_heartbeat_interval=settings.heartbeat_interval,
+        producer_acks=-1,
+        # One record per producer batch: Tansu reports a too-low end offset after a batch of
+        # several records, which cuts table recovery and our own catch-up barriers short.
+        producer_max_batch_size=1,
+        processing_guarantee="at_least_once",
+        key_serializer="raw",
+        value_serializer="raw",
+        web_enabled=False,
+        datadir=str(settings.data_dir / "worker"),
+    )
+    batches_topic = app.topic(names.batches, partitions=settings.partitions, internal=False)
+    changes_topic = app.topic(names.changes, partitions=settings.partitions, internal=False)
+    job_events_topic = app.topic(names.job_events, partitions=settings.partitions, internal=False)
+    status_topic = app.topic(names.status, partitions=settings.partitions, internal=False)
+    workers_topic = app.topic(names.workers, partitions=settings.partitions, internal=False)
+    # One row per job: raw UTF-8 job id -> JSON of ``jobs.Job``, written once per job event.
+    table = app.Table(names.jobs_table, default=None, partitions=settings.partitions)
+    objects = ObjectState(settings.kafka_brokers, names.changes)
+    cancelled = CancelledJobs(settings.kafka_brokers, names.status)
+    worker_id = f"{socket.gethostname()}-{os.getpid()}"
+
+    async def start_tails() -> None:
+        await objects.tail.ensure_started(settings.partitions)
+        await cancelled.tail.ensure_started(settings.partitions)
+
+    async def publish(topic: faust.TopicT, value: bytes, *, key: bytes | None = None,
+                      partition: int | None = None) -> Any:
+        """Send and wait for the broker's ack, retrying: a batch must never be dropped."""
+        delay = 0.2
+        while True:
+            try:
+                fut = await topic.send(key=key, value=value, partition=partition, force=True)
+                return await fut
+            except Exception:
+                log.exception("publishing to %s failed; retrying in %.1fs", topic, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def batch_done(job_id: str, seq: int, counts: Counts) -> None:
+        done = BatchDone(job_id=job_id, seq=seq, counts=counts.to_dict(), at=utc_now())
+        await publish(job_events_topic, encode(done), key=job_id.encode())
+
+    async def apply(partition: int, batch: RecordBatch) -> None:
+        await objects.sync(partition)
+        already = objects.applied.get((batch.job_id, batch.seq))
+        if already is not None:  # redelivered after a crash: its effects are in Kafka already
+            await batch_done(batch.job_id, batch.seq, already)
+            return
+        if batch.job_id in cancelled:
+            return
+        if batch.type == RELATIONSHIPS and batch.action == "post":
+            await objects.sync_all(settings.partitions)  # sources and targets live anywhere
+        at = utc_now()
+        gc.disable()
+        try:
+            outcome = apply_batch(batch.type, batch.action, batch.tenant, batch.items, objects.index, at)
+        except Exception as exc:
+            log.exception("batch %s/%d could not be applied", batch.job_id, batch.seq)
+            outcome = fail_all(batch.items, internal_error(f"batch could not be applied: {exc!r}"))
+        finally:
+            gc.enable()
+        applied = AppliedBatch(
+            job_id=batch.job_id, tenant=batch.tenant, seq=batch.seq, at=at,
+            counts=outcome.counts.to_dict(), results=outcome.results, ops=outcome.ops,
+        )
+        metadata = await publish(changes_topic, encode(applied), partition=partition)
+        objects.record(partition, metadata.offset, applied, apply_ops=False)
+        await batch_done(batch.job_id, batch.seq, outcome.counts)
+
+    @app.agent(batches_topic)
+    async def apply_batches(stream: faust.StreamT) -> AsyncIterator[None]:
+        await start_tails()
+        async for event in stream.events():
+            try:
+                batch = RecordBatch(**decode(event.value))
+            except Exception:
+                log.exception("unreadable batch at %s@%d; skipped", event.message.tp, event.message.offset)
+                continue
+            await apply(event.message.partition, batch)
+            yield None
+
+    @app.agent(job_events_topic)
+    async def track_jobs(stream: faust.StreamT) -> AsyncIterator[None]:
+        async for event in stream.events():
+            key: bytes = event.key or b""
+            try:
+                job_event = job_event_from(event.value)
+            except Exception:
+                log.exception("unreadable job event for %r; skipped", key)
+                continue
+            stored = table.get(key)
+            job = jobs.Job.from_dict(decode(stored)) if stored else jobs.Job(id=key.decode())
+            changed = next_job(job, job_event)
+            if changed is not None:
+                table[key] = encode(changed.to_dict())
+                await status_topic.send(key=key, value=encode(status_of(changed)))
+            yield None
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(app: faust.App, revoked: set[TP], **kwargs: Any) -> None:
+        objects.revoke({tp.partition for tp in revoked if tp.topic == names.batches})
+
+    @app.timer(settings.worker_heartbeat_seconds)
+    async def heartbeat() -> None:
+        assignment = app.consumer.assignment() if app.consumer else set()
+        owned = sorted(tp.partition for tp in assignment if tp.topic == names.batches)
+        if not owned:
+            return
+        await start_tails()
+        beat = WorkerHeartbeat(worker=worker_id, host=socket.gethostname(), pid=os.getpid(),
+                               at=utc_now(), partitions=owned)
+        await workers_topic.send(key=worker_id.encode(), value=encode(beat))
+
+    return app
+
+
+def run_worker(settings: Settings, loglevel: str = "info") -> None:
+    """Run the worker in the foreground until it is stopped."""
+    app = build_app(settings)
+    faust.Worker(app, loglevel=loglevel).execute_from_commandline()
