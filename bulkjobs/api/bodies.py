@@ -18,7 +18,9 @@ from bulkjobs.errors import BadRequest, InvalidJson, TooLarge
 
 ReadChunk = Callable[[], Awaitable[bytes]]  # b"" at the end of the body
 
-_ELEMENT_CUT = re.compile(rb'[}\]"]\s*(,)\s*[{\["]')
+# Where one element may end and the next begin: after an object or array first (the usual
+# records), then after any string (arrays of ids).
+_ELEMENT_CUTS = (re.compile(rb'[}\]]\s*(,)\s*[{\[]'), re.compile(rb'"\s*(,)\s*"'))
 _DATA_KEY = re.compile(rb'"data"\s*:\s*\[')
 _CUT_WINDOW = 256 * 1024
 _CUT_TRIES = 4
@@ -41,14 +43,15 @@ class ArraySplitter:
     def feed(self, data: bytes) -> Chunk | None:
         self.buffer += data
         start = max(0, len(self.buffer) - _CUT_WINDOW)
-        cuts = [m.start(1) for m in _ELEMENT_CUT.finditer(self.buffer, start)]
-        for cut in reversed(cuts[-_CUT_TRIES:]):
-            try:
-                records = orjson.loads(b"[" + self.buffer[:cut] + b"]")
-            except orjson.JSONDecodeError:
-                continue
-            del self.buffer[: cut + 1]
-            return Chunk(records, cut + 1)
+        for pattern in _ELEMENT_CUTS:
+            cuts = [m.start(1) for m in pattern.finditer(self.buffer, start)]
+            for cut in reversed(cuts[-_CUT_TRIES:]):
+                try:
+                    records = orjson.loads(b"[" + self.buffer[:cut] + b"]")
+                except orjson.JSONDecodeError:
+                    continue
+                del self.buffer[: cut + 1]
+                return Chunk(records, cut + 1)
         return None
 
     def finish(self) -> Chunk:

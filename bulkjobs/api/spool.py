@@ -15,7 +15,7 @@ from typing import IO, Any, Iterator
 import orjson
 
 from bulkjobs.api.bodies import InvalidLine
-from bulkjobs.domain.identity import partition_of, target_id
+from bulkjobs.domain.identity import route
 from bulkjobs.streams.topics import RecordBatch, encode
 
 MAX_MESSAGE_BYTES = 900 * 1024  # under aiokafka's 1 MB max_request_size with room for framing
@@ -41,20 +41,24 @@ class BatchSpool:
         if not records:
             return
         estimate = max(1, size // len(records))  # per-record dumps would cost more than routing
+        kind, action, tenant, partitions = self.kind, self.action, self.tenant, self.partitions
+        pending, pending_bytes = self._pending, self._pending_bytes
+        limit_records, limit_bytes = self.batch_records, self.batch_bytes
+        index = self.records
         for record in records:
-            index = self.records
-            self.records += 1
             if isinstance(record, InvalidLine):
-                item = [index, target_id(self.kind, self.action, self.tenant, None), None,
-                        f"line is not valid JSON: {record.text}"]
+                partition = index % partitions
+                item = [index, None, None, f"line is not valid JSON: {record.text}"]
             else:
-                item = [index, target_id(self.kind, self.action, self.tenant, record), record]
-            partition = partition_of(item[1], self.partitions)
-            self._pending[partition].append(item)
-            self._pending_bytes[partition] += estimate
-            if (len(self._pending[partition]) >= self.batch_records
-                    or self._pending_bytes[partition] >= self.batch_bytes):
+                partition, fresh_id = route(kind, action, tenant, record, partitions, index)
+                item = [index, fresh_id, record]
+            index += 1
+            batch = pending[partition]
+            batch.append(item)
+            pending_bytes[partition] += estimate
+            if len(batch) >= limit_records or pending_bytes[partition] >= limit_bytes:
                 self._flush(partition)
+        self.records = index
 
     def close(self) -> None:
         """All records are in: write the partly filled batches."""
@@ -75,10 +79,10 @@ class BatchSpool:
                 self._write(partition, items[:half])
                 self._write(partition, items[half:])
                 return
-            index, routed_id, record = items[0][:3]
+            index, _, record = items[0][:3]
             size = len(orjson.dumps(record))
             reason = f"record is {size} bytes, over the limit of {MAX_MESSAGE_BYTES} bytes"
-            payload = self._encode([[index, routed_id, None, reason]])
+            payload = self._encode([[index, None, None, reason]])
         self._file.write(_HEADER.pack(partition, len(payload)))
         self._file.write(payload)
         self.batches += 1

@@ -1,14 +1,16 @@
-"""Object identity and ownership: which id a record targets and which partition owns that id.
+"""Object identity and ownership: which partition owns a record's object, and object ids.
 
-An object with an external id has a derived id, a hash of (tenant, type, external_id), so
-that a record naming the external id and a record naming the id reach the same owner.
-Ids are 32 hex digits; the first eight choose the owning partition.
+Ids are 32 hex digits whose first eight pick the owning partition (``partition_of``). An
+object with an external id has a derived id, ``crc32(key) + blake2b(key)`` of its key
+(tenant, type, external_id): the router needs only the cheap crc32 to find the owner, and a
+record naming the id reaches the same owner as one naming the external id. Objects created
+without an external id, and relationships, get a fresh random id from the router.
 """
 
 from __future__ import annotations
 
 import hashlib
-import uuid
+import os
 import zlib
 from typing import Any
 
@@ -20,14 +22,21 @@ ACTIONS: dict[str, frozenset[str]] = {
     RELATIONSHIPS: frozenset({"post", "delete"}),
 }
 
+# Actions whose records name their object by (type, external_id).
+BY_EXTERNAL_ID = frozenset({"external_id_set", "external_id_delete"})
+
+
+def _key(tenant: str, object_type: str, external_id: str) -> bytes:
+    return f"{tenant}\x00{object_type}\x00{external_id}".encode()
+
 
 def derived_id(tenant: str, object_type: str, external_id: str) -> str:
-    key = f"{tenant}\x00{object_type}\x00{external_id}".encode()
-    return hashlib.blake2b(key, digest_size=16).hexdigest()
+    key = _key(tenant, object_type, external_id)
+    return f"{zlib.crc32(key):08x}{hashlib.blake2b(key, digest_size=12).hexdigest()}"
 
 
 def new_id() -> str:
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()
 
 
 def partition_of(object_id: str, partitions: int) -> int:
@@ -37,21 +46,25 @@ def partition_of(object_id: str, partitions: int) -> int:
         return zlib.crc32(object_id.encode()) % partitions
 
 
-def target_id(kind: str, action: str, tenant: str, record: Any) -> str:
-    """The id a record acts on, or a fresh one for a record that creates without external id.
+def route(kind: str, action: str, tenant: str, record: Any, partitions: int, fallback: int) -> tuple[int, str | None]:
+    """(owning partition, fresh id or None) for one record of a job.
 
-    A record too malformed to name an id gets a fresh id: its owner fails it on validation.
+    A record that creates without an external id gets its fresh id here. A record too
+    malformed to name an object goes to partition ``fallback``: its owner fails it.
     """
-    if isinstance(record, str):
-        return record if record else new_id()
-    if not isinstance(record, dict):
-        return new_id()
-    if kind == RESOURCES and action in ("post", "external_id_set", "external_id_delete"):
-        object_type, external_id = record.get("type"), record.get("external_id")
-        if isinstance(object_type, str) and isinstance(external_id, str) and object_type and external_id:
-            return derived_id(tenant, object_type, external_id)
-        return new_id()
-    if action in ("update", "delete"):
-        given = record.get("id")
-        return given if isinstance(given, str) and given else new_id()
-    return new_id()
+    if action in BY_EXTERNAL_ID or (action == "post" and kind == RESOURCES):
+        if isinstance(record, dict):
+            object_type, external_id = record.get("type"), record.get("external_id")
+            if isinstance(object_type, str) and isinstance(external_id, str):
+                return zlib.crc32(_key(tenant, object_type, external_id)) % partitions, None
+            if action == "post" and external_id is None:
+                fresh = new_id()
+                return int(fresh[:8], 16) % partitions, fresh
+        return fallback % partitions, None
+    if action == "post":  # relationships
+        fresh = new_id()
+        return int(fresh[:8], 16) % partitions, fresh
+    object_id = record.get("id") if isinstance(record, dict) else record
+    if isinstance(object_id, str) and object_id:
+        return partition_of(object_id, partitions), None
+    return fallback % partitions, None

@@ -90,7 +90,7 @@ class Context:
 
 
 # An action handler checks one record against the index and returns (id, ops, count field).
-Handler = Callable[[Context, str, Any], tuple[str, list[Op], str]]
+Handler = Callable[[Context, str | None, Any], tuple[str, list[Op], str]]
 
 
 def _require_dict(record: Any) -> dict[str, Any]:
@@ -123,12 +123,18 @@ def _record_id(record: Any) -> str:
     raise invalid("record must be an id string or an object with 'id'")
 
 
+def _fresh(fresh_id: str | None) -> str:
+    if not fresh_id:  # only a producer that skipped the router can send a create without one
+        raise invalid("the record reached its owner without the id the router gives it")
+    return fresh_id
+
+
 def _owned(ids: dict[str, str], ctx: Context, object_id: str, what: str) -> None:
     if ids.get(object_id) != ctx.tenant:
         raise not_found(f"{what} '{object_id}' not found")
 
 
-def _post(ctx: Context, routed_id: str, record: Any) -> tuple[str, list[Op], str]:
+def _post(ctx: Context, fresh_id: str | None, record: Any) -> tuple[str, list[Op], str]:
     rec = _require_dict(record)
     object_type = _require_str(rec, "type")
     attributes = _attributes(rec)
@@ -142,13 +148,11 @@ def _post(ctx: Context, routed_id: str, record: Any) -> tuple[str, list[Op], str
                 f"External id '{external_id}' is already in use for the resource type '{object_type}'"
             )
     else:
-        object_id = routed_id
-        if object_id in ctx.index.objects:
-            raise unprocessable(f"id '{object_id}' is already in use")
+        object_id = _fresh(fresh_id)
     return object_id, [[OP_CREATE, object_id, ctx.tenant, object_type, external_id, attributes, ctx.at]], "created"
 
 
-def _update(ctx: Context, routed_id: str, record: Any) -> tuple[str, list[Op], str]:
+def _update(ctx: Context, fresh_id: str | None, record: Any) -> tuple[str, list[Op], str]:
     rec = _require_dict(record)
     object_id = _require_str(rec, "id")
     attributes = _attributes(rec, required=True)
@@ -156,7 +160,7 @@ def _update(ctx: Context, routed_id: str, record: Any) -> tuple[str, list[Op], s
     return object_id, [[OP_PATCH, object_id, attributes, ctx.at]], "updated"
 
 
-def _delete(ctx: Context, routed_id: str, record: Any) -> tuple[str, list[Op], str]:
+def _delete(ctx: Context, fresh_id: str | None, record: Any) -> tuple[str, list[Op], str]:
     object_id = _record_id(record)
     _owned(ctx.index.objects, ctx, object_id, "object")
     return object_id, [[OP_DELETE, object_id]], "deleted"
@@ -169,7 +173,7 @@ def _external_key(ctx: Context, record: Any) -> tuple[str, str, str]:
     return object_type, external_id, derived_id(ctx.tenant, object_type, external_id)
 
 
-def _external_id_set(ctx: Context, routed_id: str, record: Any) -> tuple[str, list[Op], str]:
+def _external_id_set(ctx: Context, fresh_id: str | None, record: Any) -> tuple[str, list[Op], str]:
     object_type, external_id, object_id = _external_key(ctx, record)
     attributes = _attributes(record)
     if object_id in ctx.index.objects:
@@ -177,27 +181,26 @@ def _external_id_set(ctx: Context, routed_id: str, record: Any) -> tuple[str, li
     return object_id, [[OP_CREATE, object_id, ctx.tenant, object_type, external_id, attributes, ctx.at]], "created"
 
 
-def _external_id_delete(ctx: Context, routed_id: str, record: Any) -> tuple[str, list[Op], str]:
+def _external_id_delete(ctx: Context, fresh_id: str | None, record: Any) -> tuple[str, list[Op], str]:
     object_type, external_id, object_id = _external_key(ctx, record)
     if object_id not in ctx.index.objects:
         raise not_found(f"no '{object_type}' object with external id '{external_id}'")
     return object_id, [[OP_DELETE, object_id]], "deleted"
 
 
-def _relationship_post(ctx: Context, routed_id: str, record: Any) -> tuple[str, list[Op], str]:
+def _relationship_post(ctx: Context, fresh_id: str | None, record: Any) -> tuple[str, list[Op], str]:
     rec = _require_dict(record)
     relationship_type = _require_str(rec, "relationship_type")
     source = _require_str(rec, "source")
     target = _require_str(rec, "target")
     _owned(ctx.index.objects, ctx, source, "source object")
     _owned(ctx.index.objects, ctx, target, "target object")
-    if routed_id in ctx.index.relationships:
-        raise unprocessable(f"id '{routed_id}' is already in use")
-    op = [OP_REL_CREATE, routed_id, ctx.tenant, relationship_type, source, target, ctx.at]
-    return routed_id, [op], "created"
+    relationship_id = _fresh(fresh_id)
+    op = [OP_REL_CREATE, relationship_id, ctx.tenant, relationship_type, source, target, ctx.at]
+    return relationship_id, [op], "created"
 
 
-def _relationship_delete(ctx: Context, routed_id: str, record: Any) -> tuple[str, list[Op], str]:
+def _relationship_delete(ctx: Context, fresh_id: str | None, record: Any) -> tuple[str, list[Op], str]:
     relationship_id = _record_id(record)
     _owned(ctx.index.relationships, ctx, relationship_id, "relationship")
     return relationship_id, [[OP_REL_DELETE, relationship_id]], "deleted"
@@ -219,15 +222,16 @@ def apply_batch(
 ) -> BatchOutcome:
     """Apply ``items`` in order, updating ``index`` as it goes.
 
-    An item is ``[index, routed_id, record]``, or ``[index, routed_id, None, reason]`` for a
-    record refused on arrival.
+    An item is ``[index, fresh_id, record]`` (``fresh_id`` is the router's id for a record that
+    creates without an external id, else None), or ``[index, None, None, reason]`` for a record
+    refused on arrival.
     """
     outcome = BatchOutcome()
     handler = HANDLERS.get((kind, action))
     ctx = Context(tenant, index, at)
     created = updated = deleted = failed = 0
     for item in items:
-        record_index, routed_id, record = item[0], item[1], item[2]
+        record_index, fresh_id, record = item[0], item[1], item[2]
         if len(item) > 3:  # refused on arrival (not JSON, too large): the reason travels with it
             outcome.results.append([record_index, False, None, [invalid(item[3]).error]])
             failed += 1
@@ -237,7 +241,7 @@ def apply_batch(
             failed += 1
             continue
         try:
-            object_id, ops, counted = handler(ctx, routed_id, record)
+            object_id, ops, counted = handler(ctx, fresh_id, record)
         except RecordError as exc:
             outcome.results.append([record_index, False, None, [exc.error]])
             failed += 1

@@ -78,5 +78,8 @@ async def connect(path: Path) -> aiosqlite.Connection:
     await db.execute("PRAGMA journal_mode=WAL")
     await db.execute("PRAGMA synchronous=NORMAL")
     await db.execute("PRAGMA busy_timeout=10000")
+    # Object ids are hashes, so inserts land all over the indexes: keep them in memory.
+    await db.execute("PRAGMA cache_size=-262144")
+    await db.execute("PRAGMA wal_autocheckpoint=16384")
     await db.executescript(SCHEMA)
     return db

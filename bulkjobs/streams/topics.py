@@ -120,8 +120,8 @@ def job_event_from(value: bytes) -> JobSubmitted | BatchDone | JobCommand:
 @dataclass(frozen=True)
 class RecordBatch:
     """Up to ``batch_records`` records of one job, all owned by this partition.
-    ``items`` are ``[index, target_id, record]``. Producer: the API (routing with
-    ``domain.identity``). Consumer: the batch applier (``apply_batches``)."""
+    ``items`` are ``[index, fresh_id | null, record]`` or ``[index, null, null, reason]`` for a
+    record refused on arrival. Producer: the API (routing with ``domain.identity.route``). Consumer: the batch applier (``apply_batches``)."""
 
     job_id: str
     tenant: str
