@@ -33,7 +33,7 @@ class Settings:
     max_records: int = 1_000_000
     max_body_bytes: int = 256 * 1024 * 1024
     batch_records: int = 1000
-    batch_bytes: int = 512 * 1024
+    batch_bytes: int = 384 * 1024
     topic_prefix: str = "bulkjobs"
     session_timeout: float = 6.0
     heartbeat_interval: float = 2.0

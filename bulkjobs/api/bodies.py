@@ -104,12 +104,15 @@ class BodyReader:
 
 
 async def _array_chunks(reader: BodyReader, splitter: ArraySplitter, first: bytes) -> AsyncIterator[Chunk]:
-    data = first
-    while data:
-        chunk = splitter.feed(data)
-        if chunk is not None:
-            yield chunk
+    data = first  # may be empty when a read ended right after the array's "["
+    while True:
+        if data:
+            chunk = splitter.feed(data)
+            if chunk is not None:
+                yield chunk
         data = await reader.read()
+        if not data:
+            break
     yield splitter.finish()
 
 
@@ -128,6 +131,8 @@ async def parse_json(reader: BodyReader) -> ParsedBody:
     while True:
         for match in _DATA_KEY.finditer(head):
             prefix = head[: match.start()]
+            if prefix.rstrip()[-1:] not in (b"{", b","):
+                continue  # inside a string or a key, not a key of the envelope
             try:
                 fields = orjson.loads(prefix + b'"_":0}')
             except orjson.JSONDecodeError:

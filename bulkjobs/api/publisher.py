@@ -24,8 +24,10 @@ class JobPublisher:
         self.producer = AIOKafkaProducer(
             bootstrap_servers=settings.kafka_brokers,
             acks="all",
-            linger_ms=5,
-            max_batch_size=1024 * 1024,
+            # One message per producer batch: Tansu cannot fetch from an offset inside a
+            # multi-record batch (a consumer restarting there stalls) and reports a too-low end
+            # offset after one. Batch messages are large, so little is lost.
+            max_batch_size=1,
         )
 
     async def start(self) -> None:

@@ -81,9 +81,10 @@ def submitted(job: Job, *, tenant: str, type: str, action: str, description: str
     """The request is in Kafka: the job learns its totals (its batches may already be counted)."""
     if job.status == DELETED:
         return job
+    latest = max(created_at, job.updated_at or created_at)  # batches may have been counted first
     job = replace(job, tenant=tenant, type=type, action=action, description=description,
-                  total=total, batches=batches, created_at=created_at, updated_at=job.updated_at or created_at)
-    return _finish_if_done(job, created_at)
+                  total=total, batches=batches, created_at=created_at, updated_at=latest)
+    return _finish_if_done(job, latest)
 
 
 def batch_done(job: Job, seq: int, counts: Counts, at: str) -> Job | None:

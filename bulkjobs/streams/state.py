@@ -3,19 +3,16 @@
 ``ObjectState`` is the object index of every partition, fed by the changes topic (the worker's
 own writes are applied directly and skipped when the tail reads them back) together with the
 batches already applied, so that a redelivered batch is recognised and not applied again.
-``CancelledJobs`` is the set of jobs whose batches must no longer be applied, fed by the status
-topic.
+``JobStates`` is every job's state, fed by the status topic (its changelog).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from bulkjobs.domain.counts import Counts
-from bulkjobs.domain.jobs import CANCELLED, DELETED
+from bulkjobs.domain.jobs import CANCELLED, DELETED, Job
 from bulkjobs.domain.records import ObjectIndex
 from bulkjobs.streams.tail import TopicTail
-from bulkjobs.streams.topics import AppliedBatch, decode
+from bulkjobs.streams.topics import AppliedBatch, decode, job_from_status
 
 
 class ObjectState:
@@ -52,15 +49,39 @@ class ObjectState:
         self.synced -= partitions
 
 
-class CancelledJobs:
+class JobStates:
+    """Every job's latest state, fed by the status topic, which doubles as the jobs' changelog.
+
+    A worker is the only writer of the status partitions it owns: once a partition is synced
+    it keeps that partition's jobs itself and the tail skips them, so a snapshot read back
+    late can never roll a job back. Jobs that are cancelled or deleted are remembered so
+    that their batches are no longer applied, whichever partition they live on.
+    """
+
     def __init__(self, brokers: str, topic: str) -> None:
-        self.jobs: set[str] = set()
+        self.jobs: dict[str, Job] = {}
+        self.stopped: set[str] = set()
+        self.synced: set[int] = set()
         self.tail = TopicTail(brokers, topic, self._on_status)
 
     def _on_status(self, partition: int, offset: int, value: bytes) -> None:
-        status: dict[str, Any] = decode(value)
-        if status.get("status") in (CANCELLED, DELETED):
-            self.jobs.add(status["id"])
+        if partition in self.synced:
+            return  # our own write, already applied
+        self.put(job_from_status(decode(value)))
 
-    def __contains__(self, job_id: str) -> bool:
-        return job_id in self.jobs
+    def put(self, job: Job) -> None:
+        self.jobs[job.id] = job
+        if job.status in (CANCELLED, DELETED):
+            self.stopped.add(job.id)
+
+    def get(self, job_id: str) -> Job:
+        return self.jobs.get(job_id) or Job(id=job_id)
+
+    async def sync(self, partition: int) -> None:
+        """Wait, once per assignment, until every job of ``partition`` is known."""
+        if partition not in self.synced:
+            await self.tail.caught_up([partition])
+            self.synced.add(partition)
+
+    def revoke(self, partitions: set[int]) -> None:
+        self.synced -= partitions

@@ -64,7 +64,12 @@ class TopicTail:
     async def _run(self) -> None:
         assert self._consumer is not None
         while True:
-            fetched = await self._consumer.getmany(timeout_ms=500, max_records=None)
+            try:
+                fetched = await self._consumer.getmany(timeout_ms=500, max_records=None)
+            except Exception:
+                log.exception("reading %s failed; retrying", self.topic)
+                await asyncio.sleep(0.5)
+                continue
             for tp, messages in fetched.items():
                 for message in messages:
                     try:
@@ -82,7 +87,15 @@ class TopicTail:
         assert self._consumer is not None
         tps = [TopicPartition(self.topic, p) for p in partitions]
         ends = await self._consumer.end_offsets(tps)
+
+        def done() -> bool:
+            return all(self.positions.get(tp.partition, 0) >= end for tp, end in ends.items())
+
         async with self._moved:
-            await self._moved.wait_for(
-                lambda: all(self.positions.get(tp.partition, 0) >= end for tp, end in ends.items())
-            )
+            while not done():
+                try:
+                    await asyncio.wait_for(self._moved.wait(), timeout=5.0)
+                except asyncio.TimeoutError:
+                    log.warning("still catching up on %s: at %s, to reach %s", self.topic,
+                                {p: self.positions.get(p) for p in (tp.partition for tp in tps)},
+                                {tp.partition: end for tp, end in ends.items()})

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from bulkjobs.domain.counts import Counts
+from bulkjobs.domain.jobs import Job
 
 
 @dataclass(frozen=True)
@@ -46,10 +47,6 @@ class TopicNames:
     @property
     def store_group(self) -> str:
         return f"{self.prefix}-store"
-
-    @property
-    def jobs_table(self) -> str:
-        return "jobs"
 
 
 def encode(message: Any) -> bytes:
@@ -158,8 +155,11 @@ class AppliedBatch:
 
 @dataclass(frozen=True)
 class JobStatus:
-    """A job's full state after a change (a snapshot, so the latest one wins). Producer: the
-    job tracker. Consumers: the store, workers (to stop applying cancelled jobs), outside users."""
+    """A job's full state after a change (a snapshot, so the latest one wins), on the same
+    partition number as the job's events. Producer: the job tracker. Consumers: the store,
+    every worker (the tracker rebuilds its jobs from it; the applier stops cancelled jobs),
+    outside users. ``batches`` and ``done`` (a hex bit set of counted batches) are the
+    tracker's bookkeeping."""
 
     id: str
     tenant: str
@@ -175,6 +175,19 @@ class JobStatus:
     started_at: str | None
     completed_at: str | None
     updated_at: str | None
+    batches: int | None
+    done: str
+
+
+def status_of(job: Job) -> JobStatus:
+    data = job.to_dict()
+    return JobStatus(**data, progress=job.progress)
+
+
+def job_from_status(status: dict[str, Any]) -> Job:
+    data = dict(status)
+    data.pop("progress", None)
+    return Job.from_dict(data)
 
 
 # --- workers: key = worker id. ----------------------------------------------------------------

@@ -2,8 +2,9 @@
 
 ``apply_batches`` owns partitions of the batches topic: it applies each batch against the
 object index and publishes what it did (one ``AppliedBatch`` and one ``BatchDone`` per batch).
-``track_jobs`` owns partitions of the job-events topic: it folds job events into the ``jobs``
-table (one row per job, one write per event) and publishes each new ``JobStatus``.
+``track_jobs`` owns partitions of the job-events topic: it folds job events into each job's
+state and publishes the new ``JobStatus`` to the same partition of the status topic, which is
+the jobs' changelog (see ``state.JobStates`` and docs/architecture.md for why not a Faust table).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import gc
 import logging
 import os
 import socket
+import time
 from typing import Any, AsyncIterator
 
 import faust
@@ -24,12 +26,11 @@ from bulkjobs.domain.counts import Counts
 from bulkjobs.domain.identity import RELATIONSHIPS
 from bulkjobs.domain.records import apply_batch, fail_all, internal_error
 from bulkjobs.settings import Settings
-from bulkjobs.streams.state import CancelledJobs, ObjectState
+from bulkjobs.streams.state import JobStates, ObjectState
 from bulkjobs.streams.topics import (
     AppliedBatch,
     BatchDone,
     JobCommand,
-    JobStatus,
     JobSubmitted,
     RecordBatch,
     TopicNames,
@@ -37,18 +38,10 @@ from bulkjobs.streams.topics import (
     decode,
     encode,
     job_event_from,
+    status_of,
 )
 
 log = logging.getLogger(__name__)
-
-
-def status_of(job: jobs.Job) -> JobStatus:
-    return JobStatus(
-        id=job.id, tenant=job.tenant, type=job.type, action=job.action, description=job.description,
-        status=job.status, total=job.total, counts=job.counts.to_dict(), progress=job.progress,
-        error=job.error, created_at=job.created_at, started_at=job.started_at,
-        completed_at=job.completed_at, updated_at=job.updated_at,
-    )
 
 
 def next_job(job: jobs.Job, event: JobSubmitted | BatchDone | JobCommand) -> jobs.Job | None:
@@ -77,7 +70,7 @@ def build_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=settings.heartbeat_interval,
         producer_acks=-1,
         # One record per producer batch: Tansu reports a too-low end offset after a batch of
-        # several records, which cuts table recovery and our own catch-up barriers short.
+        # several records, which cuts our catch-up barriers short, and cannot fetch from inside one.
         producer_max_batch_size=1,
         processing_guarantee="at_least_once",
         key_serializer="raw",
@@ -90,15 +83,13 @@ def build_app(settings: Settings) -> faust.App:
     job_events_topic = app.topic(names.job_events, partitions=settings.partitions, internal=False)
     status_topic = app.topic(names.status, partitions=settings.partitions, internal=False)
     workers_topic = app.topic(names.workers, partitions=settings.partitions, internal=False)
-    # One row per job: raw UTF-8 job id -> JSON of ``jobs.Job``, written once per job event.
-    table = app.Table(names.jobs_table, default=None, partitions=settings.partitions)
     objects = ObjectState(settings.kafka_brokers, names.changes)
-    cancelled = CancelledJobs(settings.kafka_brokers, names.status)
+    job_states = JobStates(settings.kafka_brokers, names.status)
     worker_id = f"{socket.gethostname()}-{os.getpid()}"
 
     async def start_tails() -> None:
         await objects.tail.ensure_started(settings.partitions)
-        await cancelled.tail.ensure_started(settings.partitions)
+        await job_states.tail.ensure_started(settings.partitions)
 
     async def publish(topic: faust.TopicT, value: bytes, *, key: bytes | None = None,
                       partition: int | None = None) -> Any:
@@ -123,7 +114,7 @@ def build_app(settings: Settings) -> faust.App:
         if already is not None:  # redelivered after a crash: its effects are in Kafka already
             await batch_done(batch.job_id, batch.seq, already)
             return
-        if batch.job_id in cancelled:
+        if batch.job_id in job_states.stopped:
             return
         if batch.type == RELATIONSHIPS and batch.action == "post":
             await objects.sync_all(settings.partitions)  # sources and targets live anywhere
@@ -158,6 +149,7 @@ def build_app(settings: Settings) -> faust.App:
 
     @app.agent(job_events_topic)
     async def track_jobs(stream: faust.StreamT) -> AsyncIterator[None]:
+        await start_tails()
         async for event in stream.events():
             key: bytes = event.key or b""
             try:
@@ -165,17 +157,18 @@ def build_app(settings: Settings) -> faust.App:
             except Exception:
                 log.exception("unreadable job event for %r; skipped", key)
                 continue
-            stored = table.get(key)
-            job = jobs.Job.from_dict(decode(stored)) if stored else jobs.Job(id=key.decode())
-            changed = next_job(job, job_event)
+            partition = event.message.partition
+            await job_states.sync(partition)
+            changed = next_job(job_states.get(key.decode()), job_event)
             if changed is not None:
-                table[key] = encode(changed.to_dict())
-                await status_topic.send(key=key, value=encode(status_of(changed)))
+                job_states.put(changed)
+                await status_topic.send(key=key, value=encode(status_of(changed)), partition=partition)
             yield None
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app: faust.App, revoked: set[TP], **kwargs: Any) -> None:
         objects.revoke({tp.partition for tp in revoked if tp.topic == names.batches})
+        job_states.revoke({tp.partition for tp in revoked if tp.topic == names.job_events})
 
     @app.timer(settings.worker_heartbeat_seconds)
     async def heartbeat() -> None:
@@ -192,6 +185,14 @@ def build_app(settings: Settings) -> faust.App:
 
 
 def run_worker(settings: Settings, loglevel: str = "info") -> None:
-    """Run the worker in the foreground until it is stopped."""
+    """Run the worker in the foreground until it is stopped.
+
+    It first waits out the session of a member it may replace: a worker that joins the group
+    while a crashed member's session is still open on Tansu can be left with partitions it is
+    never sent (seen in the crash test); once that session has expired, the join is clean.
+    """
+    pause = 2 * settings.session_timeout + 1
+    log.info("waiting %.1f s for the sessions of crashed workers to expire", pause)
+    time.sleep(pause)
     app = build_app(settings)
     faust.Worker(app, loglevel=loglevel).execute_from_commandline()

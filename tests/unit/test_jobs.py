@@ -1,0 +1,312 @@
+"""The job state machine: submitted, batch_done, cancelled and deleted, and the counts."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from bulkjobs.domain import jobs
+from bulkjobs.domain.counts import Counts, progress
+from bulkjobs.domain.jobs import (
+    CANCELLED,
+    DELETED,
+    FAILED,
+    PARTIALLY_SUCCEEDED,
+    PROCESSING,
+    QUEUED,
+    SUCCEEDED,
+    Job,
+    batch_done,
+    cancelled,
+    deleted,
+    submitted,
+    visible_status,
+)
+
+T0, T1, T2, T3, T4 = (f"2024-05-01T12:00:0{i}Z" for i in range(5))
+
+
+def submit(job: Job, *, total: int, batches: int, at: str = T0) -> Job:
+    return submitted(job, tenant="tenant-a", type="resources", action="post", description="load",
+                     total=total, batches=batches, created_at=at)
+
+
+def batch(processed: int, failed: int = 0) -> Counts:
+    return Counts(processed=processed, created=processed - failed, failed=failed)
+
+
+def done(job: Job, seq: int, counts: Counts, at: str) -> Job:
+    """batch_done that must count."""
+    after = batch_done(job, seq, counts, at)
+    assert after is not None
+    return after
+
+
+def test_a_new_job_is_queued() -> None:
+    job = Job("j1")
+    assert (job.status, job.total, job.progress, job.terminal) == (QUEUED, None, 0, False)
+
+
+def test_submitted_learns_the_totals_and_stays_queued() -> None:
+    job = submit(Job("j1"), total=6, batches=3)
+
+    assert (job.tenant, job.type, job.action, job.description) == ("tenant-a", "resources", "post", "load")
+    assert (job.total, job.batches, job.status) == (6, 3, QUEUED)
+    assert (job.created_at, job.updated_at, job.started_at, job.completed_at) == (T0, T0, None, None)
+
+
+@pytest.mark.parametrize("failed_per_batch, status", [
+    pytest.param([0, 0, 0], SUCCEEDED, id="none-failed"),
+    pytest.param([0, 1, 2], PARTIALLY_SUCCEEDED, id="some-failed"),
+    pytest.param([1, 1, 1], PARTIALLY_SUCCEEDED, id="one-short-of-all"),
+    pytest.param([2, 2, 2], FAILED, id="all-failed"),
+])
+def test_the_last_batch_decides_the_outcome(failed_per_batch: list[int], status: str) -> None:
+    job = submit(Job("j1"), total=6, batches=3)
+    times = [T1, T2, T3]
+
+    for seq, (failed, at) in enumerate(zip(failed_per_batch, times)):
+        assert job.status in (QUEUED, PROCESSING)
+        job = done(job, seq, batch(2, failed), at)
+        if seq < 2:
+            assert job.status == PROCESSING and job.completed_at is None
+            assert job.progress == (seq + 1) * 2 * 100 // 6
+
+    assert job.status == status
+    assert job.terminal
+    assert job.counts == Counts(processed=6, created=6 - sum(failed_per_batch), failed=sum(failed_per_batch))
+    assert (job.started_at, job.completed_at, job.updated_at) == (T1, T3, T3)
+    assert job.progress == 100
+    if status == FAILED:
+        assert job.error is not None and job.error["code"] == "all_records_failed"
+        assert "6" in job.error["message"]
+    else:
+        assert job.error is None
+
+
+def test_batches_may_finish_in_any_order() -> None:
+    job = submit(Job("j1"), total=3, batches=3)
+    job = done(job, 2, batch(1), T1)
+    job = done(job, 0, batch(1), T2)
+    assert job.status == PROCESSING
+    job = done(job, 1, batch(1), T3)
+    assert job.status == SUCCEEDED
+
+
+def test_batches_counted_before_submitted_wait_for_the_totals() -> None:
+    job = done(Job("j1"), 0, batch(2), T1)
+    assert (job.status, job.total, job.batches, job.progress) == (PROCESSING, None, None, 0)
+    assert job.started_at == T1
+    job = done(job, 1, batch(2, failed=1), T2)
+    assert job.status == PROCESSING
+
+    job = submit(job, total=4, batches=2, at=T0)
+
+    assert job.status == PARTIALLY_SUCCEEDED
+    assert (job.total, job.counts.processed, job.progress) == (4, 4, 100)
+
+
+def test_submitted_with_batches_still_missing_keeps_processing() -> None:
+    job = done(Job("j1"), 0, batch(2), T1)
+    job = submit(job, total=4, batches=2, at=T0)
+    assert job.status == PROCESSING and job.progress == 50
+    job = done(job, 1, batch(2), T2)
+    assert job.status == SUCCEEDED
+
+
+def test_a_job_finished_by_a_late_submitted_does_not_complete_before_it_started() -> None:
+    job = done(Job("j1"), 0, batch(2), T2)
+    job = submit(job, total=2, batches=1, at=T1)  # the API stamps created_at before publishing
+
+    assert job.status == SUCCEEDED
+    assert job.completed_at >= job.started_at
+    assert job.updated_at >= T2
+
+
+def test_a_redelivered_batch_is_counted_once() -> None:
+    job = submit(Job("j1"), total=4, batches=2)
+    job = done(job, 0, batch(2), T1)
+
+    assert batch_done(job, 0, batch(2), T2) is None
+    assert job.counts.processed == 2
+
+    job = done(job, 1, batch(2), T3)
+    assert job.status == SUCCEEDED
+    assert batch_done(job, 1, batch(2), T4) is None
+    assert batch_done(job, 0, batch(2), T4) is None
+    assert job.counts == Counts(processed=4, created=4)
+
+
+def test_a_batch_counted_before_submitted_is_not_counted_again() -> None:
+    job = done(Job("j1"), 0, batch(3), T1)
+    job = submit(job, total=3, batches=1)
+    assert batch_done(job, 0, batch(3), T2) is None
+    assert job.counts.processed == 3
+
+
+def test_high_sequence_numbers_are_kept_apart() -> None:
+    job = submit(Job("j1"), total=200, batches=200)
+    for seq in (0, 63, 64, 199):
+        job = done(job, seq, batch(1), T1)
+    for seq in (0, 63, 64, 199):
+        assert batch_done(job, seq, batch(1), T2) is None
+    job = done(job, 128, batch(1), T2)
+    assert job.counts.processed == 5 and job.status == PROCESSING
+
+
+# --- cancel -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("make", [
+    pytest.param(lambda: Job("j1"), id="queued-before-submitted"),
+    pytest.param(lambda: submit(Job("j1"), total=4, batches=2), id="queued"),
+    pytest.param(lambda: done(submit(Job("j1"), total=4, batches=2), 0, batch(2), T1), id="processing"),
+])
+def test_a_running_job_can_be_cancelled(make) -> None:
+    job = cancelled(make(), T2)
+    assert job is not None
+    assert (job.status, job.completed_at, job.updated_at) == (CANCELLED, T2, T2)
+    assert job.terminal
+
+
+def finished(failed: int) -> Job:
+    return done(submit(Job("j1"), total=2, batches=1), 0, batch(2, failed), T1)
+
+
+@pytest.mark.parametrize("make", [
+    pytest.param(lambda: finished(0), id="succeeded"),
+    pytest.param(lambda: finished(1), id="partially-succeeded"),
+    pytest.param(lambda: finished(2), id="failed"),
+    pytest.param(lambda: cancelled(Job("j1"), T1), id="cancelled"),
+    pytest.param(lambda: deleted(finished(0), T2), id="deleted"),
+])
+def test_a_finished_job_cannot_be_cancelled(make) -> None:
+    job = make()
+    assert job.terminal
+    assert cancelled(job, T3) is None
+
+
+def test_counts_keep_adding_after_cancel_but_the_status_stays() -> None:
+    job = done(submit(Job("j1"), total=6, batches=3), 0, batch(2), T1)
+    job = cancelled(job, T2)
+
+    job = done(job, 1, batch(2, failed=2), T3)
+    job = done(job, 2, batch(2, failed=2), T4)
+
+    assert job.status == CANCELLED
+    assert job.counts == Counts(processed=6, created=2, failed=4)
+    assert (job.completed_at, job.updated_at, job.error) == (T2, T4, None)
+    assert batch_done(job, 2, batch(2), T4) is None
+
+
+def test_submitted_after_cancel_keeps_the_job_cancelled() -> None:
+    job = cancelled(Job("j1"), T1)
+    job = done(job, 0, batch(1), T2)
+    job = submit(job, total=1, batches=1, at=T0)
+    assert job.status == CANCELLED and job.total == 1
+
+
+# --- delete -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("make", [
+    pytest.param(lambda: finished(0), id="succeeded"),
+    pytest.param(lambda: finished(1), id="partially-succeeded"),
+    pytest.param(lambda: finished(2), id="failed"),
+    pytest.param(lambda: cancelled(Job("j1"), T1), id="cancelled"),
+])
+def test_a_finished_job_can_be_deleted(make) -> None:
+    job = deleted(make(), T3)
+    assert job is not None
+    assert (job.status, job.updated_at) == (DELETED, T3)
+
+
+@pytest.mark.parametrize("make", [
+    pytest.param(lambda: Job("j1"), id="new"),
+    pytest.param(lambda: submit(Job("j1"), total=4, batches=2), id="queued"),
+    pytest.param(lambda: done(submit(Job("j1"), total=4, batches=2), 0, batch(2), T1), id="processing"),
+    pytest.param(lambda: deleted(finished(0), T2), id="already-deleted"),
+])
+def test_a_running_or_deleted_job_cannot_be_deleted(make) -> None:
+    assert deleted(make(), T3) is None
+
+
+def test_a_deleted_job_ignores_later_events() -> None:
+    job = deleted(cancelled(submit(Job("j1"), total=4, batches=2), T1), T2)
+    assert batch_done(job, 0, batch(2), T3) is None
+    assert submit(job, total=4, batches=2, at=T3) == job
+
+
+# --- serialisation and views ------------------------------------------------------------------
+
+def test_to_dict_from_dict_round_trip_through_json() -> None:
+    job = submit(Job("j1"), total=300, batches=100)
+    for seq in (0, 7, 63, 64, 99):
+        job = done(job, seq, batch(3, failed=1), T1)
+    job = cancelled(job, T2)
+
+    data = orjson.loads(orjson.dumps(job.to_dict()))
+
+    assert Job.from_dict(data) == job
+    assert data["counts"] == {"processed": 15, "created": 10, "updated": 0, "deleted": 0, "failed": 5}
+    assert int(data["done"], 16) == (1 << 0) | (1 << 7) | (1 << 63) | (1 << 64) | (1 << 99)
+
+
+def test_from_dict_of_a_fresh_job() -> None:
+    assert Job.from_dict(Job("j1").to_dict()) == Job("j1")
+    assert Job.from_dict({"id": "j1", "done": "", "counts": None}) == Job("j1")
+
+
+def test_finished_job_round_trips_with_error() -> None:
+    job = finished(2)
+    assert Job.from_dict(job.to_dict()) == job
+    assert job.to_dict()["error"]["code"] == "all_records_failed"
+
+
+@pytest.mark.parametrize("status, processed, stored, shown", [
+    (QUEUED, 0, 0, QUEUED),
+    (PROCESSING, 10, 3, PROCESSING),
+    (SUCCEEDED, 10, 9, PROCESSING),
+    (SUCCEEDED, 10, 10, SUCCEEDED),
+    (PARTIALLY_SUCCEEDED, 10, 0, PROCESSING),
+    (PARTIALLY_SUCCEEDED, 10, 10, PARTIALLY_SUCCEEDED),
+    (FAILED, 10, 9, PROCESSING),
+    (FAILED, 10, 12, FAILED),
+    (CANCELLED, 10, 0, CANCELLED),
+])
+def test_visible_status_waits_for_the_results(status: str, processed: int, stored: int, shown: str) -> None:
+    assert visible_status(status, processed, stored) == shown
+
+
+def test_statuses_and_terminal_sets() -> None:
+    assert set(jobs.STATUSES) == {QUEUED, PROCESSING, SUCCEEDED, PARTIALLY_SUCCEEDED, FAILED, CANCELLED}
+    assert jobs.TERMINAL == {SUCCEEDED, PARTIALLY_SUCCEEDED, FAILED, CANCELLED, DELETED}
+
+
+# --- counts -----------------------------------------------------------------------------------
+
+def test_counts_add_field_by_field() -> None:
+    a = Counts(processed=3, created=1, updated=1, deleted=0, failed=1)
+    b = Counts(processed=2, created=0, updated=0, deleted=2, failed=0)
+    assert a + b == Counts(processed=5, created=1, updated=1, deleted=2, failed=1)
+    assert a + Counts() == a
+
+
+def test_counts_dict_round_trip() -> None:
+    counts = Counts(processed=5, created=1, updated=1, deleted=2, failed=1)
+    assert Counts.from_dict(counts.to_dict()) == counts
+    assert Counts.from_dict({"processed": "4", "extra": 9}) == Counts(processed=4)
+    assert Counts.from_dict({}) == Counts()
+
+
+@pytest.mark.parametrize("processed, total, percent", [
+    (0, None, 0),
+    (5, None, 0),
+    (5, 0, 0),
+    (0, 3, 0),
+    (1, 3, 33),
+    (2, 3, 66),
+    (3, 3, 100),
+    (999, 1000, 99),
+    (7, 3, 100),
+])
+def test_progress_is_whole_percent_capped_at_100(processed: int, total: int | None, percent: int) -> None:
+    assert progress(processed, total) == percent
