@@ -30,6 +30,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     partitions: int = 8
+    replication_factor: int = 1
     max_records: int = 1_000_000
     max_body_bytes: int = 256 * 1024 * 1024
     batch_records: int = 1000
@@ -63,6 +64,7 @@ class Settings:
         for name, attr in (
             ("PORT", "port"),
             ("PARTITIONS", "partitions"),
+            ("REPLICATION_FACTOR", "replication_factor"),
             ("MAX_RECORDS", "max_records"),
             ("MAX_BODY_BYTES", "max_body_bytes"),
             ("BATCH_RECORDS", "batch_records"),

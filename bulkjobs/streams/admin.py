@@ -1,4 +1,4 @@
-"""Creating bulkjobs' topics on a broker (idempotent; every entry point calls it at start)."""
+"""Creating bulkjobs' topics on a broker with their retention (idempotent; every entry point calls it)."""
 
 from __future__ import annotations
 
@@ -16,15 +16,24 @@ log = logging.getLogger(__name__)
 
 async def ensure_topics(settings: Settings, attempts: int = 60) -> None:
     names = TopicNames(settings.topic_prefix)
-    wanted = [names.job_events, names.batches, names.changes, names.status, names.workers]
+    forever = {"retention.ms": "-1"}  # what was accepted, and the state rebuilt from it, is never dropped
+    latest = {"cleanup.policy": "compact"}  # keyed snapshots: only the latest per key matters
+    wanted = {
+        names.job_events: forever,
+        names.batches: forever,
+        names.changes: forever,
+        names.status: latest,
+        names.workers: latest,
+    }
     for attempt in range(attempts):
         admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_brokers)
         try:
             await admin.start()
             existing = set(await admin.list_topics())
             missing = [
-                NewTopic(name, num_partitions=settings.partitions, replication_factor=1)
-                for name in wanted
+                NewTopic(name, num_partitions=settings.partitions, replication_factor=settings.replication_factor,
+                         topic_configs=config)
+                for name, config in wanted.items()
                 if name not in existing
             ]
             if missing:

@@ -26,6 +26,7 @@ from bulkjobs.domain.counts import Counts
 from bulkjobs.domain.identity import RELATIONSHIPS
 from bulkjobs.domain.records import apply_batch, fail_all, internal_error
 from bulkjobs.settings import Settings
+from bulkjobs.streams.admin import ensure_topics
 from bulkjobs.streams.state import JobStates, ObjectState
 from bulkjobs.streams.topics import (
     AppliedBatch,
@@ -65,7 +66,7 @@ def build_app(settings: Settings) -> faust.App:
         broker=";".join(f"kafka://{b.strip()}" for b in settings.kafka_brokers.split(",")),
         store="memory://",
         topic_partitions=settings.partitions,
-        topic_replication_factor=1,
+        topic_replication_factor=settings.replication_factor,
         broker_session_timeout=settings.session_timeout,
         broker_heartbeat_interval=settings.heartbeat_interval,
         producer_acks=-1,
@@ -191,6 +192,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     while a crashed member's session is still open on Tansu can be left with partitions it is
     never sent (seen in the crash test); once that session has expired, the join is clean.
     """
+    asyncio.run(ensure_topics(settings))
     pause = 2 * settings.session_timeout + 1
     log.info("waiting %.1f s for the sessions of crashed workers to expire", pause)
     time.sleep(pause)
