@@ -46,7 +46,9 @@ async def feed(settings: Settings, stop: asyncio.Event) -> None:
             fetched = await consumer.getmany(timeout_ms=200, max_records=None)
             if not fetched:
                 continue
-            applied, statuses, beats = [], [], []
+            applied: list[dict] = []
+            statuses: list[dict] = []
+            beats: list[dict] = []
             gc.disable()
             try:
                 for tp, messages in sorted(fetched.items(), key=lambda item: (item[0].topic, item[0].partition)):

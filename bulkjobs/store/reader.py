@@ -63,23 +63,29 @@ class ViewReader:
         async with self.db.execute(sql, params) as cursor:
             return list(await cursor.fetchall())
 
-    async def _count(self, sql: str, params: tuple[Any, ...]) -> int:
-        rows = await self._all(sql, params)
-        return int(rows[0][0])
+    async def _page(self, table: str, columns: str, tenant: str, filters: dict[str, str | None],
+                    order: str, limit: int, offset: int) -> tuple[list[aiosqlite.Row], int]:
+        """One page of a tenant's rows matching the given (non-None) column filters, and their count."""
+        wanted = {column: value for column, value in filters.items() if value is not None}
+        where = " AND ".join(["tenant = ?", *(f"{column} = ?" for column in wanted)])
+        params = (tenant, *wanted.values())
+        rows = await self._all(
+            f"SELECT {columns} FROM {table} WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?", (*params, limit, offset)
+        )
+        counted = await self._all(f"SELECT count(*) FROM {table} WHERE {where}", params)
+        return rows, int(counted[0][0])
+
+    async def _one(self, table: str, columns: str, tenant: str, row_id: str) -> aiosqlite.Row | None:
+        rows = await self._all(f"SELECT {columns} FROM {table} WHERE id = ? AND tenant = ?", (row_id, tenant))
+        return rows[0] if rows else None
 
     async def job(self, tenant: str, job_id: str) -> dict[str, Any] | None:
-        rows = await self._all(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ? AND tenant = ?", (job_id, tenant))
-        return _job(rows[0]) if rows else None
+        row = await self._one("jobs", _JOB_COLUMNS, tenant, job_id)
+        return _job(row) if row else None
 
     async def jobs(self, tenant: str, status: str | None, limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
-        where, params = "tenant = ?", (tenant,)
-        if status:
-            where, params = "tenant = ? AND status = ?", (tenant, status)
-        rows = await self._all(
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE {where} ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
-            (*params, limit, offset),
-        )
-        total = await self._count(f"SELECT count(*) FROM jobs WHERE {where}", params)
+        rows, total = await self._page("jobs", _JOB_COLUMNS, tenant, {"status": status},
+                                       "created_at DESC, id", limit, offset)
         return [_job(row) for row in rows], total
 
     async def results(self, job_id: str, limit: int, offset: int) -> list[dict[str, Any]]:
@@ -94,39 +100,23 @@ class ViewReader:
         ]
 
     async def object(self, tenant: str, object_id: str) -> dict[str, Any] | None:
-        rows = await self._all("SELECT * FROM objects WHERE id = ? AND tenant = ?", (object_id, tenant))
-        return _object(rows[0]) if rows else None
+        row = await self._one("objects", "*", tenant, object_id)
+        return _object(row) if row else None
 
     async def objects(self, tenant: str, object_type: str | None, external_id: str | None,
                       limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
-        where, params = ["tenant = ?"], [tenant]
-        if object_type is not None:
-            where.append("type = ?")
-            params.append(object_type)
-        if external_id is not None:
-            where.append("external_id = ?")
-            params.append(external_id)
-        clause = " AND ".join(where)
-        rows = await self._all(
-            f"SELECT * FROM objects WHERE {clause} ORDER BY created_at, id LIMIT ? OFFSET ?", (*params, limit, offset)
-        )
-        total = await self._count(f"SELECT count(*) FROM objects WHERE {clause}", tuple(params))
+        rows, total = await self._page("objects", "*", tenant, {"type": object_type, "external_id": external_id},
+                                       "created_at, id", limit, offset)
         return [_object(row) for row in rows], total
 
     async def relationship(self, tenant: str, rel_id: str) -> dict[str, Any] | None:
-        rows = await self._all("SELECT * FROM relationships WHERE id = ? AND tenant = ?", (rel_id, tenant))
-        return _relationship(rows[0]) if rows else None
+        row = await self._one("relationships", "*", tenant, rel_id)
+        return _relationship(row) if row else None
 
     async def relationships(self, tenant: str, relationship_type: str | None, limit: int,
                             offset: int) -> tuple[list[dict[str, Any]], int]:
-        where, params = "tenant = ?", (tenant,)
-        if relationship_type is not None:
-            where, params = "tenant = ? AND relationship_type = ?", (tenant, relationship_type)
-        rows = await self._all(
-            f"SELECT * FROM relationships WHERE {where} ORDER BY created_at, id LIMIT ? OFFSET ?",
-            (*params, limit, offset),
-        )
-        total = await self._count(f"SELECT count(*) FROM relationships WHERE {where}", params)
+        rows, total = await self._page("relationships", "*", tenant, {"relationship_type": relationship_type},
+                                       "created_at, id", limit, offset)
         return [_relationship(row) for row in rows], total
 
     async def latest_heartbeat(self) -> str | None:

@@ -166,7 +166,7 @@ def build_app(settings: Settings) -> faust.App:
                 await status_topic.send(key=key, value=encode(status_of(changed)), partition=partition)
             yield None
 
-    @app.on_partitions_revoked.connect
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(app: faust.App, revoked: set[TP], **kwargs: Any) -> None:
         objects.revoke({tp.partition for tp in revoked if tp.topic == names.batches})
         job_states.revoke({tp.partition for tp in revoked if tp.topic == names.job_events})
