@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import time
@@ -54,6 +55,9 @@ def start_broker(port: int | None = None) -> EmbeddedBroker:
          "--storage-engine", "memory://tansu/"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        # Ctrl-C reaches the whole process group: the broker must outlive the worker's shutdown
+        # and is stopped last, by whoever started it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     try:
         wait_for_port(port)
