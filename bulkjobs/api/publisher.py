@@ -47,9 +47,10 @@ class JobPublisher:
         try:
             await self._send_batches(spool)
         except Exception as exc:
-            log.exception("job %s: batches could not be written; cancelling it", submitted.job_id)
-            await self.command(submitted.job_id, submitted.tenant, "cancel")
-            raise Unavailable(f"the job could not be written to Kafka: {exc}") from None
+            log.exception("job %s: batches could not be written; failing it", submitted.job_id)
+            reason = f"the job's records could not all be written to Kafka: {exc}"
+            await self.command(submitted.job_id, submitted.tenant, "fail", reason)
+            raise Unavailable(reason) from None
 
     async def _send_batches(self, spool: BatchSpool) -> None:
         slots = asyncio.Semaphore(MAX_IN_FLIGHT)
@@ -62,8 +63,8 @@ class JobPublisher:
         if pending:
             await asyncio.gather(*pending)
 
-    async def command(self, job_id: str, tenant: str, kind: str) -> None:
-        command = JobCommand(job_id=job_id, tenant=tenant, kind=kind, at=utc_now())
+    async def command(self, job_id: str, tenant: str, kind: str, reason: str | None = None) -> None:
+        command = JobCommand(job_id=job_id, tenant=tenant, kind=kind, at=utc_now(), reason=reason)
         try:
             await self.producer.send_and_wait(self.names.job_events, encode(command), key=job_id.encode())
         except Exception as exc:

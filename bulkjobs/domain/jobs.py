@@ -105,6 +105,13 @@ def cancelled(job: Job, at: str) -> Job | None:
     return replace(job, status=CANCELLED, completed_at=at, updated_at=at)
 
 
+def failed(job: Job, at: str, reason: str) -> Job | None:
+    """The job itself could not run (its request never fully reached Kafka); None if it had ended."""
+    if job.terminal:
+        return None
+    return replace(job, status=FAILED, error={"code": "job_failed", "message": reason}, completed_at=at, updated_at=at)
+
+
 def deleted(job: Job, at: str) -> Job | None:
     """Remove a finished job; None when it is still running (or already gone)."""
     if not job.terminal or job.status == DELETED:

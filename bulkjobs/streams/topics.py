@@ -91,12 +91,14 @@ class BatchDone:
 
 @dataclass(frozen=True)
 class JobCommand:
-    """``cancel`` or ``delete`` a job. Producer: the API. Consumer: the job tracker."""
+    """``cancel``, ``delete`` or ``fail`` (with a reason: the job could not run) a job.
+    Producer: the API. Consumer: the job tracker."""
 
     job_id: str
     tenant: str
     kind: str
     at: str
+    reason: str | None = None
 
 
 def job_event_from(value: bytes) -> JobSubmitted | BatchDone | JobCommand:
@@ -106,7 +108,7 @@ def job_event_from(value: bytes) -> JobSubmitted | BatchDone | JobCommand:
         return JobSubmitted(**data)
     if kind == "batch_done":
         return BatchDone(**data)
-    if kind in ("cancel", "delete"):
+    if kind in ("cancel", "delete", "fail"):
         return JobCommand(**data)
     raise ValueError(f"unknown job event kind {kind!r}")
 

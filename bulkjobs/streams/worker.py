@@ -56,6 +56,8 @@ def next_job(job: jobs.Job, event: JobSubmitted | BatchDone | JobCommand) -> job
         return jobs.batch_done(job, event.seq, Counts.from_dict(event.counts), event.at)
     if event.kind == "cancel":
         return jobs.cancelled(job, event.at)
+    if event.kind == "fail":
+        return jobs.failed(job, event.at, event.reason or "the job could not run")
     return jobs.deleted(job, event.at)
 
 

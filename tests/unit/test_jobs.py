@@ -19,6 +19,7 @@ from bulkjobs.domain.jobs import (
     batch_done,
     cancelled,
     deleted,
+    failed,
     submitted,
     visible_status,
 )
@@ -310,3 +311,14 @@ def test_counts_dict_round_trip() -> None:
 ])
 def test_progress_is_whole_percent_capped_at_100(processed: int, total: int | None, percent: int) -> None:
     assert progress(processed, total) == percent
+
+
+def test_failed_ends_a_running_job_with_the_reason_and_not_a_finished_one() -> None:
+    job = submit(Job("j9"), total=2, batches=2, at=T1)
+
+    ended = failed(job, T2, "could not write")
+
+    assert ended is not None and ended.status == FAILED and ended.terminal
+    assert ended.error == {"code": "job_failed", "message": "could not write"}
+    assert ended.completed_at == T2
+    assert failed(ended, T2, "again") is None
