@@ -42,15 +42,17 @@ CREATE TABLE IF NOT EXISTS results (
     errors TEXT,
     PRIMARY KEY (job_id, idx)
 ) WITHOUT ROWID;
+-- A rowid table with a unique id index: object ids are hashes, and inserting whole rows at
+-- random places of a WITHOUT ROWID tree cost half the feeder's speed at a million objects.
 CREATE TABLE IF NOT EXISTS objects (
-    id TEXT PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
     tenant TEXT NOT NULL,
     type TEXT NOT NULL,
     external_id TEXT,
     attributes TEXT NOT NULL,
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL
-) WITHOUT ROWID;
+);
 CREATE INDEX IF NOT EXISTS objects_by_key ON objects (tenant, type, external_id);
 CREATE TABLE IF NOT EXISTS relationships (
     id TEXT PRIMARY KEY,
