@@ -1,7 +1,8 @@
 """The worker's in-memory state, rebuilt from topics rather than kept in Faust tables.
 
-``ObjectState`` is the object index of every partition, fed by the changes topic (the worker's
-own writes are applied directly and skipped when the tail reads them back) together with the
+``ObjectState`` is the object index of the partitions a worker has needed (the ones it owns,
+and all of them once a relationships job needs every object), fed by the changes topic (its
+own writes are applied directly and skipped when the tail reads them back), together with the
 batches already applied, so that a redelivered batch is recognised and not applied again.
 ``JobStates`` is every job's state, fed by the status topic (its changelog).
 """

@@ -1,7 +1,7 @@
 """Reading a whole topic (every partition, from the start, no consumer group) into memory.
 
-Workers use it for state that must cover partitions they do not own: the object index of every
-partition and the set of cancelled jobs. ``caught_up`` is the barrier that makes a freshly
+Workers use it for state rebuilt from a topic: the object index (read lazily, a partition
+from the moment the worker needs it) and every job's state. ``caught_up`` is the barrier that makes a freshly
 assigned partition safe to write: it waits until everything in the topic, as of the call, has
 been handed to the callback.
 """
@@ -29,13 +29,23 @@ class TopicTail:
         self._task: asyncio.Task[None] | None = None
         self._moved = asyncio.Condition()
         self._starting = asyncio.Lock()
+        self.wanted: set[int] = set()
 
-    async def ensure_started(self, partitions: int) -> None:
+    async def ensure_started(self, partitions: int, *, lazy: bool = False) -> None:
+        """Start reading; with ``lazy``, a partition is read only once ``want`` names it."""
         async with self._starting:
             if self._consumer is None:
-                await self._start(partitions)
+                await self._start(partitions, lazy)
 
-    async def _start(self, partitions: int) -> None:
+    def want(self, partitions: Iterable[int]) -> None:
+        """Read these partitions too, from their beginning."""
+        assert self._consumer is not None
+        new = [TopicPartition(self.topic, p) for p in partitions if p not in self.wanted]
+        if new:
+            self.wanted.update(tp.partition for tp in new)
+            self._consumer.resume(*new)
+
+    async def _start(self, partitions: int, lazy: bool) -> None:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.brokers,
             enable_auto_commit=False,
@@ -48,6 +58,8 @@ class TopicTail:
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         self.positions = {p: 0 for p in range(partitions)}
+        self.wanted = set() if lazy else set(range(partitions))
+        consumer.pause(*[tp for tp in tps if tp.partition not in self.wanted])
         self._consumer = consumer
         self._task = asyncio.create_task(self._run(), name=f"tail:{self.topic}")
 
@@ -86,6 +98,7 @@ class TopicTail:
         """Return once every message written to ``partitions`` before this call was handled."""
         assert self._consumer is not None
         tps = [TopicPartition(self.topic, p) for p in partitions]
+        self.want(tp.partition for tp in tps)
         ends = await self._consumer.end_offsets(tps)
 
         def done() -> bool:

@@ -91,7 +91,7 @@ def build_app(settings: Settings) -> faust.App:
     worker_id = f"{socket.gethostname()}-{os.getpid()}"
 
     async def start_tails() -> None:
-        await objects.tail.ensure_started(settings.partitions)
+        await objects.tail.ensure_started(settings.partitions, lazy=True)
         await job_states.tail.ensure_started(settings.partitions)
 
     async def publish(topic: faust.TopicT, value: bytes, *, key: bytes | None = None,
