@@ -1,7 +1,7 @@
 """The worker's in-memory state, rebuilt from topics rather than kept in Faust tables.
 
-``ObjectState`` is the object index of the partitions a worker has needed (the ones it owns,
-and all of them once a relationships job needs every object), fed by the changes topic (its
+``ObjectState`` is the object index of the partitions a worker needs (the ones it owns, and
+all of them while a relationships job needs every object), fed by the changes topic (its
 own writes are applied directly and skipped when the tail reads them back), together with the
 batches already applied, so that a redelivered batch is recognised and not applied again.
 ``JobStates`` is every job's state, fed by the status topic (its changelog).
@@ -22,6 +22,7 @@ class ObjectState:
         self.applied: dict[tuple[str, int], Counts] = {}
         self.offsets: dict[int, int] = {}  # partition -> last offset already in the index
         self.synced: set[int] = set()  # partitions caught up since they were assigned
+        self.revoked: set[int] = set()  # revoked by a rebalance that has not assigned yet
         self.tail = TopicTail(brokers, topic, self._on_change)
 
     def _on_change(self, partition: int, offset: int, value: bytes) -> None:
@@ -48,6 +49,16 @@ class ObjectState:
 
     def revoke(self, partitions: set[int]) -> None:
         self.synced -= partitions
+        self.revoked |= partitions
+
+    def assign(self, partitions: set[int]) -> None:
+        """After a rebalance: stop reading the partitions another worker writes now. If one comes
+        back later it is read again from its beginning, which brings its ids up to date."""
+        gone, self.revoked = self.revoked - partitions, set()
+        if gone and self.tail.started:
+            self.tail.unwant(gone)
+        for partition in gone:
+            self.offsets.pop(partition, None)
 
 
 class JobStates:

@@ -31,6 +31,10 @@ class TopicTail:
         self._starting = asyncio.Lock()
         self.wanted: set[int] = set()
 
+    @property
+    def started(self) -> bool:
+        return self._consumer is not None
+
     async def ensure_started(self, partitions: int, *, lazy: bool = False) -> None:
         """Start reading; with ``lazy``, a partition is read only once ``want`` names it."""
         async with self._starting:
@@ -41,9 +45,20 @@ class TopicTail:
         """Read these partitions too, from their beginning."""
         assert self._consumer is not None
         new = [TopicPartition(self.topic, p) for p in partitions if p not in self.wanted]
+        for tp in new:
+            self._consumer.seek(tp, 0)
+            self.positions[tp.partition] = 0
+            self.wanted.add(tp.partition)
         if new:
-            self.wanted.update(tp.partition for tp in new)
             self._consumer.resume(*new)
+
+    def unwant(self, partitions: Iterable[int]) -> None:
+        """Stop reading these partitions; ``want`` reads them again from the beginning."""
+        assert self._consumer is not None
+        gone = [TopicPartition(self.topic, p) for p in partitions if p in self.wanted]
+        self.wanted.difference_update(tp.partition for tp in gone)
+        if gone:
+            self._consumer.pause(*gone)
 
     async def _start(self, partitions: int, lazy: bool) -> None:
         consumer = AIOKafkaConsumer(
@@ -83,6 +98,8 @@ class TopicTail:
                 await asyncio.sleep(0.5)
                 continue
             for tp, messages in fetched.items():
+                if tp.partition not in self.wanted:
+                    continue  # fetched just before it was let go
                 for message in messages:
                     try:
                         self.on_message(tp.partition, message.offset, message.value)

@@ -173,6 +173,10 @@ def build_app(settings: Settings) -> faust.App:
         objects.revoke({tp.partition for tp in revoked if tp.topic == names.batches})
         job_states.revoke({tp.partition for tp in revoked if tp.topic == names.job_events})
 
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def on_assigned(app: faust.App, assigned: set[TP], **kwargs: Any) -> None:
+        objects.assign({tp.partition for tp in assigned if tp.topic == names.batches})
+
     @app.timer(settings.worker_heartbeat_seconds)
     async def heartbeat() -> None:
         assignment = app.consumer.assignment() if app.consumer else set()
