@@ -44,7 +44,7 @@ ACCEPTED = web.AppKey("accepted", OrderedDict)
 NDJSON_TYPES = {"application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines"}
 JSON_TYPES = {"application/json", "text/json", "application/octet-stream", ""}
 HEARTBEAT_MAX_AGE = timedelta(seconds=15)
-READ_CHUNK = 1024 * 1024
+READ_CHUNK = 256 * 1024  # a chunk is parsed and routed without yielding: keep it short
 ACCEPTED_MEMORY = 10_000
 
 
