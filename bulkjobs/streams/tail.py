@@ -78,16 +78,6 @@ class TopicTail:
         self._consumer = consumer
         self._task = asyncio.create_task(self._run(), name=f"tail:{self.topic}")
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-        if self._consumer is not None:
-            await self._consumer.stop()
-
     async def _run(self) -> None:
         assert self._consumer is not None
         while True:
