@@ -66,9 +66,9 @@ def test_the_last_batch_decides_the_outcome(failed_per_batch: list[int], status:
     job = submit(Job("j1"), total=6, batches=3)
     times = [T1, T2, T3]
 
-    for seq, (failed, at) in enumerate(zip(failed_per_batch, times)):
+    for seq, (failed_here, at) in enumerate(zip(failed_per_batch, times)):
         assert job.status in (QUEUED, PROCESSING)
-        job = done(job, seq, batch(2, failed), at)
+        job = done(job, seq, batch(2, failed_here), at)
         if seq < 2:
             assert job.status == PROCESSING and job.completed_at is None
             assert job.progress == (seq + 1) * 2 * 100 // 6
