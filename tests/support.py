@@ -131,11 +131,12 @@ class Stack:
     def client(self, key: str | None = "key-a") -> Client:
         return Client(f"http://127.0.0.1:{self.port}", key)
 
-    def start(self, part: str) -> subprocess.Popen[bytes]:
-        log = open(self.data_dir / f"{part}.log", "ab")
+    def start(self, part: str, name: str | None = None) -> subprocess.Popen[bytes]:
+        name = name or part
+        log = open(self.data_dir / f"{name}.log", "ab")
         process = subprocess.Popen([sys.executable, "-m", "bulkjobs", part], env=self.env,
                                    stdout=log, stderr=subprocess.STDOUT)
-        self.processes[part] = process
+        self.processes[name] = process
         return process
 
     def start_all(self) -> "Stack":
@@ -159,8 +160,8 @@ class Stack:
 
         wait_for(healthy, timeout=timeout, interval=0.2, what="the stack to be healthy")
 
-    def kill(self, part: str) -> None:
-        process = self.processes.pop(part)
+    def kill(self, name: str) -> None:
+        process = self.processes.pop(name)
         process.send_signal(signal.SIGKILL)
         process.wait()
 

@@ -119,6 +119,8 @@ class ViewReader:
                                        "created_at, id", limit, offset)
         return [_relationship(row) for row in rows], total
 
-    async def latest_heartbeat(self) -> str | None:
-        rows = await self._all("SELECT max(at) FROM workers", ())
-        return rows[0][0] if rows else None
+    async def workers(self, seen_since: str) -> list[dict[str, Any]]:
+        """Workers whose last heartbeat is at or after ``seen_since``, with the partitions they hold."""
+        rows = await self._all("SELECT * FROM workers WHERE at >= ? ORDER BY worker", (seen_since,))
+        return [{"worker": row["worker"], "host": row["host"], "pid": row["pid"], "seen_at": row["at"],
+                 "partitions": orjson.loads(row["partitions"])} for row in rows]

@@ -78,3 +78,24 @@ def test_store_killed_mid_job_catches_up_without_doubles(make_stack) -> None:
     assert frozen < RECORDS, "the view was complete before the store was killed: the test proved nothing"
     stack.start("store")
     assert_exactly_once(api, job["id"], "crash-store")
+
+
+def worker_partitions(api: Client) -> list[list[int]]:
+    health = api.get("/v1/health")
+    return [w["partitions"] for w in health.body["workers"]] if health.status == 200 else []
+
+
+def test_two_workers_share_a_job_and_the_survivor_finishes_it(make_stack) -> None:
+    stack = make_stack(BULKJOBS_BATCH_RECORDS="100").start_all()
+    stack.start("worker", name="worker2")
+    api = stack.client()
+    names = TopicNames(stack.prefix)
+    wait_for(lambda: sorted(len(p) for p in worker_partitions(api)) == [4, 4], timeout=60, interval=0.5,
+             what="two workers holding half of the partitions each")
+
+    before = messages_in(stack.brokers, names.changes)
+    job = submit_big_job(api, "two-workers")
+    kill_when(stack, "worker2", lambda: messages_in(stack.brokers, names.changes) - before >= 20)
+
+    assert messages_in(stack.brokers, names.changes) - before < RECORDS // 100
+    assert_exactly_once(api, job["id"], "two-workers")
