@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import uuid
@@ -165,7 +166,7 @@ async def create_job(request: web.Request) -> web.Response:
             if spool is None:
                 held.append((chunk.records, chunk.size))
             else:
-                spool.add(chunk.records, chunk.size)
+                await asyncio.to_thread(spool.add, chunk.records, chunk.size)
             count = (spool.records if spool else 0) + sum(len(records) for records, _ in held)
             if count > settings.max_records:
                 raise TooLarge(f"the job has more than the limit of {settings.max_records} records",

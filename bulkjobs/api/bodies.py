@@ -1,16 +1,18 @@
 """Incremental parsing of job bodies: a JSON envelope, a bare JSON array, or NDJSON.
 
 Records come out in chunks of parsed objects while the body streams in, so memory does not
-grow with the body. A JSON array is cut at element boundaries found by a pattern and confirmed
+grow with the body. Parsing runs in a thread, so that the event loop keeps answering other
+requests during a large upload. A JSON array is cut at element boundaries found by a pattern and confirmed
 by parsing: a cut is accepted only when the bytes before it parse as whole elements, which
 (starting from a known boundary) can only happen at a real boundary.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 
 import orjson
 
@@ -25,6 +27,18 @@ _DATA_KEY = re.compile(rb'"data"\s*:\s*\[')
 _CUT_WINDOW = 256 * 1024
 _CUT_TRIES = 4
 _MAX_ENVELOPE_PREFIX = 1024 * 1024
+
+
+_INLINE_BYTES = 16 * 1024  # a smaller piece parses faster than a hop to a thread and back
+
+T = TypeVar("T")
+
+
+async def _off_loop(size: int, parse: Callable[..., T], *args: Any) -> T:
+    """Parse ``size`` bytes in a thread when that could hold the event loop noticeably."""
+    if size < _INLINE_BYTES:
+        return parse(*args)
+    return await asyncio.to_thread(parse, *args)
 
 
 @dataclass
@@ -107,7 +121,7 @@ async def _array_chunks(reader: BodyReader, splitter: ArraySplitter, first: byte
     data = first  # may be empty when a read ended right after the array's "["
     while True:
         if data:
-            chunk = splitter.feed(data)
+            chunk = await _off_loop(len(data), splitter.feed, data)
             if chunk is not None:
                 yield chunk
         data = await reader.read()
@@ -190,13 +204,17 @@ async def parse_ndjson(reader: BodyReader) -> ParsedBody:
                 lines, pending = pending[:cut], pending[cut + 1 :]
             else:
                 lines, pending = pending, b""
-            records = [_ndjson_record(line) for line in lines.split(b"\n") if line.strip()]
+            records = await _off_loop(len(lines), _ndjson_records, lines)
             if records:
                 yield Chunk(records, len(lines) + 1)
             if not data:
                 return
 
     return ParsedBody({}, chunks())
+
+
+def _ndjson_records(lines: bytes) -> list[Any]:
+    return [_ndjson_record(line) for line in lines.split(b"\n") if line.strip()]
 
 
 def _ndjson_record(line: bytes) -> Any:
