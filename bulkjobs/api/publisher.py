@@ -24,9 +24,9 @@ class JobPublisher:
         self.producer = AIOKafkaProducer(
             bootstrap_servers=settings.kafka_brokers,
             acks="all",
-            # One message per producer batch: Tansu cannot fetch from an offset inside a
-            # multi-record batch (a consumer restarting there stalls) and reports a too-low end
-            # offset after one. Batch messages are large, so little is lost.
+            # One message per producer batch: after a batch of several records Tansu reports a
+            # too-low end offset, which cuts catch-up barriers short. Batch messages are large,
+            # so little is lost.
             max_batch_size=1,
         )
 

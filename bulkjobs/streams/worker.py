@@ -73,7 +73,7 @@ def build_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=settings.heartbeat_interval,
         producer_acks=-1,
         # One record per producer batch: Tansu reports a too-low end offset after a batch of
-        # several records, which cuts our catch-up barriers short, and cannot fetch from inside one.
+        # several records, which cuts our catch-up barriers short.
         producer_max_batch_size=1,
         processing_guarantee="at_least_once",
         key_serializer="raw",
