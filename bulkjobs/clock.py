@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 
-def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def utc_now(ago: timedelta = timedelta(0)) -> str:
+    """Now (or ``ago`` before now); strings in this form sort in time order."""
+    moment = datetime.now(timezone.utc) - ago
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

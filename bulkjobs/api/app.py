@@ -7,7 +7,7 @@ import gc
 import logging
 import uuid
 from collections import OrderedDict
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Any, Awaitable, Callable
 
 import orjson
@@ -296,8 +296,7 @@ async def list_relationships(request: web.Request) -> web.Response:
 async def health(request: web.Request) -> web.Response:
     """200 once a worker has reported through the broker and the store feeder within the last
     few seconds (the API's own producer is connected before it serves); the workers seen."""
-    since = (datetime.now(timezone.utc) - HEARTBEAT_MAX_AGE).isoformat(timespec="milliseconds")
-    workers = await request.app[READER].workers(since.replace("+00:00", "Z"))
+    workers = await request.app[READER].workers(utc_now(ago=HEARTBEAT_MAX_AGE))
     if not workers:
         raise Unavailable(f"no worker has reported in the last {HEARTBEAT_MAX_AGE.total_seconds():.0f} s")
     return json_response({"status": "ok", "workers": workers})

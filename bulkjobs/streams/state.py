@@ -16,16 +16,35 @@ from bulkjobs.streams.tail import TopicTail
 from bulkjobs.streams.topics import AppliedBatch, decode, job_from_status
 
 
-class ObjectState:
+class RebuiltState:
+    """State rebuilt from a topic by a ``TopicTail``, with a catch-up barrier per partition."""
+
     def __init__(self, brokers: str, topic: str) -> None:
+        self.synced: set[int] = set()  # partitions caught up since they were assigned
+        self.tail = TopicTail(brokers, topic, self._on_message)
+
+    def _on_message(self, partition: int, offset: int, value: bytes) -> None:
+        raise NotImplementedError
+
+    async def sync(self, partition: int) -> None:
+        """Wait, once per assignment, until the state holds everything of ``partition``."""
+        if partition not in self.synced:
+            await self.tail.caught_up([partition])
+            self.synced.add(partition)
+
+    def revoke(self, partitions: set[int]) -> None:
+        self.synced -= partitions
+
+
+class ObjectState(RebuiltState):
+    def __init__(self, brokers: str, topic: str) -> None:
+        super().__init__(brokers, topic)
         self.index = ObjectIndex()
         self.applied: dict[tuple[str, int], Counts] = {}
         self.offsets: dict[int, int] = {}  # partition -> last offset already in the index
-        self.synced: set[int] = set()  # partitions caught up since they were assigned
         self.revoked: set[int] = set()  # revoked by a rebalance that has not assigned yet
-        self.tail = TopicTail(brokers, topic, self._on_change)
 
-    def _on_change(self, partition: int, offset: int, value: bytes) -> None:
+    def _on_message(self, partition: int, offset: int, value: bytes) -> None:
         if offset <= self.offsets.get(partition, -1):
             return  # our own write, already applied
         self.record(partition, offset, AppliedBatch(**decode(value)), apply_ops=True)
@@ -37,18 +56,12 @@ class ObjectState:
         self.applied[(applied.job_id, applied.seq)] = applied.count_delta
         self.offsets[partition] = max(offset, self.offsets.get(partition, -1))
 
-    async def sync(self, partition: int) -> None:
-        """Wait, once per assignment, until the index holds every change of ``partition``."""
-        if partition not in self.synced:
-            await self.tail.caught_up([partition])
-            self.synced.add(partition)
-
     async def sync_all(self, partitions: int) -> None:
         """Wait until the index holds every change of every partition (for cross-partition reads)."""
         await self.tail.caught_up(range(partitions))
 
     def revoke(self, partitions: set[int]) -> None:
-        self.synced -= partitions
+        super().revoke(partitions)
         self.revoked |= partitions
 
     def assign(self, partitions: set[int]) -> None:
@@ -61,7 +74,7 @@ class ObjectState:
             self.offsets.pop(partition, None)
 
 
-class JobStates:
+class JobStates(RebuiltState):
     """Every job's latest state, fed by the status topic, which doubles as the jobs' changelog.
 
     A worker is the only writer of the status partitions it owns: once a partition is synced
@@ -71,12 +84,11 @@ class JobStates:
     """
 
     def __init__(self, brokers: str, topic: str) -> None:
+        super().__init__(brokers, topic)
         self.jobs: dict[str, Job] = {}
         self.stopped: set[str] = set()
-        self.synced: set[int] = set()
-        self.tail = TopicTail(brokers, topic, self._on_status)
 
-    def _on_status(self, partition: int, offset: int, value: bytes) -> None:
+    def _on_message(self, partition: int, offset: int, value: bytes) -> None:
         if partition in self.synced:
             return  # our own write, already applied
         self.put(job_from_status(decode(value)))
@@ -88,12 +100,3 @@ class JobStates:
 
     def get(self, job_id: str) -> Job:
         return self.jobs.get(job_id) or Job(id=job_id)
-
-    async def sync(self, partition: int) -> None:
-        """Wait, once per assignment, until every job of ``partition`` is known."""
-        if partition not in self.synced:
-            await self.tail.caught_up([partition])
-            self.synced.add(partition)
-
-    def revoke(self, partitions: set[int]) -> None:
-        self.synced -= partitions

@@ -1,9 +1,9 @@
 """Reading a whole topic (every partition, from the start, no consumer group) into memory.
 
-Workers use it for state rebuilt from a topic: the object index (read lazily, a partition
-from the moment the worker needs it) and every job's state. ``caught_up`` is the barrier that makes a freshly
-assigned partition safe to write: it waits until everything in the topic, as of the call, has
-been handed to the callback.
+Workers use it for state rebuilt from a topic: the object index (read lazily, a partition from
+the moment the worker needs it) and every job's state. ``caught_up`` is the barrier that makes
+a freshly assigned partition safe to write: it waits until everything in the topic, as of the
+call, has been handed to the callback.
 """
 
 from __future__ import annotations
