@@ -16,6 +16,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 
 import orjson
 
+from bulkjobs.domain.records import Refused
 from bulkjobs.errors import BadRequest, InvalidJson, TooLarge
 
 ReadChunk = Callable[[], Awaitable[bytes]]  # b"" at the end of the body
@@ -221,11 +222,4 @@ def _ndjson_record(line: bytes) -> Any:
     try:
         return orjson.loads(line)
     except orjson.JSONDecodeError:
-        return InvalidLine(line[:200].decode("utf-8", "replace"))
-
-
-@dataclass(frozen=True)
-class InvalidLine:
-    """An NDJSON line that is not JSON; it becomes that record's failed result."""
-
-    text: str
+        return Refused("line is not valid JSON: " + line[:200].decode("utf-8", "replace"))

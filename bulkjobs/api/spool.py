@@ -14,8 +14,8 @@ from typing import IO, Any, Iterator
 
 import orjson
 
-from bulkjobs.api.bodies import InvalidLine
 from bulkjobs.domain.identity import route
+from bulkjobs.domain.records import Refused
 from bulkjobs.streams.topics import RecordBatch, encode
 
 # A batch's AppliedBatch carries its records' attributes again plus a result per record, so a
@@ -48,9 +48,9 @@ class BatchSpool:
         limit_records, limit_bytes = self.batch_records, self.batch_bytes
         index = self.records
         for record in records:
-            if isinstance(record, InvalidLine):
+            if isinstance(record, Refused):
                 partition = index % partitions
-                item = [index, None, None, f"line is not valid JSON: {record.text}"]
+                item = record.item(index)
             else:
                 partition, fresh_id = route(kind, action, tenant, record, partitions, index)
                 item = [index, fresh_id, record]

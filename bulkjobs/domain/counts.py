@@ -12,10 +12,15 @@ class Counts:
     created: int = 0
     updated: int = 0
     deleted: int = 0
+    skipped: int = 0  # refused before it reached its owner (a bad CSV row)
     failed: int = 0
 
     def __add__(self, other: "Counts") -> "Counts":
         return Counts(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
+
+    @property
+    def not_written(self) -> int:
+        return self.skipped + self.failed
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)

@@ -18,12 +18,12 @@ RESOURCES = "resources"
 RELATIONSHIPS = "relationships"
 
 ACTIONS: dict[str, frozenset[str]] = {
-    RESOURCES: frozenset({"post", "update", "delete", "external_id_set", "external_id_delete"}),
+    RESOURCES: frozenset({"post", "update", "delete", "external_id_set", "external_id_update", "external_id_delete"}),
     RELATIONSHIPS: frozenset({"post", "delete"}),
 }
 
 # Actions whose records name their object by (type, external_id).
-BY_EXTERNAL_ID = frozenset({"external_id_set", "external_id_delete"})
+BY_EXTERNAL_ID = frozenset({"external_id_set", "external_id_update", "external_id_delete"})
 
 
 def _key(tenant: str, object_type: str, external_id: str) -> bytes:

@@ -36,6 +36,8 @@ class Job:
     counts: Counts = field(default_factory=Counts)
     status: str = QUEUED
     error: dict[str, str] | None = None
+    details: dict[str, Any] | None = None  # what the API knows of the source (a CSV job's file, mapping)
+    host: str | None = None  # the host of the worker that applied the job's first batch
     created_at: str | None = None
     started_at: str | None = None
     completed_at: str | None = None
@@ -62,6 +64,8 @@ class Job:
             "counts": self.counts.to_dict(),
             "status": self.status,
             "error": self.error,
+            "details": self.details,
+            "host": self.host,
             "created_at": self.created_at,
             "started_at": self.started_at,
             "completed_at": self.completed_at,
@@ -77,24 +81,24 @@ class Job:
 
 
 def submitted(job: Job, *, tenant: str, type: str, action: str, description: str | None,
-              total: int, batches: int, created_at: str) -> Job:
+              total: int, batches: int, created_at: str, details: dict[str, Any] | None = None) -> Job:
     """The request is in Kafka: the job learns its totals (its batches may already be counted)."""
     if job.status == DELETED:
         return job
     latest = max(created_at, job.updated_at or created_at)  # batches may have been counted first
-    job = replace(job, tenant=tenant, type=type, action=action, description=description,
+    job = replace(job, tenant=tenant, type=type, action=action, description=description, details=details,
                   total=total, batches=batches, created_at=created_at, updated_at=latest)
     return _finish_if_done(job, latest)
 
 
-def batch_done(job: Job, seq: int, counts: Counts, at: str) -> Job | None:
-    """Count one applied batch; None when it was counted before or the job is gone."""
+def batch_done(job: Job, seq: int, counts: Counts, at: str, host: str | None = None) -> Job | None:
+    """Count one applied batch (applied on ``host``); None when it was counted before or the job is gone."""
     bit = 1 << seq
     if job.done & bit or job.status == DELETED:
         return None
     status = PROCESSING if job.status == QUEUED else job.status
     job = replace(job, done=job.done | bit, counts=job.counts + counts, status=status,
-                  started_at=job.started_at or at, updated_at=at)
+                  started_at=job.started_at or at, host=job.host or host, updated_at=at)
     return _finish_if_done(job, at)
 
 
@@ -122,14 +126,14 @@ def deleted(job: Job, at: str) -> Job | None:
 def _finish_if_done(job: Job, at: str) -> Job:
     if job.terminal or job.batches is None or job.done.bit_count() < job.batches:
         return job
-    counts = job.counts
-    if counts.failed == 0:
+    not_written = job.counts.not_written
+    if not_written == 0:
         status, error = SUCCEEDED, None
-    elif counts.failed < (job.total or 0):
+    elif not_written < (job.total or 0):
         status, error = PARTIALLY_SUCCEEDED, None
     else:
         status = FAILED
-        error = {"code": "all_records_failed", "message": f"all {counts.failed} records failed; see the results"}
+        error = {"code": "all_records_failed", "message": f"all {not_written} records failed; see the results"}
     return replace(job, status=status, error=error, completed_at=at, updated_at=at)
 
 

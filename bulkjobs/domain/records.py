@@ -15,7 +15,11 @@ from bulkjobs.domain.counts import Counts
 from bulkjobs.domain.identity import RELATIONSHIPS, RESOURCES, derived_id
 
 Error = dict[str, str]
-Result = list[Any]  # [index, success, id | None, [Error] | None]
+Result = list[Any]  # [index, success, id | None, [Error] | None, outcome]
+
+# A result's outcome: what happened to the record. "skipped": refused before it reached its
+# owner (a bad CSV row); "failed": refused on arrival or by a rule.
+CREATED, UPDATED, DELETED, SKIPPED, FAILED = "created", "updated", "deleted", "skipped", "failed"
 Op = list[Any]  # see the OP_* constants
 
 
@@ -43,6 +47,21 @@ class ObjectIndex:
             self.relationships[op[1]] = op[2]
         elif kind == OP_REL_DELETE:
             self.relationships.pop(op[1], None)
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A record refused before routing (an NDJSON line that is not JSON, a bad CSV row).
+
+    It still travels to an owner as an item ``[index, null, null, reason]`` (counted failed)
+    or ``[index, null, null, reason, "skipped"]`` (counted skipped), so that it gets its result
+    in order with the others."""
+
+    reason: str
+    skipped: bool = False
+
+    def item(self, index: int) -> list[Any]:
+        return [index, None, None, self.reason, SKIPPED] if self.skipped else [index, None, None, self.reason]
 
 
 class RecordError(Exception):
@@ -77,7 +96,7 @@ class BatchOutcome:
 def fail_all(items: list[list[Any]], error: Error) -> BatchOutcome:
     """The outcome of a batch that could not be applied at all: every record failed."""
     return BatchOutcome(
-        results=[[item[0], False, None, [error]] for item in items],
+        results=[[item[0], False, None, [error], FAILED] for item in items],
         counts=Counts(processed=len(items), failed=len(items)),
     )
 
@@ -149,7 +168,7 @@ def _post(ctx: Context, fresh_id: str | None, record: Any) -> tuple[str, list[Op
             )
     else:
         object_id = _fresh(fresh_id)
-    return object_id, [[OP_CREATE, object_id, ctx.tenant, object_type, external_id, attributes, ctx.at]], "created"
+    return object_id, [[OP_CREATE, object_id, ctx.tenant, object_type, external_id, attributes, ctx.at]], CREATED
 
 
 def _update(ctx: Context, fresh_id: str | None, record: Any) -> tuple[str, list[Op], str]:
@@ -157,13 +176,13 @@ def _update(ctx: Context, fresh_id: str | None, record: Any) -> tuple[str, list[
     object_id = _require_str(rec, "id")
     attributes = _attributes(rec, required=True)
     _owned(ctx.index.objects, ctx, object_id, "object")
-    return object_id, [[OP_PATCH, object_id, attributes, ctx.at]], "updated"
+    return object_id, [[OP_PATCH, object_id, attributes, ctx.at]], UPDATED
 
 
 def _delete(ctx: Context, fresh_id: str | None, record: Any) -> tuple[str, list[Op], str]:
     object_id = _record_id(record)
     _owned(ctx.index.objects, ctx, object_id, "object")
-    return object_id, [[OP_DELETE, object_id]], "deleted"
+    return object_id, [[OP_DELETE, object_id]], DELETED
 
 
 def _external_key(ctx: Context, record: Any) -> tuple[str, str, str]:
@@ -177,15 +196,23 @@ def _external_id_set(ctx: Context, fresh_id: str | None, record: Any) -> tuple[s
     object_type, external_id, object_id = _external_key(ctx, record)
     attributes = _attributes(record)
     if object_id in ctx.index.objects:
-        return object_id, [[OP_PATCH, object_id, attributes, ctx.at]], "updated"
-    return object_id, [[OP_CREATE, object_id, ctx.tenant, object_type, external_id, attributes, ctx.at]], "created"
+        return object_id, [[OP_PATCH, object_id, attributes, ctx.at]], UPDATED
+    return object_id, [[OP_CREATE, object_id, ctx.tenant, object_type, external_id, attributes, ctx.at]], CREATED
+
+
+def _external_id_update(ctx: Context, fresh_id: str | None, record: Any) -> tuple[str, list[Op], str]:
+    object_type, external_id, object_id = _external_key(ctx, record)
+    attributes = _attributes(record, required=True)
+    if object_id not in ctx.index.objects:
+        raise not_found(f"no '{object_type}' object with external id '{external_id}'")
+    return object_id, [[OP_PATCH, object_id, attributes, ctx.at]], UPDATED
 
 
 def _external_id_delete(ctx: Context, fresh_id: str | None, record: Any) -> tuple[str, list[Op], str]:
     object_type, external_id, object_id = _external_key(ctx, record)
     if object_id not in ctx.index.objects:
         raise not_found(f"no '{object_type}' object with external id '{external_id}'")
-    return object_id, [[OP_DELETE, object_id]], "deleted"
+    return object_id, [[OP_DELETE, object_id]], DELETED
 
 
 def _relationship_post(ctx: Context, fresh_id: str | None, record: Any) -> tuple[str, list[Op], str]:
@@ -197,13 +224,13 @@ def _relationship_post(ctx: Context, fresh_id: str | None, record: Any) -> tuple
     _owned(ctx.index.objects, ctx, target, "target object")
     relationship_id = _fresh(fresh_id)
     op = [OP_REL_CREATE, relationship_id, ctx.tenant, relationship_type, source, target, ctx.at]
-    return relationship_id, [op], "created"
+    return relationship_id, [op], CREATED
 
 
 def _relationship_delete(ctx: Context, fresh_id: str | None, record: Any) -> tuple[str, list[Op], str]:
     relationship_id = _record_id(record)
     _owned(ctx.index.relationships, ctx, relationship_id, "relationship")
-    return relationship_id, [[OP_REL_DELETE, relationship_id]], "deleted"
+    return relationship_id, [[OP_REL_DELETE, relationship_id]], DELETED
 
 
 HANDLERS: dict[tuple[str, str], Handler] = {
@@ -211,6 +238,7 @@ HANDLERS: dict[tuple[str, str], Handler] = {
     (RESOURCES, "update"): _update,
     (RESOURCES, "delete"): _delete,
     (RESOURCES, "external_id_set"): _external_id_set,
+    (RESOURCES, "external_id_update"): _external_id_update,
     (RESOURCES, "external_id_delete"): _external_id_delete,
     (RELATIONSHIPS, "post"): _relationship_post,
     (RELATIONSHIPS, "delete"): _relationship_delete,
@@ -223,44 +251,38 @@ def apply_batch(
     """Apply ``items`` in order, updating ``index`` as it goes.
 
     An item is ``[index, fresh_id, record]`` (``fresh_id`` is the router's id for a record that
-    creates without an external id, else None), or ``[index, None, None, reason]`` for a record
-    refused on arrival.
+    creates without an external id, else None), or a ``Refused`` record's item.
     """
     outcome = BatchOutcome()
     handler = HANDLERS.get((kind, action))
     ctx = Context(tenant, index, at)
-    created = updated = deleted = failed = 0
+    tally = {CREATED: 0, UPDATED: 0, DELETED: 0, SKIPPED: 0, FAILED: 0}
+    results = outcome.results
     for item in items:
         record_index, fresh_id, record = item[0], item[1], item[2]
-        if len(item) > 3:  # refused on arrival (not JSON, too large): the reason travels with it
-            outcome.results.append([record_index, False, None, [invalid(item[3]).error]])
-            failed += 1
+        if len(item) > 3:  # refused on arrival (not JSON, too large, a bad row): the reason travels with it
+            refused = item[4] if len(item) > 4 else FAILED
+            results.append([record_index, False, None, [invalid(item[3]).error], refused])
+            tally[refused] += 1
             continue
         if handler is None:
-            outcome.results.append([record_index, False, None, [invalid(f"unknown action {kind}/{action}").error]])
-            failed += 1
+            results.append([record_index, False, None, [invalid(f"unknown action {kind}/{action}").error], FAILED])
+            tally[FAILED] += 1
             continue
         try:
             object_id, ops, counted = handler(ctx, fresh_id, record)
         except RecordError as exc:
-            outcome.results.append([record_index, False, None, [exc.error]])
-            failed += 1
+            results.append([record_index, False, None, [exc.error], FAILED])
+            tally[FAILED] += 1
             continue
         except Exception as exc:  # a bug in a rule fails its record, never the batch
-            outcome.results.append([record_index, False, None, [internal_error(repr(exc))]])
-            failed += 1
+            results.append([record_index, False, None, [internal_error(repr(exc))], FAILED])
+            tally[FAILED] += 1
             continue
         for op in ops:
             index.apply_op(op)
         outcome.ops.extend(ops)
-        outcome.results.append([record_index, True, object_id, None])
-        if counted == "created":
-            created += 1
-        elif counted == "updated":
-            updated += 1
-        else:
-            deleted += 1
-    outcome.counts = Counts(
-        processed=len(items), created=created, updated=updated, deleted=deleted, failed=failed
-    )
+        results.append([record_index, True, object_id, None, counted])
+        tally[counted] += 1
+    outcome.counts = Counts(processed=len(items), **tally)
     return outcome

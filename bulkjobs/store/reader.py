@@ -14,29 +14,48 @@ from bulkjobs.domain.counts import Counts, progress
 from bulkjobs.domain.jobs import visible_status
 
 _JOB_COLUMNS = (
-    "id, type, action, description, status, total, processed, created, updated, deleted, failed, error, "
-    "created_at, started_at, completed_at, updated_at, "
+    "id, type, action, description, job_type, status, total, processed, created, updated, deleted, skipped, "
+    "failed, error, details, host, created_at, started_at, completed_at, updated_at, "
     "(SELECT coalesce(sum(records), 0) FROM job_batches b WHERE b.job_id = jobs.id) AS results_stored"
 )
+
+# The job list's sort fields, by the name a client uses.
+JOB_SORTS = ("description", "job_type", "status", "host", "created_at", "started_at", "completed_at")
 
 
 def _job(row: aiosqlite.Row) -> dict[str, Any]:
     counts = Counts(processed=row["processed"], created=row["created"], updated=row["updated"],
-                    deleted=row["deleted"], failed=row["failed"])
+                    deleted=row["deleted"], skipped=row["skipped"], failed=row["failed"])
+    details = orjson.loads(row["details"]) if row["details"] else {}
     return {
         "id": row["id"],
         "status": visible_status(row["status"], counts.processed, row["results_stored"]),
         "type": row["type"],
         "action": row["action"],
         "description": row["description"],
+        "job_type": row["job_type"],
+        **details,
         "counts": {"total": row["total"], **counts.to_dict()},
         "progress": progress(counts.processed, row["total"]),
         "error": orjson.loads(row["error"]) if row["error"] else None,
+        "host": row["host"],
         "created_at": row["created_at"],
         "started_at": row["started_at"],
         "completed_at": row["completed_at"],
         "updated_at": row["updated_at"],
     }
+
+
+def _like(text: str) -> str:
+    """``text`` as a LIKE pattern matching it anywhere (with ``ESCAPE '\\'``)."""
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _attribute(field: str) -> str:
+    """The SQL of one field of an object for a filter: a column or an attribute."""
+    if field in ("id", "external_id"):
+        return field
+    return "json_extract(attributes, '$.' || ?)"
 
 
 def _object(row: aiosqlite.Row) -> dict[str, Any]:
@@ -83,21 +102,69 @@ class ViewReader:
         row = await self._one("jobs", _JOB_COLUMNS, tenant, job_id)
         return _job(row) if row else None
 
-    async def jobs(self, tenant: str, status: str | None, limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
-        rows, total = await self._page("jobs", _JOB_COLUMNS, tenant, {"status": status},
-                                       "created_at DESC, id", limit, offset)
-        return [_job(row) for row in rows], total
-
-    async def results(self, job_id: str, limit: int, offset: int) -> list[dict[str, Any]]:
+    async def jobs(self, tenant: str, *, status: str | None = None, search: str | None = None,
+                   sort: str = "created_at", descending: bool = True, limit: int = 100,
+                   offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+        """A page of the tenant's jobs: ``search`` matches within the description; ``sort`` is
+        one of ``JOB_SORTS`` (nulls last either way)."""
+        if sort not in JOB_SORTS:
+            raise ValueError(f"unknown sort field {sort!r}")
+        where, params = "tenant = ?", [tenant]
+        if status is not None:
+            where += " AND status = ?"
+            params.append(status)
+        if search:
+            where += " AND description LIKE ? ESCAPE '\\'"
+            params.append(_like(search))
+        direction = "DESC" if descending else "ASC"
         rows = await self._all(
-            "SELECT idx, success, object_id, errors FROM results WHERE job_id = ? AND idx >= ? ORDER BY idx LIMIT ?",
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE {where} "
+            f"ORDER BY {sort} IS NULL, {sort} {direction}, id {direction} LIMIT ? OFFSET ?",
+            (*params, limit, offset),
+        )
+        counted = await self._all(f"SELECT count(*) FROM jobs WHERE {where}", tuple(params))
+        return [_job(row) for row in rows], int(counted[0][0])
+
+    async def results(self, job_id: str, limit: int, offset: int, failed_only: bool = False) -> list[dict[str, Any]]:
+        """Results from record index ``offset`` on, in record order (only unsuccessful ones if asked)."""
+        where = "job_id = ? AND idx >= ?" + (" AND success = 0" if failed_only else "")
+        rows = await self._all(
+            f"SELECT idx, success, object_id, errors, outcome FROM results WHERE {where} ORDER BY idx LIMIT ?",
             (job_id, offset, limit),
         )
         return [
-            {"index": row["idx"], "success": bool(row["success"]), "id": row["object_id"],
+            {"index": row["idx"], "success": bool(row["success"]), "status": row["outcome"], "id": row["object_id"],
              "errors": orjson.loads(row["errors"]) if row["errors"] else []}
             for row in rows
         ]
+
+    async def batches(self, job_id: str) -> list[dict[str, Any]]:
+        """The job's applied batches whose results are stored, in the order they were applied."""
+        rows = await self._all(
+            "SELECT seq, records, at, host, counts FROM job_batches WHERE job_id = ? ORDER BY at, seq", (job_id,)
+        )
+        return [{"seq": row["seq"], "records": row["records"], "at": row["at"], "host": row["host"],
+                 "counts": orjson.loads(row["counts"]) if row["counts"] else {}} for row in rows]
+
+    async def matching_objects(self, tenant: str, object_type: str, conditions: list[tuple[str, bool, Any]],
+                               limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
+        """A page of the tenant's objects of a type, oldest first, meeting every condition
+        ``(field, equal, value)``: the field (``id``, ``external_id`` or an attribute) is
+        ``value``, or, with ``equal`` false, is not (a missing attribute is not anything)."""
+        where, params = "tenant = ? AND type = ?", [tenant, object_type]
+        for field, equal, value in conditions:
+            column = _attribute(field)
+            if column.startswith("json_extract"):
+                params.append(field)
+            if isinstance(value, str):  # a filter from a query string matches numbers by their text
+                column = f"CAST({column} AS TEXT)"
+            where += f" AND {column} {'IS' if equal else 'IS NOT'} ?"
+            params.append(value)
+        rows = await self._all(
+            f"SELECT * FROM objects WHERE {where} ORDER BY created_at, id LIMIT ? OFFSET ?", (*params, limit, offset)
+        )
+        counted = await self._all(f"SELECT count(*) FROM objects WHERE {where}", tuple(params))
+        return [_object(row) for row in rows], int(counted[0][0])
 
     async def object(self, tenant: str, object_id: str) -> dict[str, Any] | None:
         row = await self._one("objects", "*", tenant, object_id)

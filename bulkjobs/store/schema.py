@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import aiosqlite
+
+log = logging.getLogger(__name__)
+
+# Raise it with every change below: a view of another version is dropped (see _migrate).
+VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -13,25 +19,33 @@ CREATE TABLE IF NOT EXISTS jobs (
     type TEXT,
     action TEXT,
     description TEXT,
+    job_type TEXT,
     status TEXT NOT NULL,
     total INTEGER,
     processed INTEGER NOT NULL DEFAULT 0,
     created INTEGER NOT NULL DEFAULT 0,
     updated INTEGER NOT NULL DEFAULT 0,
     deleted INTEGER NOT NULL DEFAULT 0,
+    skipped INTEGER NOT NULL DEFAULT 0,
     failed INTEGER NOT NULL DEFAULT 0,
     error TEXT,
+    details TEXT,
+    host TEXT,
     created_at TEXT,
     started_at TEXT,
     completed_at TEXT,
     updated_at TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_by_tenant ON jobs (tenant, created_at DESC);
--- One row per applied batch whose results are stored: how many results a job has in the view.
+-- One row per applied batch whose results are stored: how many results a job has in the view,
+-- and where and when each batch was applied (the job's log).
 CREATE TABLE IF NOT EXISTS job_batches (
     job_id TEXT NOT NULL,
     seq INTEGER NOT NULL,
     records INTEGER NOT NULL,
+    at TEXT,
+    host TEXT,
+    counts TEXT,
     PRIMARY KEY (job_id, seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS results (
@@ -40,6 +54,7 @@ CREATE TABLE IF NOT EXISTS results (
     success INTEGER NOT NULL,
     object_id TEXT,
     errors TEXT,
+    outcome TEXT,
     PRIMARY KEY (job_id, idx)
 ) WITHOUT ROWID;
 -- A rowid table with a unique id index: object ids are hashes, and inserting whole rows at
@@ -74,6 +89,38 @@ CREATE TABLE IF NOT EXISTS workers (
 """
 
 
+TABLES = ("jobs", "job_batches", "results", "objects", "relationships", "workers")
+
+
+async def _migrate(db: aiosqlite.Connection, path: Path) -> None:
+    """Make the view match this version's schema, whichever process opens it first.
+
+    The view is derived from the topics, so a view of another version is dropped rather than
+    altered. Its rows come back only from what the store has still to read: after an upgrade,
+    start from an empty data dir or reset the store's consumer group to rebuild it all.
+    """
+    await db.execute("BEGIN IMMEDIATE")  # the API and the store may open a new file together
+    try:
+        async with db.execute("PRAGMA user_version") as cursor:
+            row = await cursor.fetchone()
+        version = row[0] if row else 0
+        if version != VERSION:
+            async with db.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'") as cursor:
+                row = await cursor.fetchone()
+            if row and row[0]:
+                log.warning("the view in %s has schema version %d, not %d: dropping it", path, version, VERSION)
+            for table in TABLES:
+                await db.execute(f"DROP TABLE IF EXISTS {table}")
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    await db.execute(statement)
+            await db.execute(f"PRAGMA user_version = {VERSION}")
+        await db.execute("COMMIT")
+    except BaseException:
+        await db.execute("ROLLBACK")
+        raise
+
+
 async def connect(path: Path) -> aiosqlite.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     db = await aiosqlite.connect(path, isolation_level=None)
@@ -83,5 +130,5 @@ async def connect(path: Path) -> aiosqlite.Connection:
     # Object ids are hashes, so inserts land all over the indexes: keep them in memory.
     await db.execute("PRAGMA cache_size=-262144")
     await db.execute("PRAGMA wal_autocheckpoint=16384")
-    await db.executescript(SCHEMA)
+    await _migrate(db, path)
     return db

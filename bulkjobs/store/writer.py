@@ -12,6 +12,7 @@ from typing import Any, Iterable
 import aiosqlite
 import orjson
 
+from bulkjobs.domain.counts import Counts
 from bulkjobs.domain.jobs import DELETED
 from bulkjobs.domain.records import OP_CREATE, OP_DELETE, OP_PATCH, OP_REL_CREATE, OP_REL_DELETE
 
@@ -40,29 +41,29 @@ def _op_row(op: list[Any]) -> tuple[Any, ...]:
     return (op[1],)
 
 
+def _json(value: Any) -> str | None:
+    return orjson.dumps(value).decode() if value else None
+
+
 def _job_row(status: dict[str, Any]) -> tuple[Any, ...]:
-    counts = status["counts"]
-    error = status.get("error")
+    counts = Counts.from_dict(status["counts"])
+    details = status.get("details") or {}
     return (
         status["id"], status["tenant"], status["type"], status["action"], status["description"],
-        status["status"], status["total"], counts["processed"], counts["created"], counts["updated"],
-        counts["deleted"], counts["failed"], orjson.dumps(error).decode() if error else None,
+        details.get("job_type"), status["status"], status["total"], counts.processed, counts.created,
+        counts.updated, counts.deleted, counts.skipped, counts.failed, _json(status.get("error")),
+        _json(details), status.get("host"),
         status["created_at"], status["started_at"], status["completed_at"], status["updated_at"],
     )
 
 
-_UPSERT_JOB = """
-INSERT INTO jobs (id, tenant, type, action, description, status, total, processed, created, updated,
-                  deleted, failed, error, created_at, started_at, completed_at, updated_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (id) DO UPDATE SET
-    tenant = excluded.tenant, type = excluded.type, action = excluded.action,
-    description = excluded.description, status = excluded.status, total = excluded.total,
-    processed = excluded.processed, created = excluded.created, updated = excluded.updated,
-    deleted = excluded.deleted, failed = excluded.failed, error = excluded.error,
-    created_at = excluded.created_at, started_at = excluded.started_at,
-    completed_at = excluded.completed_at, updated_at = excluded.updated_at
-"""
+_JOB_FIELDS = ("id", "tenant", "type", "action", "description", "job_type", "status", "total", "processed",
+               "created", "updated", "deleted", "skipped", "failed", "error", "details", "host",
+               "created_at", "started_at", "completed_at", "updated_at")
+_UPSERT_JOB = (
+    f"INSERT INTO jobs ({', '.join(_JOB_FIELDS)}) VALUES ({', '.join('?' * len(_JOB_FIELDS))}) "
+    f"ON CONFLICT (id) DO UPDATE SET {', '.join(f'{name} = excluded.{name}' for name in _JOB_FIELDS[1:])}"
+)
 
 
 class ViewWriter:
@@ -76,16 +77,15 @@ class ViewWriter:
         heartbeats: Iterable[dict[str, Any]],
     ) -> None:
         """Apply changes (in their order), then job snapshots, then worker heartbeats, in one commit."""
-        batch_rows: list[tuple[str, int, int]] = []
+        batch_rows: list[tuple[Any, ...]] = []
         result_rows: list[tuple[Any, ...]] = []
         ops: list[list[Any]] = []
         for applied in applied_batches:
             job_id = applied["job_id"]
-            batch_rows.append((job_id, applied["seq"], len(applied["results"])))
-            for index, success, object_id, errors in applied["results"]:
-                result_rows.append(
-                    (job_id, index, 1 if success else 0, object_id, orjson.dumps(errors).decode() if errors else None)
-                )
+            batch_rows.append((job_id, applied["seq"], len(applied["results"]), applied["at"],
+                               applied.get("host"), _json(applied["counts"])))
+            for index, success, object_id, errors, outcome in applied["results"]:
+                result_rows.append((job_id, index, 1 if success else 0, object_id, _json(errors), outcome))
             ops.extend(applied["ops"])
         latest: dict[str, dict[str, Any]] = {}
         for status in statuses:
@@ -100,11 +100,13 @@ class ViewWriter:
                 await db.executemany(_OP_SQL[kind], [_op_row(op) for op in run])
             if result_rows:
                 await db.executemany(
-                    "INSERT OR REPLACE INTO results (job_id, idx, success, object_id, errors) VALUES (?, ?, ?, ?, ?)",
+                    "INSERT OR REPLACE INTO results (job_id, idx, success, object_id, errors, outcome) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
                     result_rows,
                 )
             if batch_rows:
-                await db.executemany("INSERT OR IGNORE INTO job_batches (job_id, seq, records) VALUES (?, ?, ?)", batch_rows)
+                await db.executemany("INSERT OR IGNORE INTO job_batches (job_id, seq, records, at, host, counts) "
+                                     "VALUES (?, ?, ?, ?, ?, ?)", batch_rows)
             if jobs:
                 await db.executemany(_UPSERT_JOB, jobs)
             if gone:

@@ -74,6 +74,7 @@ class JobSubmitted:
     total: int
     batches: int
     created_at: str
+    details: dict[str, Any] | None = None  # a CSV job's job type, operation, mapping and file
     kind: str = "submitted"
 
 
@@ -86,6 +87,7 @@ class BatchDone:
     seq: int
     counts: dict[str, int]
     at: str
+    host: str | None = None  # the worker's host name
     kind: str = "batch_done"
 
 
@@ -146,6 +148,7 @@ class AppliedBatch:
     counts: dict[str, int]
     results: list[list[Any]]
     ops: list[list[Any]]
+    host: str | None = None  # the worker's host name
 
     @property
     def count_delta(self) -> Counts:
@@ -173,6 +176,8 @@ class JobStatus:
     counts: dict[str, int]
     progress: int
     error: dict[str, str] | None
+    details: dict[str, Any] | None
+    host: str | None
     created_at: str | None
     started_at: str | None
     completed_at: str | None

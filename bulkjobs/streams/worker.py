@@ -50,10 +50,10 @@ def next_job(job: jobs.Job, event: JobSubmitted | BatchDone | JobCommand) -> job
         return jobs.submitted(
             job, tenant=event.tenant, type=event.type, action=event.action,
             description=event.description, total=event.total, batches=event.batches,
-            created_at=event.created_at,
+            created_at=event.created_at, details=event.details,
         )
     if isinstance(event, BatchDone):
-        return jobs.batch_done(job, event.seq, Counts.from_dict(event.counts), event.at)
+        return jobs.batch_done(job, event.seq, Counts.from_dict(event.counts), event.at, event.host)
     if event.kind == "cancel":
         return jobs.cancelled(job, event.at)
     if event.kind == "fail":
@@ -88,7 +88,8 @@ def build_app(settings: Settings) -> faust.App:
     workers_topic = app.topic(names.workers, partitions=settings.partitions, internal=False)
     objects = ObjectState(settings.kafka_brokers, names.changes)
     job_states = JobStates(settings.kafka_brokers, names.status)
-    worker_id = f"{socket.gethostname()}-{os.getpid()}"
+    host = socket.gethostname()
+    worker_id = f"{host}-{os.getpid()}"
 
     async def start_tails() -> None:
         await objects.tail.ensure_started(settings.partitions, lazy=True)
@@ -108,7 +109,7 @@ def build_app(settings: Settings) -> faust.App:
                 delay = min(delay * 2, 5.0)
 
     async def batch_done(job_id: str, seq: int, counts: Counts) -> None:
-        done = BatchDone(job_id=job_id, seq=seq, counts=counts.to_dict(), at=utc_now())
+        done = BatchDone(job_id=job_id, seq=seq, counts=counts.to_dict(), at=utc_now(), host=host)
         await publish(job_events_topic, encode(done), key=job_id.encode())
 
     async def apply(partition: int, batch: RecordBatch) -> None:
@@ -132,7 +133,7 @@ def build_app(settings: Settings) -> faust.App:
             gc.enable()
         applied = AppliedBatch(
             job_id=batch.job_id, tenant=batch.tenant, seq=batch.seq, at=at,
-            counts=outcome.counts.to_dict(), results=outcome.results, ops=outcome.ops,
+            counts=outcome.counts.to_dict(), results=outcome.results, ops=outcome.ops, host=host,
         )
         metadata = await publish(changes_topic, encode(applied), partition=partition)
         objects.record(partition, metadata.offset, applied, apply_ops=False)
@@ -184,7 +185,7 @@ def build_app(settings: Settings) -> faust.App:
         if not owned:
             return
         await start_tails()
-        beat = WorkerHeartbeat(worker=worker_id, host=socket.gethostname(), pid=os.getpid(),
+        beat = WorkerHeartbeat(worker=worker_id, host=host, pid=os.getpid(),
                                at=utc_now(), partitions=owned)
         await workers_topic.send(key=worker_id.encode(), value=encode(beat))
 

@@ -9,7 +9,8 @@ from typing import Any, Awaitable, Callable
 import orjson
 import pytest
 
-from bulkjobs.api.bodies import BodyReader, InvalidLine, ParsedBody, parse_json, parse_ndjson
+from bulkjobs.api.bodies import BodyReader, ParsedBody, parse_json, parse_ndjson
+from bulkjobs.domain.records import Refused
 from bulkjobs.errors import BadRequest, InvalidJson, TooLarge
 
 Parse = Callable[[BodyReader], Awaitable[ParsedBody]]
@@ -304,15 +305,15 @@ async def test_ndjson_skips_blank_lines_and_takes_crlf(size: int) -> None:
 async def test_ndjson_bad_lines_become_invalid_lines_in_place(size: int) -> None:
     body = b'{"a": 1}\n{not json\n{"b": 2}\n{"c": 3} trailing\n"unterminated\n{"d": 4}'
     _, parsed, _ = await parse_all(parse_ndjson, chunked_reader(body, size))
-    assert parsed == [{"a": 1}, InvalidLine("{not json"), {"b": 2}, InvalidLine('{"c": 3} trailing'),
-                      InvalidLine('"unterminated'), {"d": 4}]
+    assert parsed == [{"a": 1}, Refused("line is not valid JSON: {not json"), {"b": 2}, Refused('line is not valid JSON: {"c": 3} trailing'),
+                      Refused('line is not valid JSON: "unterminated'), {"d": 4}]
 
 
 async def test_ndjson_invalid_line_text_is_cut_and_decoded() -> None:
     long_line = b"x" * 500
     body = long_line + b"\n" + b"\xff\xfe{bad utf-8\n"
     _, parsed, _ = await parse_all(parse_ndjson, chunked_reader(body, 64))
-    assert parsed == [InvalidLine("x" * 200), InvalidLine("\ufffd\ufffd{bad utf-8")]
+    assert parsed == [Refused("line is not valid JSON: " + "x" * 200), Refused("line is not valid JSON: \ufffd\ufffd{bad utf-8")]
 
 
 @pytest.mark.parametrize("body", [b"", b"\n\n  \n"])

@@ -9,9 +9,9 @@ from typing import Any
 import orjson
 import pytest
 
-from bulkjobs.api.bodies import InvalidLine
 from bulkjobs.api.spool import MAX_MESSAGE_BYTES, BatchSpool
 from bulkjobs.domain.identity import ACTIONS, RELATIONSHIPS, RESOURCES, derived_id, new_id, partition_of, route
+from bulkjobs.domain.records import Refused
 from bulkjobs.streams.topics import RecordBatch
 
 TENANT = "tenant-a"
@@ -51,7 +51,7 @@ def all_items(messages: list[tuple[int, RecordBatch]]) -> dict[int, tuple[int, l
 
 def expected_partition(kind: str, action: str, item: list[Any], record: Any, partitions: int) -> int:
     index, fresh_id = item[0], item[1]
-    if isinstance(record, InvalidLine):
+    if isinstance(record, Refused):
         return index % partitions
     if fresh_id is not None:
         return partition_of(fresh_id, partitions)
@@ -73,7 +73,7 @@ def records_for(kind: str, action: str) -> list[Any]:
         good = [{"id": OBJ_IDS[i % len(OBJ_IDS)], "attributes": {"i": i}} for i in range(40)]
     else:  # delete
         good = [OBJ_IDS[i % len(OBJ_IDS)] if i % 2 else {"id": OBJ_IDS[i % len(OBJ_IDS)]} for i in range(40)]
-    bad = [None, 5, "", [1, 2], {}, {"id": 3}, {"type": "server", "external_id": 7}, InvalidLine("{nope")] * 2
+    bad = [None, 5, "", [1, 2], {}, {"id": 3}, {"type": "server", "external_id": 7}, Refused("line is not valid JSON: {nope")] * 2
     mixed: list[Any] = []
     for i, record in enumerate(good):
         mixed.append(record)
@@ -104,7 +104,7 @@ def test_every_record_lands_once_in_a_batch_of_its_owner(
     for index, (partition, item) in items.items():
         record = records[index]
         assert partition == expected_partition(kind, action, item, record, partitions), item
-        if isinstance(record, InvalidLine):
+        if isinstance(record, Refused):
             assert item == [index, None, None, "line is not valid JSON: {nope"]
         else:
             assert len(item) == 3 and item[2] == record
@@ -193,7 +193,7 @@ def test_records_that_fit_alone_but_not_together_are_split(tmp_path: Path) -> No
 
 def test_invalid_lines_are_refused_items(tmp_path: Path) -> None:
     spool = make_spool(tmp_path, partitions=3, batch_records=100)
-    spool.add([{"type": "server"}, InvalidLine("{bad"), InvalidLine("x" * 200)], size=300)
+    spool.add([{"type": "server"}, Refused("line is not valid JSON: {bad"), Refused("line is not valid JSON: " + "x" * 200)], size=300)
 
     items = all_items(drain(spool))
 
