@@ -33,6 +33,7 @@ class Settings:
     replication_factor: int = 1
     max_records: int = 1_000_000
     max_body_bytes: int = 256 * 1024 * 1024
+    max_upload_bytes: int = 256 * 1024 * 1024
     batch_records: int = 1000
     batch_bytes: int = 384 * 1024
     topic_prefix: str = "bulkjobs"
@@ -43,6 +44,10 @@ class Settings:
     @property
     def db_path(self) -> Path:
         return self.data_dir / "bulkjobs.db"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.data_dir / "uploads"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "Settings":
@@ -67,6 +72,7 @@ class Settings:
             ("REPLICATION_FACTOR", "replication_factor"),
             ("MAX_RECORDS", "max_records"),
             ("MAX_BODY_BYTES", "max_body_bytes"),
+            ("MAX_UPLOAD_BYTES", "max_upload_bytes"),
             ("BATCH_RECORDS", "batch_records"),
             ("BATCH_BYTES", "batch_bytes"),
         ):

@@ -34,7 +34,8 @@ def make_stack(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory)
         stack.stop()
 
 
-SHARED_LIMITS = {"BULKJOBS_MAX_RECORDS": "200000", "BULKJOBS_MAX_BODY_BYTES": str(32 * 1024 * 1024)}
+SHARED_LIMITS = {"BULKJOBS_MAX_RECORDS": "200000", "BULKJOBS_MAX_BODY_BYTES": str(32 * 1024 * 1024),
+                 "BULKJOBS_MAX_UPLOAD_BYTES": str(8 * 1024 * 1024)}
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +74,21 @@ class Client:
 
     def delete(self, path: str, **kwargs: Any) -> Response:
         return self.request("DELETE", path, **kwargs)
+
+    def post_csv(self, data: bytes, **settings: Any) -> Response:
+        """POST a CSV body with the job's settings in the query string (field_mappings as JSON)."""
+        query = {k: json.dumps(v) if k == "field_mappings" else v for k, v in settings.items()}
+        return self.post("/v1/jobs?" + urllib.parse.urlencode(query), data=data, content_type="text/csv")
+
+    def post_multipart(self, parts: list[tuple[str, str | None, bytes]]) -> Response:
+        """POST ``multipart/form-data`` of (name, filename | None, content) parts."""
+        boundary = "bulkjobs-test-" + os.urandom(8).hex()
+        body = b""
+        for name, filename, content in parts:
+            disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+            body += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n".encode() + content + b"\r\n"
+        body += f"--{boundary}--\r\n".encode()
+        return self.post("/v1/jobs", data=body, content_type=f"multipart/form-data; boundary={boundary}")
 
     def submit(self, job: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         resp = self.post("/v1/jobs", json_body=job, **kwargs)

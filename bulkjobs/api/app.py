@@ -7,18 +7,38 @@ import gc
 import logging
 import uuid
 from collections import OrderedDict
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any, Awaitable, Callable
 
-import orjson
 from aiohttp import web
 
+from bulkjobs.api import downloads
 from bulkjobs.api.bodies import BodyReader, ParsedBody, parse_json, parse_ndjson
+from bulkjobs.api.common import (
+    ACCEPTED,
+    FILES,
+    PUBLISHER,
+    READER,
+    SETTINGS,
+    find_job,
+    json_response,
+    paging,
+    remember,
+)
+from bulkjobs.api.csv_jobs import (
+    CSV_TYPES,
+    MULTIPART,
+    Upload,
+    receive,
+    receive_text,
+    spool_rows,
+)
 from bulkjobs.api.publisher import JobPublisher
 from bulkjobs.api.spool import BatchSpool
 from bulkjobs.clock import utc_now
-from bulkjobs.domain.identity import ACTIONS
-from bulkjobs.domain.jobs import QUEUED, STATUSES, TERMINAL
+from bulkjobs.domain.identity import ACTIONS, RESOURCES
+from bulkjobs.domain.jobs import STATUSES, TERMINAL, Job, public_body
 from bulkjobs.errors import (
     BadRequest,
     BulkJobsError,
@@ -30,27 +50,18 @@ from bulkjobs.errors import (
     UnsupportedMediaType,
 )
 from bulkjobs.settings import Settings
-from bulkjobs.store.reader import ViewReader
+from bulkjobs.store.files import UploadFiles
+from bulkjobs.store.reader import JOB_SORTS, ViewReader
 from bulkjobs.store.schema import connect
 from bulkjobs.streams.admin import ensure_topics
 from bulkjobs.streams.topics import JobSubmitted
 
 log = logging.getLogger(__name__)
 
-SETTINGS = web.AppKey("settings", Settings)
-READER = web.AppKey("reader", ViewReader)
-PUBLISHER = web.AppKey("publisher", JobPublisher)
-ACCEPTED = web.AppKey("accepted", OrderedDict)
-
 NDJSON_TYPES = {"application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines"}
 JSON_TYPES = {"application/json", "text/json", "application/octet-stream", ""}
 HEARTBEAT_MAX_AGE = timedelta(seconds=15)
 READ_CHUNK = 256 * 1024  # a chunk is parsed and routed without yielding: keep it short
-ACCEPTED_MEMORY = 10_000
-
-
-def json_response(body: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
 
 @web.middleware
@@ -86,23 +97,6 @@ async def auth_middleware(request: web.Request, handler: Callable[[web.Request],
     return await handler(request)
 
 
-def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadRequest(f"'{name}' must be an integer", field=name) from None
-    if not low <= value <= high:
-        raise BadRequest(f"'{name}' must be between {low} and {high}", field=name)
-    return value
-
-
-def _paging(request: web.Request) -> tuple[int, int]:
-    return _int_param(request, "limit", 100, 1, 1000), _int_param(request, "offset", 0, 0, 2**62)
-
-
 def _job_fields(fields: dict[str, Any]) -> tuple[str, str, str | None]:
     kind, action, description = fields.get("type"), fields.get("action"), fields.get("description")
     if kind is None:
@@ -135,26 +129,29 @@ async def _parse_body(request: web.Request, settings: Settings) -> ParsedBody:
         body = await parse_json(reader)
     else:
         raise UnsupportedMediaType(
-            f"content type {content_type!r} is not supported: send application/json or application/x-ndjson"
+            f"content type {content_type!r} is not supported: send application/json, application/x-ndjson, "
+            "text/csv or multipart/form-data"
         )
     if not body.fields:  # a bare array or NDJSON: the job's fields are query parameters
         body.fields.update({key: request.query[key] for key in ("type", "action", "description") if key in request.query})
     return body
 
 
-def _job_body(job_id: str, kind: str, action: str, description: str | None, total: int, created_at: str) -> dict[str, Any]:
-    return {
-        "id": job_id, "status": QUEUED, "type": kind, "action": action, "description": description,
-        "counts": {"total": total, "processed": 0, "created": 0, "updated": 0, "deleted": 0, "failed": 0},
-        "progress": 0, "error": None, "created_at": created_at, "started_at": None, "completed_at": None,
-        "updated_at": created_at,
-    }
-
-
 async def create_job(request: web.Request) -> web.Response:
-    settings, tenant = request.app[SETTINGS], request["tenant"]
+    settings = request.app[SETTINGS]
     job_id = uuid.uuid4().hex
+    if request.content_type.lower() in CSV_TYPES or request.content_type.lower() == MULTIPART:
+        return await _create_csv_job(request, job_id, receive(request, request.app[FILES], job_id,
+                                                              settings.max_upload_bytes))
     body = await _parse_body(request, settings)
+    if "file_content" in body.fields:
+        return await _create_csv_job(request, job_id, asyncio.to_thread(
+            receive_text, body.fields, request.app[FILES], job_id, settings.max_upload_bytes))
+    return await _create_json_job(request, job_id, body)
+
+
+async def _create_json_job(request: web.Request, job_id: str, body: ParsedBody) -> web.Response:
+    settings, tenant = request.app[SETTINGS], request["tenant"]
     fields = body.fields
     spool: BatchSpool | None = None
     held: list[tuple[list[Any], int]] = []  # records seen before type and action were known
@@ -186,16 +183,47 @@ async def create_job(request: web.Request) -> web.Response:
         raise
     finally:
         gc.enable()
+    return await _submit(request, Job(id=job_id, type=kind, action=action, description=description), spool)
+
+
+async def _create_csv_job(request: web.Request, job_id: str, receiving: Awaitable[Upload]) -> web.Response:
+    """Save the file, plan the import from its header and spool its rows; a CSV job whose
+    request is refused leaves no file behind."""
+    settings, tenant, files = request.app[SETTINGS], request["tenant"], request.app[FILES]
+    gc.disable()
+    try:
+        upload = await receiving
+        plan, spool = await asyncio.to_thread(
+            spool_rows, files, job_id, upload, settings.max_records,
+            lambda action: _new_spool(settings, job_id, tenant, RESOURCES, action),
+        )
+    except BaseException:
+        files.remove(job_id)
+        raise
+    finally:
+        gc.enable()
+    details = {**plan.details(), "file": {"name": upload.name, "size": upload.size,
+                                          "character_encoding": upload.encoding, "rows": spool.records}}
+    job = Job(id=job_id, type=RESOURCES, action=plan.action, description=upload.settings.description,
+              details=details)
+    return await _submit(request, job, spool)
+
+
+async def _submit(request: web.Request, job: Job, spool: BatchSpool) -> web.Response:
+    """Publish a job whose records are spooled; answer 202 once Kafka has them all."""
+    tenant = request["tenant"]
     created_at = utc_now()
-    submitted = JobSubmitted(job_id=job_id, tenant=tenant, type=kind, action=action, description=description,
-                             total=spool.records, batches=spool.batches, created_at=created_at)
+    job = replace(job, tenant=tenant, total=spool.records, created_at=created_at, updated_at=created_at)
+    submitted = JobSubmitted(job_id=job.id, tenant=tenant, type=job.type, action=job.action,
+                             description=job.description, total=spool.records, batches=spool.batches,
+                             created_at=created_at, details=job.details)
     try:
         await request.app[PUBLISHER].submit(submitted, spool)
     finally:
         spool.discard()
-    job = _job_body(job_id, kind, action, description, spool.records, created_at)
-    _remember(request.app, tenant, job)
-    return json_response(job, 202)
+    body = public_body(job)
+    remember(request.app, tenant, body)
+    return json_response(body, 202)
 
 
 def _new_spool(settings: Settings, job_id: str, tenant: str, kind: str, action: str) -> BatchSpool:
@@ -204,49 +232,37 @@ def _new_spool(settings: Settings, job_id: str, tenant: str, kind: str, action: 
                       directory=settings.data_dir / "spool")
 
 
-def _remember(app: web.Application, tenant: str, job: dict[str, Any]) -> None:
-    """Keep an accepted job at hand until the view has it, so a GET right after the 202 finds it."""
-    accepted = app[ACCEPTED]
-    accepted[job["id"]] = (tenant, job)
-    while len(accepted) > ACCEPTED_MEMORY:
-        accepted.popitem(last=False)
-
-
-async def _find_job(request: web.Request) -> dict[str, Any]:
-    job_id, tenant = request.match_info["job_id"], request["tenant"]
-    job = await request.app[READER].job(tenant, job_id)
-    accepted = request.app[ACCEPTED]
-    if job is not None:
-        accepted.pop(job_id, None)
-        return job
-    remembered = accepted.get(job_id)
-    if remembered is not None and remembered[0] == tenant:
-        return dict(remembered[1])
-    raise NotFound(f"job {job_id!r} not found")
-
-
 async def get_job(request: web.Request) -> web.Response:
-    return json_response(await _find_job(request))
+    return json_response(await find_job(request))
 
 
 async def list_jobs(request: web.Request) -> web.Response:
     status = request.query.get("status") or None
     if status is not None and status not in STATUSES:
         raise BadRequest(f"unknown status {status!r}: one of " + ", ".join(STATUSES), field="status")
-    limit, offset = _paging(request)
-    items, total = await request.app[READER].jobs(request["tenant"], status, limit, offset)
+    sort = request.query.get("sort") or "created_at"
+    if sort not in JOB_SORTS:
+        raise BadRequest(f"unknown sort field {sort!r}: one of " + ", ".join(JOB_SORTS), field="sort")
+    order = request.query.get("order") or ("desc" if sort.endswith("_at") else "asc")
+    if order not in ("asc", "desc"):
+        raise BadRequest(f"'order' must be asc or desc, not {order!r}", field="order")
+    limit, offset = paging(request)
+    items, total = await request.app[READER].jobs(
+        request["tenant"], status=status, search=request.query.get("q") or None, sort=sort,
+        descending=order == "desc", limit=limit, offset=offset,
+    )
     return json_response({"items": items, "total": total})
 
 
 async def job_results(request: web.Request) -> web.Response:
-    job = await _find_job(request)
-    limit, offset = _paging(request)
+    job = await find_job(request)
+    limit, offset = paging(request)
     items = await request.app[READER].results(job["id"], limit, offset)
     return json_response({"items": items, "total": job["counts"]["processed"]})
 
 
 async def cancel_job(request: web.Request) -> web.Response:
-    job = await _find_job(request)
+    job = await find_job(request)
     if job["status"] in TERMINAL:
         raise Conflict(f"job {job['id']!r} has already ended", status=job["status"])
     await request.app[PUBLISHER].command(job["id"], request["tenant"], "cancel")
@@ -254,10 +270,11 @@ async def cancel_job(request: web.Request) -> web.Response:
 
 
 async def delete_job(request: web.Request) -> web.Response:
-    job = await _find_job(request)
+    job = await find_job(request)
     if job["status"] not in TERMINAL:
         raise Conflict(f"job {job['id']!r} is still running: cancel it first", status=job["status"])
     await request.app[PUBLISHER].command(job["id"], request["tenant"], "delete")
+    request.app[FILES].remove(job["id"])
     return web.Response(status=204)
 
 
@@ -270,7 +287,7 @@ async def get_object(request: web.Request) -> web.Response:
 
 
 async def list_objects(request: web.Request) -> web.Response:
-    limit, offset = _paging(request)
+    limit, offset = paging(request)
     items, total = await request.app[READER].objects(
         request["tenant"], request.query.get("type"), request.query.get("external_id"), limit, offset
     )
@@ -286,7 +303,7 @@ async def get_relationship(request: web.Request) -> web.Response:
 
 
 async def list_relationships(request: web.Request) -> web.Response:
-    limit, offset = _paging(request)
+    limit, offset = paging(request)
     items, total = await request.app[READER].relationships(
         request["tenant"], request.query.get("relationship_type"), limit, offset
     )
@@ -306,6 +323,7 @@ def build_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[errors_middleware, auth_middleware], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[ACCEPTED] = OrderedDict()
+    app[FILES] = UploadFiles(settings.uploads_dir)
     app.router.add_post("/v1/jobs", create_job)
     app.router.add_get("/v1/jobs", list_jobs)
     app.router.add_get("/v1/jobs/{job_id}", get_job)
@@ -317,6 +335,7 @@ def build_app(settings: Settings) -> web.Application:
     app.router.add_get("/v1/relationships", list_relationships)
     app.router.add_get("/v1/relationships/{relationship_id}", get_relationship)
     app.router.add_get("/v1/health", health)
+    downloads.add_routes(app)
     app.cleanup_ctx.append(_resources)
     return app
 

@@ -80,6 +80,28 @@ class Job:
         return cls(**values)
 
 
+def public_body(job: Job, status: str | None = None) -> dict[str, Any]:
+    """The job as clients see it (HTTP, websocket): ``status`` overrides the job's own (see
+    ``visible_status``); a CSV job's details (job type, operation, file...) sit at the top."""
+    return {
+        "id": job.id,
+        "status": status or job.status,
+        "type": job.type,
+        "action": job.action,
+        "description": job.description,
+        "job_type": None,
+        **(job.details or {}),
+        "counts": {"total": job.total, **job.counts.to_dict()},
+        "progress": job.progress,
+        "error": job.error,
+        "host": job.host,
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "completed_at": job.completed_at,
+        "updated_at": job.updated_at,
+    }
+
+
 def submitted(job: Job, *, tenant: str, type: str, action: str, description: str | None,
               total: int, batches: int, created_at: str, details: dict[str, Any] | None = None) -> Job:
     """The request is in Kafka: the job learns its totals (its batches may already be counted)."""

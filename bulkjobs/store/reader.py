@@ -10,11 +10,11 @@ from typing import Any
 import aiosqlite
 import orjson
 
-from bulkjobs.domain.counts import Counts, progress
-from bulkjobs.domain.jobs import visible_status
+from bulkjobs.domain.counts import Counts
+from bulkjobs.domain.jobs import Job, public_body, visible_status
 
 _JOB_COLUMNS = (
-    "id, type, action, description, job_type, status, total, processed, created, updated, deleted, skipped, "
+    "id, type, action, description, status, total, processed, created, updated, deleted, skipped, "
     "failed, error, details, host, created_at, started_at, completed_at, updated_at, "
     "(SELECT coalesce(sum(records), 0) FROM job_batches b WHERE b.job_id = jobs.id) AS results_stored"
 )
@@ -24,26 +24,16 @@ JOB_SORTS = ("description", "job_type", "status", "host", "created_at", "started
 
 
 def _job(row: aiosqlite.Row) -> dict[str, Any]:
-    counts = Counts(processed=row["processed"], created=row["created"], updated=row["updated"],
-                    deleted=row["deleted"], skipped=row["skipped"], failed=row["failed"])
-    details = orjson.loads(row["details"]) if row["details"] else {}
-    return {
-        "id": row["id"],
-        "status": visible_status(row["status"], counts.processed, row["results_stored"]),
-        "type": row["type"],
-        "action": row["action"],
-        "description": row["description"],
-        "job_type": row["job_type"],
-        **details,
-        "counts": {"total": row["total"], **counts.to_dict()},
-        "progress": progress(counts.processed, row["total"]),
-        "error": orjson.loads(row["error"]) if row["error"] else None,
-        "host": row["host"],
-        "created_at": row["created_at"],
-        "started_at": row["started_at"],
-        "completed_at": row["completed_at"],
-        "updated_at": row["updated_at"],
-    }
+    job = Job(
+        id=row["id"], type=row["type"], action=row["action"], description=row["description"], total=row["total"],
+        counts=Counts(processed=row["processed"], created=row["created"], updated=row["updated"],
+                      deleted=row["deleted"], skipped=row["skipped"], failed=row["failed"]),
+        status=row["status"], error=orjson.loads(row["error"]) if row["error"] else None,
+        details=orjson.loads(row["details"]) if row["details"] else None, host=row["host"],
+        created_at=row["created_at"], started_at=row["started_at"], completed_at=row["completed_at"],
+        updated_at=row["updated_at"],
+    )
+    return public_body(job, visible_status(job.status, job.counts.processed, row["results_stored"]))
 
 
 def _like(text: str) -> str:
@@ -148,7 +138,7 @@ class ViewReader:
 
     async def matching_objects(self, tenant: str, object_type: str, conditions: list[tuple[str, bool, Any]],
                                limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
-        """A page of the tenant's objects of a type, oldest first, meeting every condition
+        """A page of the tenant's objects of a type, by external id, meeting every condition
         ``(field, equal, value)``: the field (``id``, ``external_id`` or an attribute) is
         ``value``, or, with ``equal`` false, is not (a missing attribute is not anything)."""
         where, params = "tenant = ? AND type = ?", [tenant, object_type]
@@ -161,7 +151,7 @@ class ViewReader:
             where += f" AND {column} {'IS' if equal else 'IS NOT'} ?"
             params.append(value)
         rows = await self._all(
-            f"SELECT * FROM objects WHERE {where} ORDER BY created_at, id LIMIT ? OFFSET ?", (*params, limit, offset)
+            f"SELECT * FROM objects WHERE {where} ORDER BY external_id, id LIMIT ? OFFSET ?", (*params, limit, offset)
         )
         counted = await self._all(f"SELECT count(*) FROM objects WHERE {where}", tuple(params))
         return [_object(row) for row in rows], int(counted[0][0])

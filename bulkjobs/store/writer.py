@@ -14,7 +14,13 @@ import orjson
 
 from bulkjobs.domain.counts import Counts
 from bulkjobs.domain.jobs import DELETED
-from bulkjobs.domain.records import OP_CREATE, OP_DELETE, OP_PATCH, OP_REL_CREATE, OP_REL_DELETE
+from bulkjobs.domain.records import (
+    OP_CREATE,
+    OP_DELETE,
+    OP_PATCH,
+    OP_REL_CREATE,
+    OP_REL_DELETE,
+)
 
 _OP_SQL = {
     OP_CREATE: "INSERT OR REPLACE INTO objects (id, tenant, type, external_id, attributes, created_at, updated_at) "

@@ -36,7 +36,7 @@ def assert_exactly_once(api: Client, job_id: str, kind: str) -> None:
     job = api.wait_done(job_id, timeout=120)
     assert job["status"] == "succeeded"
     assert job["counts"] == {"total": RECORDS, "processed": RECORDS, "created": RECORDS, "updated": 0,
-                             "deleted": 0, "failed": 0}
+                             "deleted": 0, "skipped": 0, "failed": 0}
     results = api.results(job_id)
     assert [r["index"] for r in results] == list(range(RECORDS))
     assert all(r["success"] for r in results)

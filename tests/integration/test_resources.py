@@ -23,7 +23,7 @@ def test_post_creates_objects_and_refuses_a_used_external_id(api: Client) -> Non
 
     assert job["status"] == "partially_succeeded"
     assert job["description"] == "first import"
-    assert job["counts"] == {"total": 3, "processed": 3, "created": 2, "updated": 0, "deleted": 0, "failed": 1}
+    assert job["counts"] == {"total": 3, "processed": 3, "created": 2, "updated": 0, "deleted": 0, "skipped": 0, "failed": 1}
     assert job["progress"] == 100
     assert job["created_at"] and job["started_at"] and job["completed_at"]
     results = api.results(job["id"])
@@ -59,7 +59,7 @@ def test_update_merges_attributes_and_fails_unknown_ids(api: Client) -> None:
     assert job["status"] == "partially_succeeded"
     assert job["counts"]["updated"] == 1 and job["counts"]["failed"] == 1
     results = api.results(job["id"])
-    assert results[0] == {"index": 0, "success": True, "id": object_id, "errors": []}
+    assert results[0] == {"index": 0, "success": True, "status": "updated", "id": object_id, "errors": []}
     assert results[1]["errors"][0]["code"] == "NotFound"
     assert api.get(f"/v1/objects/{object_id}").body["attributes"] == {"name": "Coffee (decaf)", "price": 3}
 
@@ -71,7 +71,7 @@ def test_delete_by_id_removes_objects(api: Client) -> None:
 
     job = api.run({"type": "resources", "action": "delete", "data": [ids[0], {"id": ids[1]}, "f" * 32]})
 
-    assert job["counts"] == {"total": 3, "processed": 3, "created": 0, "updated": 0, "deleted": 2, "failed": 1}
+    assert job["counts"] == {"total": 3, "processed": 3, "created": 0, "updated": 0, "deleted": 2, "skipped": 0, "failed": 1}
     assert all(api.get(f"/v1/objects/{i}").status == 404 for i in ids)
 
 

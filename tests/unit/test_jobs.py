@@ -247,7 +247,7 @@ def test_to_dict_from_dict_round_trip_through_json() -> None:
     data = orjson.loads(orjson.dumps(job.to_dict()))
 
     assert Job.from_dict(data) == job
-    assert data["counts"] == {"processed": 15, "created": 10, "updated": 0, "deleted": 0, "failed": 5}
+    assert data["counts"] == {"processed": 15, "created": 10, "updated": 0, "deleted": 0, "skipped": 0, "failed": 5}
     assert int(data["done"], 16) == (1 << 0) | (1 << 7) | (1 << 63) | (1 << 64) | (1 << 99)
 
 
@@ -322,3 +322,26 @@ def test_failed_ends_a_running_job_with_the_reason_and_not_a_finished_one() -> N
     assert ended.error == {"code": "job_failed", "message": "could not write"}
     assert ended.completed_at == T2
     assert failed(ended, T2, "again") is None
+
+
+def test_the_public_body_puts_a_csv_jobs_details_at_the_top() -> None:
+    details = {"job_type": "objects", "operation": "upsert", "file": {"name": "a.csv", "rows": 2}}
+    job = submitted(Job("j1"), tenant="tenant-a", type="resources", action="external_id_set", description=None,
+                    total=2, batches=1, created_at=T0, details=details)
+    job = done(job, 0, Counts(processed=2, created=1, skipped=1), T1)
+
+    body = jobs.public_body(job)
+
+    assert body["status"] == PARTIALLY_SUCCEEDED and body["host"] is None
+    assert body["job_type"] == "objects" and body["file"] == {"name": "a.csv", "rows": 2}
+    assert body["counts"] == {"total": 2, "processed": 2, "created": 1, "updated": 0, "deleted": 0,
+                              "skipped": 1, "failed": 0}
+    assert "tenant" not in body and "done" not in body and "details" not in body
+    assert jobs.public_body(job, PROCESSING)["status"] == PROCESSING
+    assert jobs.public_body(Job("j2"))["job_type"] is None
+
+
+def test_skipped_records_count_as_not_written() -> None:
+    job = submit(Job("j1"), total=2, batches=1)
+    job = done(job, 0, Counts(processed=2, skipped=2), T1)
+    assert job.status == FAILED and job.error["code"] == "all_records_failed"

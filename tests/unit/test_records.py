@@ -42,15 +42,15 @@ def run(kind: str, action: str, recs: list[Any], index: ObjectIndex | None = Non
     return outcome, index
 
 
-def error_of(result: list[Any]) -> dict[str, str]:
-    index, success, object_id, errors = result
-    assert success is False and object_id is None
+def error_of(result: list[Any], outcome: str = "failed") -> dict[str, str]:
+    index, success, object_id, errors, counted = result
+    assert success is False and object_id is None and counted == outcome
     assert isinstance(errors, list) and len(errors) == 1
     return errors[0]
 
 
-def assert_ok(result: list[Any], expected_index: int, expected_id: str) -> None:
-    assert result == [expected_index, True, expected_id, None]
+def assert_ok(result: list[Any], expected_index: int, expected_id: str, counted: str = "created") -> None:
+    assert result == [expected_index, True, expected_id, None, counted]
 
 
 def with_objects(*owned: tuple[str, str]) -> ObjectIndex:
@@ -80,6 +80,9 @@ def _every_action() -> list[Any]:
         pytest.param(RESOURCES, "external_id_set", ObjectIndex,
                      {"type": "server", "external_id": "srv-1", "attributes": {}},
                      "created", OP_CREATE, Counts(processed=1, updated=1), id="resources/external_id_set"),
+        pytest.param(RESOURCES, "external_id_update", lambda: with_objects((SRV1, TENANT)),
+                     {"type": "server", "external_id": "srv-1", "attributes": {"a": 3}},
+                     "updated", OP_PATCH, Counts(processed=1, updated=1), id="resources/external_id_update"),
         pytest.param(RESOURCES, "external_id_delete", lambda: with_objects((SRV1, TENANT)),
                      {"type": "server", "external_id": "srv-1"},
                      "deleted", OP_DELETE, Counts(processed=1, failed=1), id="resources/external_id_delete"),
@@ -108,8 +111,8 @@ def test_every_action_applies_then_the_same_record_again(
     outcome, _ = run(kind, action, [record], index)
 
     assert len(outcome.results) == 1
-    index_, success, object_id, errors = outcome.results[0]
-    assert (index_, success, errors) == (0, True, None)
+    index_, success, object_id, errors, outcome_counted = outcome.results[0]
+    assert (index_, success, errors, outcome_counted) == (0, True, None, counted)
     assert isinstance(object_id, str) and len(object_id) == 32
     assert [op[0] for op in outcome.ops] == [op_kind]
     assert outcome.ops[0][1] == object_id
@@ -231,7 +234,7 @@ def test_update_emits_a_merge_patch_and_leaves_the_index() -> None:
     index = with_objects((OBJ, TENANT))
     outcome, _ = run(RESOURCES, "update", [{"id": OBJ, "attributes": {"name": None, "n": 2}}], index)
 
-    assert_ok(outcome.results[0], 0, OBJ)
+    assert_ok(outcome.results[0], 0, OBJ, "updated")
     assert outcome.ops == [[OP_PATCH, OBJ, {"name": None, "n": 2}, AT]]
     assert outcome.counts == Counts(processed=1, updated=1)
     assert index.objects == {OBJ: TENANT}
@@ -268,7 +271,7 @@ def test_delete_by_id(record: Any) -> None:
     index = with_objects((OBJ, TENANT), (SRC, TENANT))
     outcome, _ = run(RESOURCES, "delete", [record], index)
 
-    assert_ok(outcome.results[0], 0, OBJ)
+    assert_ok(outcome.results[0], 0, OBJ, "deleted")
     assert outcome.ops == [[OP_DELETE, OBJ]]
     assert outcome.counts == Counts(processed=1, deleted=1)
     assert index.objects == {SRC: TENANT}
@@ -288,7 +291,7 @@ def test_delete_of_an_id_not_owned_by_the_tenant_is_404(index: ObjectIndex) -> N
 
 def test_delete_twice_in_one_batch_fails_the_second() -> None:
     outcome, index = run(RESOURCES, "delete", [OBJ, {"id": OBJ}], with_objects((OBJ, TENANT)))
-    assert_ok(outcome.results[0], 0, OBJ)
+    assert_ok(outcome.results[0], 0, OBJ, "deleted")
     assert error_of(outcome.results[1])["status"] == "404"
     assert outcome.counts == Counts(processed=2, deleted=1, failed=1)
 
@@ -309,7 +312,7 @@ def test_external_id_set_creates_then_updates() -> None:
 
     outcome, index = run(RESOURCES, "external_id_set", [first, second])
 
-    assert outcome.results == [[0, True, expected_id, None], [1, True, expected_id, None]]
+    assert outcome.results == [[0, True, expected_id, None, "created"], [1, True, expected_id, None, "updated"]]
     assert outcome.ops == [
         [OP_CREATE, expected_id, TENANT, "server", "srv-9", {"v": 1}, AT],
         [OP_PATCH, expected_id, {"v": 2}, AT],
@@ -335,7 +338,7 @@ def test_external_id_delete_deletes_the_derived_object() -> None:
     index = with_objects((expected_id, TENANT))
     outcome, _ = run(RESOURCES, "external_id_delete", [{"type": "server", "external_id": "srv-1"}], index)
 
-    assert_ok(outcome.results[0], 0, expected_id)
+    assert_ok(outcome.results[0], 0, expected_id, "deleted")
     assert outcome.ops == [[OP_DELETE, expected_id]]
     assert outcome.counts == Counts(processed=1, deleted=1)
     assert index.objects == {}
@@ -423,7 +426,7 @@ def test_relationship_delete(record: Any) -> None:
     index = ObjectIndex(objects={SRC: TENANT}, relationships={REL: TENANT})
     outcome, _ = run(RELATIONSHIPS, "delete", [record], index)
 
-    assert_ok(outcome.results[0], 0, REL)
+    assert_ok(outcome.results[0], 0, REL, "deleted")
     assert outcome.ops == [[OP_REL_DELETE, REL]]
     assert outcome.counts == Counts(processed=1, deleted=1)
     assert index.relationships == {} and index.objects == {SRC: TENANT}
@@ -454,9 +457,20 @@ def test_refused_item_fails_with_its_reason() -> None:
     outcome = apply_batch(RESOURCES, "post", TENANT, [[3, None, None, reason]], ObjectIndex(), AT)
 
     assert outcome.results == [[3, False, None, [
-        {"code": "InvalidRecord", "status": "400", "title": "Invalid Record", "detail": reason}]]]
+        {"code": "InvalidRecord", "status": "400", "title": "Invalid Record", "detail": reason}], "failed"]]
     assert outcome.ops == []
     assert outcome.counts == Counts(processed=1, failed=1)
+
+
+def test_a_skipped_row_is_counted_skipped_with_its_reason() -> None:
+    refused = records.Refused("the row has 2 columns; the header has 3", skipped=True)
+    items = [refused.item(0), [1, None, {"type": "server", "external_id": "ok"}]]
+
+    outcome = apply_batch(RESOURCES, "external_id_set", TENANT, items, ObjectIndex(), AT)
+
+    assert error_of(outcome.results[0], "skipped")["detail"] == refused.reason
+    assert outcome.results[1][4] == "created"
+    assert outcome.counts == Counts(processed=2, created=1, skipped=1)
 
 
 def test_mixed_batch_keeps_order_shape_and_counts() -> None:
@@ -475,7 +489,7 @@ def test_mixed_batch_keeps_order_shape_and_counts() -> None:
 
     assert [r[0] for r in outcome.results] == [10, 11, 12, 13, 14]
     assert [r[1] for r in outcome.results] == [True, False, False, False, True]
-    for index_, success, object_id, errors in outcome.results:
+    for index_, success, object_id, errors, _ in outcome.results:
         if success:
             assert isinstance(object_id, str) and errors is None
         else:
@@ -530,7 +544,8 @@ def test_fail_all_fails_every_item_with_the_error() -> None:
 
     outcome = fail_all(items, error)
 
-    assert outcome.results == [[4, False, None, [error]], [5, False, None, [error]], [9, False, None, [error]]]
+    assert outcome.results == [[4, False, None, [error], "failed"], [5, False, None, [error], "failed"],
+                               [9, False, None, [error], "failed"]]
     assert outcome.ops == []
     assert outcome.counts == Counts(processed=3, failed=3)
 

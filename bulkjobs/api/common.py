@@ -1,0 +1,66 @@
+"""What the API's handlers share: the application's keys, JSON answers, paging and job lookup."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from bulkjobs.api.publisher import JobPublisher
+from bulkjobs.errors import BadRequest, NotFound
+from bulkjobs.settings import Settings
+from bulkjobs.store.files import UploadFiles
+from bulkjobs.store.reader import ViewReader
+
+SETTINGS = web.AppKey("settings", Settings)
+READER = web.AppKey("reader", ViewReader)
+PUBLISHER = web.AppKey("publisher", JobPublisher)
+ACCEPTED = web.AppKey("accepted", OrderedDict)
+FILES = web.AppKey("files", UploadFiles)
+
+ACCEPTED_MEMORY = 10_000
+
+
+def json_response(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+
+
+def int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"'{name}' must be an integer", field=name) from None
+    if not low <= value <= high:
+        raise BadRequest(f"'{name}' must be between {low} and {high}", field=name)
+    return value
+
+
+def paging(request: web.Request, default: int = 100, most: int = 1000) -> tuple[int, int]:
+    """(limit, offset) from the query string."""
+    return int_param(request, "limit", default, 1, most), int_param(request, "offset", 0, 0, 2**62)
+
+
+def remember(app: web.Application, tenant: str, job: dict[str, Any]) -> None:
+    """Keep an accepted job at hand until the view has it, so a GET right after the 202 finds it."""
+    accepted = app[ACCEPTED]
+    accepted[job["id"]] = (tenant, job)
+    while len(accepted) > ACCEPTED_MEMORY:
+        accepted.popitem(last=False)
+
+
+async def find_job(request: web.Request) -> dict[str, Any]:
+    job_id, tenant = request.match_info["job_id"], request["tenant"]
+    job = await request.app[READER].job(tenant, job_id)
+    accepted = request.app[ACCEPTED]
+    if job is not None:
+        accepted.pop(job_id, None)
+        return job
+    remembered = accepted.get(job_id)
+    if remembered is not None and remembered[0] == tenant:
+        return dict(remembered[1])
+    raise NotFound(f"job {job_id!r} not found")

@@ -1,0 +1,182 @@
+"""CSV jobs in: receive the file (three ways), keep it as the job's original, then plan the
+import and route its rows into batches like a JSON job's records.
+
+The file streams to disk as it arrives (with its encoding sniffed on the way), and is then
+read back in chunks in a thread: the API's memory does not grow with the file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import orjson
+from aiohttp import BodyPartReader, web
+
+from bulkjobs.api.spool import BatchSpool
+from bulkjobs.domain.csv_files import EncodingSniffer, RowReader, encoding_name
+from bulkjobs.domain.csv_import import (
+    SETTINGS,
+    ImportPlan,
+    ImportSettings,
+    parse_settings,
+    plan_import,
+)
+from bulkjobs.errors import BadRequest, TooLarge
+from bulkjobs.store.files import READ_CHUNK, UploadFiles
+
+CSV_TYPES = {"text/csv", "application/csv", "text/comma-separated-values"}
+MULTIPART = "multipart/form-data"
+
+
+@dataclass
+class Upload:
+    """A CSV job's file, saved, and the settings that came with it."""
+
+    settings: ImportSettings
+    name: str | None
+    size: int
+    encoding: str  # given, else sniffed
+
+
+def _fields_from_strings(pairs: dict[str, str]) -> dict[str, Any]:
+    """Settings sent as text (query parameters, form fields): field_mappings is JSON text."""
+    fields: dict[str, Any] = {key: value for key, value in pairs.items() if key in SETTINGS}
+    if "field_mappings" in fields:
+        try:
+            fields["field_mappings"] = orjson.loads(fields["field_mappings"])
+        except orjson.JSONDecodeError:
+            raise BadRequest("'field_mappings' must be a JSON list", field="field_mappings",
+                             code="invalid_json") from None
+    return fields
+
+
+class _FileWriter:
+    """Writes an upload to its job's file, enforcing the size limit and sniffing the encoding."""
+
+    def __init__(self, files: UploadFiles, job_id: str, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.size = 0
+        self.sniffer = EncodingSniffer()
+        self._file = files.create(job_id)
+
+    def write(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.size > self.max_bytes:
+            raise TooLarge(f"the file is larger than the limit of {self.max_bytes} bytes", limit=self.max_bytes)
+        self.sniffer.feed(data)
+        self._file.write(data)
+
+    async def copy(self, read: Callable[[], Any]) -> None:
+        while data := await read():
+            self.write(data)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _upload(fields: dict[str, Any], name: str | None, writer: _FileWriter) -> Upload:
+    settings = parse_settings(fields)
+    if writer.size == 0:
+        raise BadRequest("the file is empty: a CSV job needs a header and at least one row", field="file",
+                         code="empty_file")
+    encoding = encoding_name(settings.character_encoding) if settings.character_encoding else writer.sniffer.encoding()
+    return Upload(settings, name, writer.size, encoding)
+
+
+async def receive(request: web.Request, files: UploadFiles, job_id: str, max_bytes: int) -> Upload:
+    """Save the CSV of a ``text/csv`` or ``multipart/form-data`` request as the job's file."""
+    writer = _FileWriter(files, job_id, max_bytes)
+    try:
+        if request.content_type.lower() == MULTIPART:
+            fields, name = await _receive_multipart(request, writer)
+        else:
+            if request.content_length is not None and request.content_length > max_bytes:
+                raise TooLarge(f"the file is larger than the limit of {max_bytes} bytes", limit=max_bytes)
+            fields = _fields_from_strings(dict(request.query))
+            name = request.query.get("file_name")
+            await writer.copy(lambda: request.content.read(READ_CHUNK))
+    finally:
+        writer.close()
+    return _upload(fields, name, writer)
+
+
+async def _receive_multipart(request: web.Request, writer: _FileWriter) -> tuple[dict[str, Any], str | None]:
+    """A ``file`` part (the CSV) and the settings: a ``job`` part holding JSON, or one part per setting."""
+    reader = await request.multipart()
+    fields: dict[str, Any] = {}
+    texts: dict[str, str] = {}
+    name: str | None = None
+    seen_file = False
+    while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader):
+            raise BadRequest("nested multipart bodies are not supported", field="file")
+        if part.name == "file":
+            seen_file = True
+            name = part.filename
+            await writer.copy(lambda: part.read_chunk(READ_CHUNK))
+        elif part.name == "job":
+            try:
+                job = orjson.loads(await part.read())
+            except orjson.JSONDecodeError as exc:
+                raise BadRequest(f"the 'job' part is not valid JSON: {exc}", field="job", code="invalid_json") from None
+            if not isinstance(job, dict):
+                raise BadRequest("the 'job' part must be a JSON object", field="job")
+            fields.update(job)
+        elif part.name in SETTINGS:
+            texts[part.name] = await part.text()
+    if not seen_file:
+        raise BadRequest("a multipart CSV job needs a 'file' part", field="file")
+    return {**_fields_from_strings(texts), **fields}, name
+
+
+def receive_text(fields: dict[str, Any], files: UploadFiles, job_id: str, max_bytes: int) -> Upload:
+    """Save the ``file_content`` of a JSON job request (the CSV as a string) as the job's file."""
+    content = fields.get("file_content")
+    if not isinstance(content, str):
+        raise BadRequest("'file_content' must be a string holding the CSV", field="file_content")
+    writer = _FileWriter(files, job_id, max_bytes)
+    try:
+        writer.write(content.encode())
+    finally:
+        writer.close()
+    name = fields.get("file_name")
+    fields = {key: value for key, value in fields.items() if key in SETTINGS}
+    fields.setdefault("character_encoding", "utf-8")  # a JSON string holds text, not bytes
+    return _upload(fields, name if isinstance(name, str) else None, writer)
+
+
+def spool_rows(files: UploadFiles, job_id: str, upload: Upload, max_records: int,
+               new_spool: Callable[[str], BatchSpool]) -> tuple[ImportPlan, BatchSpool]:
+    """Read the saved file: plan the import from its header, then route every row's record
+    into a spool made by ``new_spool(action)``. Runs in a thread."""
+    reader = RowReader(upload.encoding)
+    plan: ImportPlan | None = None
+    spool: BatchSpool | None = None
+    ratio = 0.0  # bytes of encoded records per byte of CSV, measured on the first rows
+    try:
+        for data in [*files.chunks(job_id), b""]:
+            rows = reader.feed(data) if data else reader.finish()
+            if plan is None and rows:
+                plan = plan_import(upload.settings, rows.pop(0))
+                spool = new_spool(plan.action)
+            if plan is None or spool is None or not rows:
+                continue
+            records = [plan.record(row) for row in rows]
+            if spool.records + len(records) > max_records:
+                raise TooLarge(f"the file has more than the limit of {max_records} rows",
+                               limit=max_records, code="too_many_records")
+            if not ratio:
+                ratio = len(orjson.dumps(records)) / max(1, len(data))
+            spool.add(records, int(len(data) * ratio))
+        if plan is None or spool is None:
+            raise BadRequest("the file is empty: a CSV job needs a header and at least one row", field="file",
+                             code="empty_file")
+        if spool.records == 0:
+            raise BadRequest("the file has a header but no rows", field="file", code="empty_file")
+        spool.close()
+    except BaseException:
+        if spool is not None:
+            spool.discard()
+        raise
+    return plan, spool
