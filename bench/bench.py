@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,6 +201,24 @@ def write_json_body(path: Path, object_type: str, n: int) -> int:
             part = b",".join(record(object_type, i) for i in range(start, min(n, start + 10_000)))
             f.write(part if start == 0 else b"," + part)
         f.write(b"]}")
+    return path.stat().st_size
+
+
+CSV_HEADER = b"external_id,name,price,color,size,stock,tags\n"
+# The CSV job types its columns as the JSON records are typed, so that both write the same objects.
+CSV_MAPPINGS = [{"api_name": name, "index": i, **({"type": t} if t else {})} for i, (name, t) in enumerate(
+    [("external_id", None), ("name", None), ("price", "number"), ("color", None), ("size", None),
+     ("stock", "integer"), ("tags", "list")])]
+
+
+def write_csv_body(path: Path, n: int) -> int:
+    """The same records as ``record`` makes, as CSV rows (about 60 bytes each)."""
+    with open(path, "wb") as f:
+        f.write(CSV_HEADER)
+        for start in range(0, n, 10_000):
+            f.write("".join(
+                f"ext-{i:08d},Item {i},{round(5 + (i % 9973) * 0.37, 2)},{COLORS[i % 6]},{SIZES[i % 5]},"
+                f"{i % 1000},g{i % 97}\n" for i in range(start, min(n, start + 10_000))).encode())
     return path.stat().st_size
 
 
@@ -512,9 +531,16 @@ def print_table(n: int, runs: list[JobRun], base: list[dict[str, float]], elapse
     b_text = ", ".join(f"{b['rate']:,.0f} ({b['seconds']:.2f} s, parse {b['parse_s']:.2f} s)" for b in base)
     lines.append(f"baseline (stdlib json.load; objects keyed by (type, external_id) upserted + result rows, executemany in 5,000-row transactions), records/s: {b_text}")
     lines.append(f"  mean {base_rate:,.0f} records/s is the reference for 'x baseline' (issue: 55-67k/s here)")
-    if len(runs) >= 3:
-        lines.append(f"1 vs 2 workers (NDJSON): {runs[1].rate:,.0f} vs {runs[2].rate:,.0f} records/s "
-                     f"({runs[2].rate / runs[1].rate:.2f}x)")
+    labelled = {r.label: r for r in runs}
+    if "NDJSON 2 workers" in labelled:
+        one, two = labelled["NDJSON"], labelled["NDJSON 2 workers"]
+        lines.append(f"1 vs 2 workers (NDJSON): {one.rate:,.0f} vs {two.rate:,.0f} records/s ({two.rate / one.rate:.2f}x)")
+    csv_runs = [r for r in runs if r.label.startswith("CSV ")]
+    if csv_runs:
+        csv_run, json_run = csv_runs[0], next(r for r in runs if r.label.startswith("JSON "))
+        lines.append(f"CSV vs JSON, {csv_run.records:,} records each (issue 4: the same rate): {csv_run.rate:,.0f} vs "
+                     f"{json_run.rate:,.0f} records/s ({csv_run.rate / json_run.rate:.2f}x); API peak RSS "
+                     f"{csv_run.peak_rss['api']:.0f} vs {json_run.peak_rss['api']:.0f} MB")
     lines.append("CPU-s: CPU seconds of each process from POST start to the 202 / from the 202 to terminal, and "
                  "the latter as % of one core (bench = this client). Wall: " + ", ".join(
                      f"{r.label} {r.s_to_202:.1f} / {r.s_to_terminal - r.s_to_202:.1f} s" for r in runs))
@@ -529,7 +555,7 @@ def print_table(n: int, runs: list[JobRun], base: list[dict[str, float]], elapse
 # --- main ----------------------------------------------------------------------------------
 
 
-async def bench(stack: Stack, n: int, bodies: dict[str, Path], base: list[dict[str, float]]) -> list[JobRun]:
+async def bench(stack: Stack, n: int, csv_n: int, bodies: dict[str, Path]) -> list[JobRun]:
     timeout = 120 + n / 1000
     conn = aiohttp.TCPConnector(limit=20)
     client_timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=900)
@@ -542,6 +568,14 @@ async def bench(stack: Stack, n: int, bodies: dict[str, Path], base: list[dict[s
         ndjson_query = "?type=resources&action=external_id_set&description=bench"
         runs.append(await run_job(stack, session, "NDJSON", bodies["ndjson"], "application/x-ndjson",
                                   ndjson_query, expect, timeout))
+        # Issue 4: a CSV job beside a JSON job of the same records and size.
+        expect_small = {"total": csv_n, "processed": csv_n, "created": csv_n, "updated": 0, "failed": 0}
+        runs.append(await run_job(stack, session, f"JSON {csv_n // 1000}k", bodies["json_small"], "application/json",
+                                  "", expect_small, timeout))
+        csv_query = "?" + urllib.parse.urlencode({"operation": "upsert", "object_type": "bench-csv",
+                                                  "field_mappings": json.dumps(CSV_MAPPINGS), "description": "bench"})
+        runs.append(await run_job(stack, session, f"CSV {csv_n // 1000}k", bodies["csv"], "text/csv", csv_query,
+                                  expect_small, timeout))
         await add_worker(stack, session)
         runs.append(await run_job(stack, session, "NDJSON 2 workers", bodies["ndjson2"], "application/x-ndjson",
                                   ndjson_query, expect, timeout))
@@ -551,12 +585,14 @@ async def bench(stack: Stack, n: int, bodies: dict[str, Path], base: list[dict[s
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=int, default=1_000_000, help="records per job (default 1,000,000)")
-    parser.add_argument("--quick", action="store_true", help="100,000 records, for a fast check")
+    parser.add_argument("--csv-rows", type=int, default=200_000, help="rows of the CSV job (default 200,000)")
+    parser.add_argument("--quick", action="store_true", help="100,000 records (20,000 CSV rows), for a fast check")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, view, bodies)")
     args = parser.parse_args()
     n = 100_000 if args.quick else args.records
-    if n < 1:
-        parser.error("--records must be positive")
+    csv_n = 20_000 if args.quick else args.csv_rows
+    if n < 1 or csv_n < 1:
+        parser.error("--records and --csv-rows must be positive")
 
     def on_signal(signum: int, _frame: Any) -> None:
         raise SystemExit(128 + signum)  # unwinds through the finally blocks below
@@ -570,11 +606,14 @@ def main() -> int:
     broker: EmbeddedBroker | None = None
     print(f"bulkjobs bench: {n:,} records per job; temp dir {tmp}", flush=True)
     try:
-        bodies = {"json": tmp / "body.json", "ndjson": tmp / "body.ndjson", "ndjson2": tmp / "body2.ndjson"}
+        bodies = {"json": tmp / "body.json", "ndjson": tmp / "body.ndjson", "ndjson2": tmp / "body2.ndjson",
+                  "json_small": tmp / "small.json", "csv": tmp / "body.csv"}
         t = time.perf_counter()
         sizes = [write_json_body(bodies["json"], "bench-json", n),
                  write_ndjson_body(bodies["ndjson"], "bench-ndjson", n),
-                 write_ndjson_body(bodies["ndjson2"], "bench-ndjson-2w", n)]
+                 write_ndjson_body(bodies["ndjson2"], "bench-ndjson-2w", n),
+                 write_json_body(bodies["json_small"], "bench-json-small", csv_n),
+                 write_csv_body(bodies["csv"], csv_n)]
         print(f"generated bodies in {time.perf_counter() - t:.1f} s: "
               + ", ".join(f"{p.name} {s / MB:.1f} MB" for p, s in zip(bodies.values(), sizes))
               + f" ({(sizes[1] / n) - 1:.0f} bytes a record)", flush=True)
@@ -604,7 +643,7 @@ def main() -> int:
               + ", ".join(f"{p.name} pid {p.pid}" for p in stack.procs.values()) + f"; API on {stack.base}",
               flush=True)
 
-        runs = asyncio.run(bench(stack, n, bodies, base))
+        runs = asyncio.run(bench(stack, n, csv_n, bodies))
 
         base.append(baseline(bodies["json"], tmp / "baseline.db"))  # again, to show the noise
         print(f"baseline again: {base[1]['rate']:,.0f} records/s ({base[1]['seconds']:.2f} s)", flush=True)
