@@ -4,13 +4,13 @@ Ids are 32 hex digits whose first eight pick the owning partition (``partition_o
 object with an external id has a derived id, ``crc32(key) + blake2b(key)`` of its key
 (tenant, type, external_id): the router needs only the cheap crc32 to find the owner, and a
 record naming the id reaches the same owner as one naming the external id. Objects created
-without an external id, and relationships, get a fresh random id from the router.
+without an external id, and relationships, get a fresh id from the router, a hash of the job id
+and the record's index: unique, and the same when a record is routed again.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import zlib
 from typing import Any
 
@@ -35,8 +35,9 @@ def derived_id(tenant: str, object_type: str, external_id: str) -> str:
     return f"{zlib.crc32(key):08x}{hashlib.blake2b(key, digest_size=12).hexdigest()}"
 
 
-def new_id() -> str:
-    return os.urandom(16).hex()
+def fresh_id(job_id: str, index: int) -> str:
+    """The id of what record ``index`` of job ``job_id`` creates without an external id."""
+    return hashlib.blake2b(f"{job_id}\x00{index}".encode(), digest_size=16).hexdigest()
 
 
 def partition_of(object_id: str, partitions: int) -> int:
@@ -46,11 +47,12 @@ def partition_of(object_id: str, partitions: int) -> int:
         return zlib.crc32(object_id.encode()) % partitions
 
 
-def route(kind: str, action: str, tenant: str, record: Any, partitions: int, fallback: int) -> tuple[int, str | None]:
-    """(owning partition, fresh id or None) for one record of a job.
+def route(kind: str, action: str, tenant: str, record: Any, partitions: int, index: int,
+          job_id: str) -> tuple[int, str | None]:
+    """(owning partition, fresh id or None) for record ``index`` of job ``job_id``.
 
     A record that creates without an external id gets its fresh id here. A record too
-    malformed to name an object goes to partition ``fallback``: its owner fails it.
+    malformed to name an object goes to partition ``index``: its owner fails it.
     """
     if action in BY_EXTERNAL_ID or (action == "post" and kind == RESOURCES):
         if isinstance(record, dict):
@@ -58,13 +60,13 @@ def route(kind: str, action: str, tenant: str, record: Any, partitions: int, fal
             if isinstance(object_type, str) and isinstance(external_id, str):
                 return zlib.crc32(_key(tenant, object_type, external_id)) % partitions, None
             if action == "post" and external_id is None:
-                fresh = new_id()
+                fresh = fresh_id(job_id, index)
                 return int(fresh[:8], 16) % partitions, fresh
-        return fallback % partitions, None
+        return index % partitions, None
     if action == "post":  # relationships
-        fresh = new_id()
+        fresh = fresh_id(job_id, index)
         return int(fresh[:8], 16) % partitions, fresh
     object_id = record.get("id") if isinstance(record, dict) else record
     if isinstance(object_id, str) and object_id:
         return partition_of(object_id, partitions), None
-    return fallback % partitions, None
+    return index % partitions, None

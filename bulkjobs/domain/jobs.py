@@ -1,7 +1,9 @@
 """The job state machine: what each job event does to a job's status, counts and timestamps.
 
 Events arrive at least once; a batch is counted once because its sequence number is kept in
-``done`` (a bit set), so a redelivered batch changes nothing.
+``done`` (a bit set), so a redelivered batch changes nothing. A job produced straight to Kafka
+arrives as a request and parts; the parts routed so far are kept in ``parts_done`` the same way,
+with where the next part's records and batches start.
 """
 
 from __future__ import annotations
@@ -38,6 +40,10 @@ class Job:
     error: dict[str, str] | None = None
     details: dict[str, Any] | None = None  # what the API knows of the source (a CSV job's file, mapping)
     host: str | None = None  # the host of the worker that applied the job's first batch
+    parts: int | None = None  # a job produced to Kafka: how many parts it announced
+    parts_done: int = 0  # bit i set: part i has been routed into batches
+    next_index: int = 0  # the index of the next part's first record
+    next_seq: int = 0  # the seq of the next part's first batch
     created_at: str | None = None
     started_at: str | None = None
     completed_at: str | None = None
@@ -66,6 +72,10 @@ class Job:
             "error": self.error,
             "details": self.details,
             "host": self.host,
+            "parts": self.parts,
+            "parts_done": format(self.parts_done, "x"),
+            "next_index": self.next_index,
+            "next_seq": self.next_seq,
             "created_at": self.created_at,
             "started_at": self.started_at,
             "completed_at": self.completed_at,
@@ -76,6 +86,7 @@ class Job:
     def from_dict(cls, data: dict[str, Any]) -> "Job":
         values = dict(data)
         values["done"] = int(values.get("done") or "0", 16)
+        values["parts_done"] = int(values.get("parts_done") or "0", 16)
         values["counts"] = Counts.from_dict(values.get("counts") or {})
         return cls(**values)
 
@@ -111,6 +122,33 @@ def submitted(job: Job, *, tenant: str, type: str, action: str, description: str
     job = replace(job, tenant=tenant, type=type, action=action, description=description, details=details,
                   total=total, batches=batches, created_at=created_at, updated_at=latest)
     return _finish_if_done(job, latest)
+
+
+def requested(job: Job, *, tenant: str, type: str, action: str, description: str | None, parts: int,
+              created_at: str) -> Job | None:
+    """A job produced to Kafka announced itself; None when its id is already taken (a retry)."""
+    if job.tenant or job.status != QUEUED:
+        return None
+    return replace(job, tenant=tenant, type=type, action=action, description=description, parts=parts,
+                   created_at=created_at, updated_at=created_at)
+
+
+def wants_part(job: Job, part: int) -> bool:
+    """Whether part ``part`` of a requested job is still to be routed."""
+    return job.parts is not None and part < job.parts and not job.parts_done & (1 << part) and not job.terminal
+
+
+def part_routed(job: Job, part: int, records: int, batches: int, at: str) -> Job:
+    """Part ``part`` became ``batches`` batches of ``records`` records; after the last part the
+    job knows its totals, as ``submitted`` tells an HTTP job's."""
+    job = replace(job, parts_done=job.parts_done | (1 << part), next_index=job.next_index + records,
+                  next_seq=job.next_seq + batches, updated_at=at)
+    if job.parts_done.bit_count() < (job.parts or 0):
+        return job
+    if job.next_index == 0:
+        return replace(job, total=0, batches=0, status=FAILED, completed_at=at,
+                       error={"code": "job_failed", "message": "the job's parts hold no records"})
+    return _finish_if_done(replace(job, total=job.next_index, batches=job.next_seq), at)
 
 
 def batch_done(job: Job, seq: int, counts: Counts, at: str, host: str | None = None) -> Job | None:

@@ -24,6 +24,7 @@ async def ensure_topics(settings: Settings, attempts: int = 60) -> None:
         names.changes: forever,
         names.status: latest,
         names.workers: latest,
+        names.dead_letters: forever,
     }
     for attempt in range(attempts):
         admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_brokers)

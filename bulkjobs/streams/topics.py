@@ -6,12 +6,14 @@ All values are JSON (orjson) objects; keys are UTF-8 job ids where a topic is ke
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from bulkjobs.domain.counts import Counts
+from bulkjobs.domain.identity import ACTIONS
 from bulkjobs.domain.jobs import Job
 
 
@@ -38,6 +40,10 @@ class TopicNames:
     @property
     def workers(self) -> str:
         return f"{self.prefix}-workers"
+
+    @property
+    def dead_letters(self) -> str:
+        return f"{self.prefix}-dead-letters"
 
     @property
     def worker_app_id(self) -> str:
@@ -103,16 +109,103 @@ class JobCommand:
     reason: str | None = None
 
 
-def job_event_from(value: bytes) -> JobSubmitted | BatchDone | JobCommand:
-    data = decode(value)
+@dataclass(frozen=True)
+class JobRequest:
+    """A job produced straight to Kafka announces itself: who it is for, what it does, and how
+    many ``RecordPart`` messages follow. Producer: any outside producer (``docs/topics.md``),
+    keyed by its job id. Consumer: the job tracker, which routes the parts into batches."""
+
+    job_id: str
+    tenant: str
+    type: str
+    action: str
+    parts: int
+    description: str | None = None
+    kind: str = "request"
+
+
+@dataclass(frozen=True)
+class RecordPart:
+    """Part ``part`` (0-based) of a requested job's records, in record order. Producer: the
+    outside producer of the ``JobRequest``, after it, with the same key. Consumer: the tracker."""
+
+    job_id: str
+    part: int
+    records: list[Any]
+    kind: str = "part"
+
+
+JobEvent = JobSubmitted | BatchDone | JobCommand | JobRequest | RecordPart
+MAX_PARTS = 100_000
+_JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _check_request(request: JobRequest) -> JobRequest:
+    if not isinstance(request.tenant, str) or not request.tenant:
+        raise ValueError("'tenant' must be a non-empty string")
+    if request.type not in ACTIONS:
+        raise ValueError(f"unknown type {request.type!r}: one of " + ", ".join(ACTIONS))
+    if request.action not in ACTIONS[request.type]:
+        raise ValueError(f"action {request.action!r} is not one of " + ", ".join(sorted(ACTIONS[request.type])))
+    if not isinstance(request.parts, int) or isinstance(request.parts, bool) or not 1 <= request.parts <= MAX_PARTS:
+        raise ValueError(f"'parts' must be an integer from 1 to {MAX_PARTS}")
+    if request.description is not None and not isinstance(request.description, str):
+        raise ValueError("'description' must be a string")
+    return request
+
+
+def _check_part(part: RecordPart) -> RecordPart:
+    if not isinstance(part.part, int) or isinstance(part.part, bool) or part.part < 0:
+        raise ValueError("'part' must be an integer >= 0")
+    if not isinstance(part.records, list):
+        raise ValueError("'records' must be a list")
+    return part
+
+
+def job_event_from(key: bytes | None, value: bytes) -> JobEvent:
+    """A job event, checked; ValueError saying what is wrong with a malformed or unknown one."""
+    try:
+        data = decode(value)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"the value is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError("the value is not a JSON object")
     kind = data.get("kind")
-    if kind == "submitted":
-        return JobSubmitted(**data)
-    if kind == "batch_done":
-        return BatchDone(**data)
-    if kind in ("cancel", "delete", "fail"):
-        return JobCommand(**data)
-    raise ValueError(f"unknown job event kind {kind!r}")
+    try:
+        if kind == "submitted":
+            event: JobEvent = JobSubmitted(**data)
+        elif kind == "batch_done":
+            event = BatchDone(**data)
+        elif kind in ("cancel", "delete", "fail"):
+            event = JobCommand(**data)
+        elif kind == "request":
+            event = _check_request(JobRequest(**data))
+        elif kind == "part":
+            event = _check_part(RecordPart(**data))
+        else:
+            raise ValueError(f"unknown job event kind {kind!r}")
+    except TypeError as exc:  # a field missing or unknown
+        raise ValueError(f"a {kind!r} event with the wrong fields: {exc}") from None
+    if not isinstance(event.job_id, str) or not _JOB_ID.fullmatch(event.job_id):
+        raise ValueError("'job_id' must be 1-64 letters, digits, '_' or '-'")
+    if key != event.job_id.encode():
+        raise ValueError("the message key must be the job id")
+    return event
+
+
+def names_in(key: bytes | None, value: bytes) -> tuple[str | None, str | None]:
+    """(job id, tenant) that a malformed message names, where they can be read: the job id from
+    its key, else from its ``job_id``; the tenant from its ``tenant``."""
+    try:
+        data = decode(value)
+    except orjson.JSONDecodeError:
+        data = None
+    if not isinstance(data, dict):
+        data = {}
+    job_id = key.decode("utf-8", "replace") if key else data.get("job_id")
+    tenant = data.get("tenant")
+    return (job_id if isinstance(job_id, str) and job_id else None,
+            tenant if isinstance(tenant, str) and tenant else None)
 
 
 # --- batches: no key; the producer picks the partition that owns the batch's records. --------
@@ -184,6 +277,10 @@ class JobStatus:
     updated_at: str | None
     batches: int | None
     done: str
+    parts: int | None = None
+    parts_done: str = "0"
+    next_index: int = 0
+    next_seq: int = 0
 
 
 def status_of(job: Job) -> JobStatus:

@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 import time
+from dataclasses import replace
 from typing import Any, AsyncIterator
 
 import faust
@@ -27,25 +28,33 @@ from bulkjobs.domain.identity import RELATIONSHIPS
 from bulkjobs.domain.records import apply_batch, fail_all, internal_error
 from bulkjobs.settings import Settings
 from bulkjobs.streams.admin import ensure_topics
+from bulkjobs.streams.batching import Batcher
 from bulkjobs.streams.state import JobStates, ObjectState
 from bulkjobs.streams.topics import (
     AppliedBatch,
     BatchDone,
     JobCommand,
+    JobRequest,
     JobSubmitted,
     RecordBatch,
+    RecordPart,
     TopicNames,
     WorkerHeartbeat,
     decode,
     encode,
     job_event_from,
+    names_in,
     status_of,
 )
 
 log = logging.getLogger(__name__)
 
 
-def next_job(job: jobs.Job, event: JobSubmitted | BatchDone | JobCommand) -> jobs.Job | None:
+def next_job(job: jobs.Job, event: JobSubmitted | BatchDone | JobCommand | JobRequest, at: str) -> jobs.Job | None:
+    """The job after a job event other than a part (which the tracker routes first)."""
+    if isinstance(event, JobRequest):
+        return jobs.requested(job, tenant=event.tenant, type=event.type, action=event.action,
+                              description=event.description, parts=event.parts, created_at=at)
     if isinstance(event, JobSubmitted):
         return jobs.submitted(
             job, tenant=event.tenant, type=event.type, action=event.action,
@@ -86,6 +95,7 @@ def build_app(settings: Settings) -> faust.App:
     job_events_topic = app.topic(names.job_events, partitions=settings.partitions, internal=False)
     status_topic = app.topic(names.status, partitions=settings.partitions, internal=False)
     workers_topic = app.topic(names.workers, partitions=settings.partitions, internal=False)
+    dead_letters_topic = app.topic(names.dead_letters, partitions=settings.partitions, internal=False)
     objects = ObjectState(settings.kafka_brokers, names.changes)
     job_states = JobStates(settings.kafka_brokers, names.status)
     host = socket.gethostname()
@@ -107,6 +117,37 @@ def build_app(settings: Settings) -> faust.App:
                 log.exception("publishing to %s failed; retrying in %.1fs", topic, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    async def dead_letter(event: faust.EventT, reason: str) -> None:
+        """Set a message aside with the reason it could not be handled; the stream goes on."""
+        message = event.message
+        log.warning("dead letter from %s@%d: %s", message.tp, message.offset, reason)
+        headers = [("reason", reason.encode()), ("topic", message.topic.encode()),
+                   ("partition", str(message.partition).encode()), ("offset", str(message.offset).encode())]
+        fut = await dead_letters_topic.send(key=event.key, value=event.value, headers=headers, force=True)
+        await fut
+
+    def refused(job_id: str | None, tenant: str | None, reason: str) -> jobs.Job | None:
+        """The job a refused message names, failed with the reason (None if no job can be named)."""
+        if job_id is None:
+            return None
+        job, at = job_states.get(job_id), utc_now()
+        if not job.tenant and tenant:  # a request so malformed that the job never began
+            job = replace(job, tenant=tenant, created_at=at)
+        return jobs.failed(job, at, f"a message of the job was refused: {reason}")
+
+    async def route_part(job: jobs.Job, part: RecordPart) -> jobs.Job:
+        """Route a requested job's part into batches, publish them, and count it as routed."""
+        out: list[tuple[int, bytes]] = []
+        batcher = Batcher(job_id=job.id, tenant=job.tenant, kind=job.type, action=job.action,
+                          partitions=settings.partitions, batch_records=settings.batch_records,
+                          batch_bytes=settings.batch_bytes, emit=lambda p, payload: out.append((p, payload)),
+                          first_index=job.next_index, first_seq=job.next_seq)
+        batcher.add(part.records, len(encode(part.records)))
+        batcher.close()
+        for partition, payload in out:
+            await publish(batches_topic, payload, partition=partition)
+        return jobs.part_routed(job, part.part, len(part.records), len(out), utc_now())
 
     async def batch_done(job_id: str, seq: int, counts: Counts) -> None:
         done = BatchDone(job_id=job_id, seq=seq, counts=counts.to_dict(), at=utc_now(), host=host)
@@ -145,8 +186,13 @@ def build_app(settings: Settings) -> faust.App:
         async for event in stream.events():
             try:
                 batch = RecordBatch(**decode(event.value))
-            except Exception:
-                log.exception("unreadable batch at %s@%d; skipped", event.message.tp, event.message.offset)
+            except Exception as exc:
+                await dead_letter(event, f"unreadable record batch: {exc!r}")
+                job_id, _ = names_in(None, event.value)
+                if job_id is not None:
+                    command = JobCommand(job_id=job_id, tenant="", kind="fail", at=utc_now(),
+                                         reason=f"a batch of the job could not be read: {exc!r}")
+                    await publish(job_events_topic, encode(command), key=job_id.encode())
                 continue
             await apply(event.message.partition, batch)
             yield None
@@ -155,18 +201,27 @@ def build_app(settings: Settings) -> faust.App:
     async def track_jobs(stream: faust.StreamT) -> AsyncIterator[None]:
         await start_tails()
         async for event in stream.events():
-            key: bytes = event.key or b""
-            try:
-                job_event = job_event_from(event.value)
-            except Exception:
-                log.exception("unreadable job event for %r; skipped", key)
-                continue
             partition = event.message.partition
             await job_states.sync(partition)
-            changed = next_job(job_states.get(key.decode()), job_event)
-            if changed is not None:
+            try:
+                job_event = job_event_from(event.key, event.value)
+            except ValueError as exc:
+                await dead_letter(event, str(exc))
+                changed = refused(*names_in(event.key, event.value), str(exc))
+            else:
+                job = job_states.get(job_event.job_id)
+                if not isinstance(job_event, RecordPart):
+                    changed = next_job(job, job_event, utc_now())
+                elif jobs.wants_part(job, job_event.part):
+                    changed = await route_part(job, job_event)
+                else:
+                    changed = None
+                    if job.parts is None or job_event.part >= job.parts:
+                        await dead_letter(event, f"part {job_event.part} of a job that did not request it")
+            if changed is not None and changed.tenant:
                 job_states.put(changed)
-                await status_topic.send(key=key, value=encode(status_of(changed)), partition=partition)
+                await status_topic.send(key=changed.id.encode(), value=encode(status_of(changed)),
+                                        partition=partition)
             yield None
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]

@@ -8,7 +8,15 @@ from typing import Any
 
 import pytest
 
-from bulkjobs.domain.identity import ACTIONS, RELATIONSHIPS, RESOURCES, derived_id, new_id, partition_of, route
+from bulkjobs.domain.identity import (
+    ACTIONS,
+    RELATIONSHIPS,
+    RESOURCES,
+    derived_id,
+    fresh_id,
+    partition_of,
+    route,
+)
 
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 TENANT = "tenant-a"
@@ -42,10 +50,11 @@ def test_derived_id_of_non_ascii_keys() -> None:
     assert HEX32.match(derived_id("tënant", "sérver", "名前"))
 
 
-def test_new_id_is_fresh_32_hex() -> None:
-    ids = {new_id() for _ in range(1000)}
+def test_fresh_ids_are_32_hex_unique_per_job_and_index_and_repeatable() -> None:
+    ids = {fresh_id(job, i) for job in ("job-1", "job-2") for i in range(500)}
     assert len(ids) == 1000
     assert all(HEX32.match(i) for i in ids)
+    assert fresh_id("job-1", 7) == fresh_id("job-1", 7)
 
 
 # --- partition_of -----------------------------------------------------------------------------
@@ -84,7 +93,7 @@ def test_partition_of_a_non_hex_id_uses_crc32() -> None:
 
 
 def test_partition_of_spreads_fresh_ids() -> None:
-    seen = {partition_of(new_id(), 8) for _ in range(500)}
+    seen = {partition_of(fresh_id("job-1", i), 8) for i in range(500)}
     assert seen == set(range(8))
 
 
@@ -97,14 +106,14 @@ def test_every_action_routes() -> None:
     for kind, actions in ACTIONS.items():
         for action in actions:
             partition, _ = route(kind, action, TENANT, {"id": "x", "type": "t", "external_id": "e",
-                                                        "source": "s", "target": "t", "relationship_type": "r"}, P, 0)
+                                                        "source": "s", "target": "t", "relationship_type": "r"}, P, 0, "job-1")
             assert 0 <= partition < P
 
 
 @pytest.mark.parametrize("action", ["post", "external_id_set", "external_id_delete"])
 def test_a_record_naming_an_external_id_goes_to_the_owner_of_its_derived_id(action: str) -> None:
     rec = {"type": "server", "external_id": "srv-1", "attributes": {}}
-    partition, fresh = route(RESOURCES, action, TENANT, rec, P, fallback=3)
+    partition, fresh = route(RESOURCES, action, TENANT, rec, P, 3, "job-1")
 
     assert fresh is None
     assert partition == partition_of(derived_id(TENANT, "server", "srv-1"), P)
@@ -118,8 +127,8 @@ def test_a_record_naming_an_external_id_goes_to_the_owner_of_its_derived_id(acti
 def test_a_record_naming_a_derived_id_meets_the_one_naming_its_external_id(action: str, record: Any) -> None:
     object_id = derived_id(TENANT, "server", "srv-1")
     rec = record.replace("ID", object_id) if isinstance(record, str) else {**record, "id": object_id}
-    by_id = route(RESOURCES, action, TENANT, rec, P, fallback=0)
-    by_external_id = route(RESOURCES, "external_id_set", TENANT, {"type": "server", "external_id": "srv-1"}, P, 0)
+    by_id = route(RESOURCES, action, TENANT, rec, P, 0, "job-1")
+    by_external_id = route(RESOURCES, "external_id_set", TENANT, {"type": "server", "external_id": "srv-1"}, P, 0, "job-1")
     assert by_id == by_external_id
 
 
@@ -129,10 +138,10 @@ def test_a_record_naming_a_derived_id_meets_the_one_naming_its_external_id(actio
     pytest.param(RELATIONSHIPS, {"relationship_type": "r", "source": "a", "target": "b"}, id="relationship"),
 ])
 def test_a_create_without_external_id_gets_a_fresh_id_that_it_is_routed_by(kind: str, record: Any) -> None:
-    partition, fresh = route(kind, "post", TENANT, record, P, fallback=5)
-    assert fresh is not None and HEX32.match(fresh)
+    partition, fresh = route(kind, "post", TENANT, record, P, 5, "job-1")
+    assert fresh == fresh_id("job-1", 5)
     assert partition == partition_of(fresh, P)
-    assert route(kind, "post", TENANT, record, P, fallback=5)[1] != fresh
+    assert route(kind, "post", TENANT, record, P, 6, "job-1")[1] != fresh
 
 
 @pytest.mark.parametrize("kind, action, record", [
@@ -145,7 +154,7 @@ def test_a_create_without_external_id_gets_a_fresh_id_that_it_is_routed_by(kind:
 ])
 def test_update_and_delete_go_to_the_owner_of_the_given_id(kind: str, action: str, record: Any) -> None:
     given = record if isinstance(record, str) else record["id"]
-    assert route(kind, action, TENANT, record, P, fallback=5) == (partition_of(given, P), None)
+    assert route(kind, action, TENANT, record, P, 5, "job-1") == (partition_of(given, P), None)
 
 
 @pytest.mark.parametrize("kind, action, record", [
@@ -165,13 +174,13 @@ def test_update_and_delete_go_to_the_owner_of_the_given_id(kind: str, action: st
 ])
 @pytest.mark.parametrize("fallback", [0, 5, 13])
 def test_a_malformed_record_goes_to_the_fallback_partition(kind: str, action: str, record: Any, fallback: int) -> None:
-    assert route(kind, action, TENANT, record, P, fallback) == (fallback % P, None)
+    assert route(kind, action, TENANT, record, P, fallback, "job-1") == (fallback % P, None)
 
 
 def test_route_is_tenant_scoped_for_external_ids() -> None:
     rec = {"type": "server", "external_id": "srv-1"}
-    ours = route(RESOURCES, "external_id_set", TENANT, rec, 1 << 16, 0)[0]
-    theirs = route(RESOURCES, "external_id_set", "tenant-b", rec, 1 << 16, 0)[0]
+    ours = route(RESOURCES, "external_id_set", TENANT, rec, 1 << 16, 0, "job-1")[0]
+    theirs = route(RESOURCES, "external_id_set", "tenant-b", rec, 1 << 16, 0, "job-1")[0]
     assert ours == partition_of(derived_id(TENANT, "server", "srv-1"), 1 << 16)
     assert theirs == partition_of(derived_id("tenant-b", "server", "srv-1"), 1 << 16)
     assert ours != theirs

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 from typing import Any
+from uuid import uuid4
 
 import pytest
 
 from bulkjobs.domain import records
 from bulkjobs.domain.counts import Counts
-from bulkjobs.domain.identity import ACTIONS, RELATIONSHIPS, RESOURCES, derived_id, new_id, route
+from bulkjobs.domain.identity import (
+    ACTIONS,
+    RELATIONSHIPS,
+    RESOURCES,
+    derived_id,
+    route,
+)
 from bulkjobs.domain.records import (
     OP_CREATE,
     OP_DELETE,
@@ -30,7 +37,7 @@ def items_for(kind: str, action: str, recs: list[Any], tenant: str = TENANT, sta
     """Items as the API routes them: [index, fresh_id | None, record]."""
     items = []
     for i, rec in enumerate(recs, start):
-        _, fresh_id = route(kind, action, tenant, rec, PARTITIONS, i)
+        _, fresh_id = route(kind, action, tenant, rec, PARTITIONS, i, "job-1")
         items.append([i, fresh_id, rec])
     return items
 
@@ -130,7 +137,7 @@ def test_every_action_applies_then_the_same_record_again(
 
 def test_post_without_external_id_uses_the_fresh_id_from_the_router() -> None:
     rec = {"type": "server", "attributes": {"name": "web-1"}}
-    fresh = new_id()
+    fresh = uuid4().hex
     index = ObjectIndex()
 
     outcome = apply_batch(RESOURCES, "post", TENANT, [[0, fresh, rec]], index, AT)
@@ -368,7 +375,7 @@ def rel(source: str = SRC, target: str = DST, relationship_type: str = "runs_on"
 
 
 def test_relationship_post_creates_under_the_fresh_id() -> None:
-    fresh = new_id()
+    fresh = uuid4().hex
     index = with_objects((SRC, TENANT), (DST, TENANT))
 
     outcome = apply_batch(RELATIONSHIPS, "post", TENANT, [[0, fresh, rel()]], index, AT)
@@ -482,7 +489,7 @@ def test_mixed_batch_keeps_order_shape_and_counts() -> None:
         [11, None, None, "record is 2000000 bytes, over the limit"],
         [12, None, "not-an-object"],
         [13, None, taken],
-        [14, new_id(), {"type": "server", "attributes": {"k": "v"}}],
+        [14, uuid4().hex, {"type": "server", "attributes": {"k": "v"}}],
     ]
 
     outcome = apply_batch(RESOURCES, "post", TENANT, items, index, AT)
@@ -540,7 +547,7 @@ def test_a_rule_that_raises_fails_only_its_record(monkeypatch: pytest.MonkeyPatc
 
 def test_fail_all_fails_every_item_with_the_error() -> None:
     error = {"code": "InternalError", "status": "500", "title": "Internal Error", "detail": "x"}
-    items = [[4, new_id(), {"type": "a"}], [5, None, None, "refused"], [9, None, "id"]]
+    items = [[4, uuid4().hex, {"type": "a"}], [5, None, None, "refused"], [9, None, "id"]]
 
     outcome = fail_all(items, error)
 

@@ -5,13 +5,22 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import orjson
 import pytest
 
-from bulkjobs.api.spool import MAX_MESSAGE_BYTES, BatchSpool
-from bulkjobs.domain.identity import ACTIONS, RELATIONSHIPS, RESOURCES, derived_id, new_id, partition_of, route
+from bulkjobs.api.spool import BatchSpool
+from bulkjobs.domain.identity import (
+    ACTIONS,
+    RELATIONSHIPS,
+    RESOURCES,
+    derived_id,
+    partition_of,
+    route,
+)
 from bulkjobs.domain.records import Refused
+from bulkjobs.streams.batching import MAX_MESSAGE_BYTES
 from bulkjobs.streams.topics import RecordBatch
 
 TENANT = "tenant-a"
@@ -55,10 +64,10 @@ def expected_partition(kind: str, action: str, item: list[Any], record: Any, par
         return index % partitions
     if fresh_id is not None:
         return partition_of(fresh_id, partitions)
-    return route(kind, action, TENANT, record, partitions, index)[0]
+    return route(kind, action, TENANT, record, partitions, index, JOB)[0]
 
 
-OBJ_IDS = [new_id() for _ in range(6)] + ["foreign-id", derived_id(TENANT, "server", "e1")]
+OBJ_IDS = [uuid4().hex for _ in range(6)] + ["foreign-id", derived_id(TENANT, "server", "e1")]
 
 
 def records_for(kind: str, action: str) -> list[Any]:
@@ -124,7 +133,7 @@ def test_batches_are_full_but_for_each_partitions_last(tmp_path: Path, partition
         by_partition[partition].append(len(batch.items))
         indexes = [item[0] for item in batch.items]
         assert indexes == sorted(indexes)
-    owners = Counter(route(RESOURCES, "post", TENANT, r, partitions, 0)[0] for r in records)
+    owners = Counter(route(RESOURCES, "post", TENANT, r, partitions, 0, JOB)[0] for r in records)
     assert {p: sum(sizes) for p, sizes in by_partition.items()} == dict(owners)
     for sizes in by_partition.values():
         assert all(size == batch_records for size in sizes[:-1])

@@ -1,0 +1,91 @@
+"""Routing a job's records to their owning partitions, cut into numbered ``RecordBatch`` messages.
+
+The API routes an HTTP job's records through it (into a spool file, ``api.spool``); the job
+tracker routes the parts of a job produced straight to Kafka. Routing is deterministic: the
+same records from the same position give the same messages, so a part routed again after a
+crash repeats batches that the appliers recognise by ``(job, seq)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import orjson
+
+from bulkjobs.domain.identity import route
+from bulkjobs.domain.records import Refused
+from bulkjobs.streams.topics import RecordBatch, encode
+
+# A batch's AppliedBatch carries its records' attributes again plus a result per record, so a
+# batch message stays well under the 1 MB message limit to leave its AppliedBatch room too.
+MAX_MESSAGE_BYTES = 600 * 1024
+
+Emit = Callable[[int, bytes], None]  # (partition, encoded RecordBatch)
+
+
+class Batcher:
+    def __init__(self, *, job_id: str, tenant: str, kind: str, action: str, partitions: int,
+                 batch_records: int, batch_bytes: int, emit: Emit, first_index: int = 0,
+                 first_seq: int = 0) -> None:
+        self.job_id, self.tenant, self.kind, self.action = job_id, tenant, kind, action
+        self.partitions = partitions
+        self.batch_records = batch_records
+        self.batch_bytes = batch_bytes
+        self.emit = emit
+        self.next_index = first_index
+        self.next_seq = first_seq
+        self._pending: list[list[list[Any]]] = [[] for _ in range(partitions)]
+        self._pending_bytes = [0] * partitions
+
+    def add(self, records: list[Any], size: int) -> None:
+        """Route ``records`` (which came from ``size`` bytes of body), emitting every full batch."""
+        if not records:
+            return
+        estimate = max(1, size // len(records))  # per-record dumps would cost more than routing
+        job_id, kind, action, tenant, partitions = self.job_id, self.kind, self.action, self.tenant, self.partitions
+        pending, pending_bytes = self._pending, self._pending_bytes
+        limit_records, limit_bytes = self.batch_records, self.batch_bytes
+        index = self.next_index
+        for record in records:
+            if isinstance(record, Refused):
+                partition = index % partitions
+                item = record.item(index)
+            else:
+                partition, fresh_id = route(kind, action, tenant, record, partitions, index, job_id)
+                item = [index, fresh_id, record]
+            index += 1
+            batch = pending[partition]
+            batch.append(item)
+            pending_bytes[partition] += estimate
+            if len(batch) >= limit_records or pending_bytes[partition] >= limit_bytes:
+                self._flush(partition)
+        self.next_index = index
+
+    def close(self) -> None:
+        """All records are in: emit the partly filled batches."""
+        for partition in range(self.partitions):
+            if self._pending[partition]:
+                self._flush(partition)
+
+    def _flush(self, partition: int) -> None:
+        items, self._pending[partition], self._pending_bytes[partition] = self._pending[partition], [], 0
+        self._write(partition, items)
+
+    def _write(self, partition: int, items: list[list[Any]]) -> None:
+        payload = self._encode(items)
+        if len(payload) > MAX_MESSAGE_BYTES:
+            if len(items) > 1:
+                half = len(items) // 2
+                self._write(partition, items[:half])
+                self._write(partition, items[half:])
+                return
+            index, _, record = items[0][:3]
+            size = len(orjson.dumps(record))
+            payload = self._encode([Refused(f"record is {size} bytes, over the limit of {MAX_MESSAGE_BYTES} bytes")
+                                    .item(index)])
+        self.emit(partition, payload)
+        self.next_seq += 1
+
+    def _encode(self, items: list[list[Any]]) -> bytes:
+        return encode(RecordBatch(job_id=self.job_id, tenant=self.tenant, type=self.kind,
+                                  action=self.action, seq=self.next_seq, items=items))
