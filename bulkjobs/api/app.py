@@ -13,7 +13,7 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
-from bulkjobs.api import downloads
+from bulkjobs.api import downloads, live
 from bulkjobs.api.bodies import BodyReader, ParsedBody, parse_json, parse_ndjson
 from bulkjobs.api.common import (
     ACCEPTED,
@@ -21,6 +21,7 @@ from bulkjobs.api.common import (
     PUBLISHER,
     READER,
     SETTINGS,
+    api_key,
     find_job,
     json_response,
     paging,
@@ -54,7 +55,7 @@ from bulkjobs.store.files import UploadFiles
 from bulkjobs.store.reader import JOB_SORTS, ViewReader
 from bulkjobs.store.schema import connect
 from bulkjobs.streams.admin import ensure_topics
-from bulkjobs.streams.topics import JobSubmitted
+from bulkjobs.streams.topics import JobSubmitted, TopicNames
 
 log = logging.getLogger(__name__)
 
@@ -82,12 +83,9 @@ async def errors_middleware(request: web.Request, handler: Callable[[web.Request
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-    if request.path == "/v1/health":
-        return await handler(request)
-    key = request.headers.get("x-api-key")
-    if key is None:
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        key = token.strip() if scheme.lower() == "bearer" else None
+    if request.path == "/v1/health" or request.path.endswith("/live"):
+        return await handler(request)  # live sockets authenticate after the upgrade (api.live)
+    key = api_key(request)
     if not key:
         raise Unauthorized("an API key is required: send it as x-api-key or as a bearer token")
     tenant = request.app[SETTINGS].api_keys.get(key)
@@ -336,6 +334,7 @@ def build_app(settings: Settings) -> web.Application:
     app.router.add_get("/v1/relationships/{relationship_id}", get_relationship)
     app.router.add_get("/v1/health", health)
     downloads.add_routes(app)
+    live.add_routes(app)
     app.cleanup_ctx.append(_resources)
     return app
 
@@ -346,9 +345,13 @@ async def _resources(app: web.Application) -> Any:
     db = await connect(settings.db_path)
     publisher = JobPublisher(settings)
     await publisher.start()
+    feed = live.StatusFeed(settings.kafka_brokers, TopicNames(settings.topic_prefix).status)
+    await feed.start()
     app[READER] = ViewReader(db)
     app[PUBLISHER] = publisher
+    app[live.FEED] = feed
     yield
+    await feed.stop()
     await publisher.stop()
     await db.close()
 

@@ -27,6 +27,16 @@ def json_response(body: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
 
+def api_key(request: web.Request, from_query: bool = False) -> str | None:
+    """The API key sent as x-api-key or as a bearer token, or (``from_query``: browsers cannot
+    set headers on a websocket) as the ``api_key`` query parameter."""
+    key = request.headers.get("x-api-key")
+    if key is None:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        key = token.strip() if scheme.lower() == "bearer" else request.query.get("api_key") if from_query else None
+    return key or None
+
+
 def int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
     raw = request.query.get(name)
     if raw is None or raw == "":
