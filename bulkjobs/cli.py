@@ -1,8 +1,15 @@
-"""The ``bulkjobs`` command: ``dev`` runs everything locally; ``api``, ``worker``, ``store`` run one part."""
+"""The ``bulkjobs`` command.
+
+Service commands run the parts: ``dev`` runs everything locally; ``api``, ``worker``, ``store``
+run one part. Client commands talk to a running API through ``bulkjobs.client``: ``submit``
+(with a live progress bar under ``--follow``), ``jobs``, ``status``, ``results``, ``cancel``.
+This module owns the arguments, what is printed and the exit statuses.
+"""
 
 from __future__ import annotations
 
-import argparse
+import asyncio
+import functools
 import logging
 import os
 import secrets
@@ -10,9 +17,22 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import aclosing
 from dataclasses import replace
+from pathlib import Path
+from typing import Any, AsyncIterator, Awaitable, Callable
 
+import aiohttp
+import click
+import orjson
+from tqdm import tqdm
+
+from bulkjobs.client import ApiError, BulkJobsClient, ClientSettings, Job, JobOptions, plan_upload
+from bulkjobs.domain.jobs import STATUSES, SUCCEEDED, TERMINAL
 from bulkjobs.settings import Settings
+
+FAILED_EXIT = 1  # the job ended other than succeeded
+ERROR_EXIT = 2  # a usage or HTTP error, as click's usage errors
 
 
 def _children(settings: Settings, env: dict[str, str]) -> list[subprocess.Popen[bytes]]:
@@ -68,34 +88,255 @@ def run_dev(settings: Settings) -> int:
     return 1 if failed and not stopping else 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="bulkjobs", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    dev = sub.add_parser("dev", help="run broker, worker, store and API locally")
-    dev.add_argument("--port", type=int, help="API port (default 8080 or BULKJOBS_PORT)")
-    api = sub.add_parser("api", help="run the HTTP API")
-    api.add_argument("--port", type=int)
-    sub.add_parser("worker", help="run the Faust worker")
-    sub.add_parser("store", help="run the process that feeds the SQLite view")
-    args = parser.parse_args(argv)
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Bulk jobs over HTTP: run the service, or submit and follow jobs."""
 
+
+# Service commands
+
+
+def _service_settings(port: int | None) -> Settings:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = Settings.from_env()
-    if getattr(args, "port", None):
-        settings = replace(settings, port=args.port)
-    if args.command == "dev":
-        return run_dev(settings)
-    if args.command == "api":
-        from bulkjobs.api.app import run_api
+    return replace(settings, port=port) if port else settings
 
-        run_api(settings)
-    elif args.command == "worker":
-        from bulkjobs.streams.worker import run_worker
 
-        sys.argv = [sys.argv[0]]  # Faust's worker reads the command line too
-        run_worker(settings)
-    elif args.command == "store":
-        from bulkjobs.store.feeder import run_feeder
+@cli.command()
+@click.option("--port", type=int, help="API port (default 8080 or BULKJOBS_PORT)")
+def dev(port: int | None) -> int:
+    """Run broker, worker, store and API locally."""
+    return run_dev(_service_settings(port))
 
-        run_feeder(settings)
+
+@cli.command()
+@click.option("--port", type=int, help="API port (default 8080 or BULKJOBS_PORT)")
+def api(port: int | None) -> int:
+    """Run the HTTP API."""
+    from bulkjobs.api.app import run_api
+
+    run_api(_service_settings(port))
     return 0
+
+
+@cli.command()
+def worker() -> int:
+    """Run the Faust worker."""
+    from bulkjobs.streams.worker import run_worker
+
+    settings = _service_settings(None)
+    sys.argv = [sys.argv[0]]  # Faust's worker reads the command line too
+    run_worker(settings)
+    return 0
+
+
+@cli.command()
+def store() -> int:
+    """Run the process that feeds the SQLite view."""
+    from bulkjobs.store.feeder import run_feeder
+
+    run_feeder(_service_settings(None))
+    return 0
+
+
+# Client commands
+
+
+def _client_settings(url: str | None, api_key: str | None) -> ClientSettings:
+    env = ClientSettings.from_env()
+    settings = ClientSettings(url=url or env.url, api_key=api_key or env.api_key)
+    if not settings.api_key:
+        raise click.UsageError("no API key: set BULKJOBS_API_KEY or pass --api-key")
+    return settings
+
+
+def client_command(func: Callable[..., int]) -> click.Command:
+    """A client command: adds ``--url`` and ``--api-key`` and passes the ClientSettings first."""
+
+    @click.option("--url", metavar="URL", help="API address [env BULKJOBS_URL, default http://127.0.0.1:8080]")
+    @click.option("--api-key", metavar="KEY", help="API key [env BULKJOBS_API_KEY]")
+    @functools.wraps(func)
+    def command(url: str | None, api_key: str | None, **kwargs: Any) -> int:
+        return func(_client_settings(url, api_key), **kwargs)
+
+    return cli.command()(command)
+
+
+def _call(settings: ClientSettings, work: Callable[[BulkJobsClient], Awaitable[int]]) -> int:
+    """Run ``work`` with a client; an error answer or an unreachable API is reported and exits 2."""
+
+    async def session() -> int:
+        async with BulkJobsClient.open(settings) as client:
+            return await work(client)
+
+    try:
+        return asyncio.run(session())
+    except ApiError as exc:
+        click.echo(f"error: {exc.code}: {exc.message}", err=True)
+    except aiohttp.ClientError as exc:
+        click.echo(f"error: cannot reach {settings.url}: {exc}", err=True)
+    return ERROR_EXIT
+
+
+def exit_status(job: Job) -> int:
+    return 0 if job["status"] == SUCCEEDED else FAILED_EXIT
+
+
+def summary(job: Job) -> str:
+    counts = job["counts"]
+    outcomes = ", ".join(f"{name} {counts[name]}" for name in ("created", "updated", "deleted", "skipped", "failed"))
+    return f"{job['id']} {job['status']}: {counts['processed']}/{counts['total']} records ({outcomes})"
+
+
+def _report(job: Job) -> None:
+    click.echo(summary(job))
+    if error := job.get("error"):
+        click.echo(f"error: {error['code']}: {error['message']}")
+
+
+async def _follow(client: BulkJobsClient, job: Job) -> Job:
+    """Show the job's progress until it ends; the job as it ended (or as it is, if the socket broke)."""
+    counts = job["counts"]
+    last = job
+    # initial: records done before we looked do not count in the rate and the ETA.
+    with tqdm(total=counts["total"], initial=counts["processed"], unit="records", file=sys.stderr) as bar:
+        async with aclosing(client.live(job["id"])) as changes:
+            async for last in changes:
+                bar.total = last["counts"]["total"]
+                bar.update(last["counts"]["processed"] - bar.n)
+                if last["status"] in TERMINAL:
+                    break
+    if last["status"] not in TERMINAL:
+        last = await client.job(job["id"])
+    return last
+
+
+@client_command
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--type", help="resources or relationships (a JSON array or NDJSON)")
+@click.option("--action", help="post, update, delete, external_id_set, ... (a JSON array or NDJSON)")
+@click.option("--description", help="free text shown with the job")
+@click.option("--operation", help="insert, update, upsert or delete (CSV)")
+@click.option("--object-type", help="the type of the objects written (CSV)")
+@click.option("--job-type", help="objects, sso_migration or agent_service_association (CSV; detected if not given)")
+@click.option("--find-by", help="the field that identifies objects (CSV; default external_id)")
+@click.option("--field-mappings", metavar="JSON", help='[{"api_name", "index", "default_value"?, "type"?}, ...] (CSV)')
+@click.option("--character-encoding", help="the file's encoding (CSV; detected if not given)")
+@click.option("--follow", is_flag=True, help="show a progress bar until the job ends; exit 0 only if it succeeded")
+def submit(settings: ClientSettings, file: Path, follow: bool, **job_settings: str | None) -> int:
+    """Submit a file as a job and print the job's id.
+
+    FILE is a .csv, .json (an envelope or a bare array), .ndjson or .jsonl file. It is streamed
+    from disk. With --follow, a progress bar runs until the job ends, then the final counts are
+    printed: the exit status is 0 if the job succeeded, 1 if it ended otherwise.
+    """
+    try:
+        upload = plan_upload(file, JobOptions(**job_settings))
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+    async def work(client: BulkJobsClient) -> int:
+        job = await client.submit(upload)
+        click.echo(job["id"])
+        if not follow:
+            return 0
+        job = await _follow(client, job)
+        _report(job)
+        return exit_status(job)
+
+    return _call(settings, work)
+
+
+def _kind(job: Job) -> str:
+    return job.get("job_type") or f"{job['type']}/{job['action']}"
+
+
+def format_table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
+
+
+@client_command
+@click.option("--status", type=click.Choice(STATUSES), help="only jobs with this status")
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True,
+              help="at most this many, newest first")
+def jobs(settings: ClientSettings, status: str | None, limit: int) -> int:
+    """List jobs, newest first."""
+
+    async def work(client: BulkJobsClient) -> int:
+        page = await client.jobs(status, limit)
+        rows = [("ID", "STATUS", "KIND", "PROCESSED", "CREATED")] + [
+            (job["id"], job["status"], _kind(job), f"{job['counts']['processed']}/{job['counts']['total']}",
+             job["created_at"])
+            for job in page["items"]
+        ]
+        click.echo(format_table(rows))
+        if page["total"] > len(page["items"]):
+            click.echo(f"({len(page['items'])} of {page['total']} jobs; --limit shows more)")
+        return 0
+
+    return _call(settings, work)
+
+
+@client_command
+@click.argument("job_id")
+def status(settings: ClientSettings, job_id: str) -> int:
+    """Print a job as JSON."""
+
+    async def work(client: BulkJobsClient) -> int:
+        click.echo(orjson.dumps(await client.job(job_id), option=orjson.OPT_INDENT_2).decode())
+        return 0
+
+    return _call(settings, work)
+
+
+async def _ndjson(results: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+    async for result in results:
+        yield orjson.dumps(result, option=orjson.OPT_APPEND_NEWLINE)
+
+
+@client_command
+@click.argument("job_id")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True), default="-",
+              help="write to this file instead of stdout")
+def results(settings: ClientSettings, job_id: str, output: str) -> int:
+    """Write a job's results.
+
+    For a CSV job, its results.csv (the rows sent plus _status, _id, _error); for another
+    job, one JSON result per line, in record order.
+    """
+
+    async def work(client: BulkJobsClient) -> int:
+        job = await client.job(job_id)
+        chunks = client.results_csv(job_id) if job.get("file") else _ndjson(client.results(job_id))
+        with click.open_file(output, "wb") as out:
+            async for chunk in chunks:
+                out.write(chunk)
+        return 0
+
+    return _call(settings, work)
+
+
+@client_command
+@click.argument("job_id")
+def cancel(settings: ClientSettings, job_id: str) -> int:
+    """Cancel a job that has not ended."""
+
+    async def work(client: BulkJobsClient) -> int:
+        job = await client.cancel(job_id)
+        click.echo(f"{job['id']} cancel requested")
+        return 0
+
+    return _call(settings, work)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``bulkjobs`` command; its exit status."""
+    try:
+        return cli.main(args=argv, prog_name="bulkjobs", standalone_mode=False)
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.Abort:
+        click.echo("Aborted!", err=True)
+        return 1
