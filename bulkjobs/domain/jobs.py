@@ -8,7 +8,7 @@ with where the next part's records and batches start.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from bulkjobs.domain.counts import Counts, progress
@@ -19,10 +19,38 @@ SUCCEEDED = "succeeded"
 PARTIALLY_SUCCEEDED = "partially_succeeded"
 FAILED = "failed"
 CANCELLED = "cancelled"
+SUSPENDED = "suspended"  # takes no new batches (a definition: does not fire) until resumed
+SCHEDULED = "scheduled"  # a definition: its runs are created by its schedule
 DELETED = "deleted"  # a tombstone: the job is gone from every view
 
-STATUSES = (QUEUED, PROCESSING, SUCCEEDED, PARTIALLY_SUCCEEDED, FAILED, CANCELLED)
+EXPORT = "export"  # the type (and action) of an export job: it writes files, not objects
+
+STATUSES = (QUEUED, PROCESSING, SUCCEEDED, PARTIALLY_SUCCEEDED, FAILED, CANCELLED, SUSPENDED, SCHEDULED)
 TERMINAL = frozenset({SUCCEEDED, PARTIALLY_SUCCEEDED, FAILED, CANCELLED, DELETED})
+LABELS = {
+    QUEUED: "Queued", PROCESSING: "Processing", SUCCEEDED: "Succeeded",
+    PARTIALLY_SUCCEEDED: "Partially succeeded", FAILED: "Failed", CANCELLED: "Cancelled",
+    SUSPENDED: "Suspended", SCHEDULED: "Scheduled",
+}
+
+# What a client may ask of a job in each status. A command not listed answers 409.
+# "update" also needs the job not to have started (see ``allowed``).
+ALLOWED: dict[str, frozenset[str]] = {
+    QUEUED: frozenset({"suspend", "cancel", "update"}),
+    PROCESSING: frozenset({"suspend", "cancel"}),
+    SUSPENDED: frozenset({"resume", "cancel", "update"}),
+    SCHEDULED: frozenset({"suspend", "cancel", "update"}),
+    SUCCEEDED: frozenset({"delete"}),
+    PARTIALLY_SUCCEEDED: frozenset({"delete"}),
+    FAILED: frozenset({"delete"}),
+    CANCELLED: frozenset({"delete"}),
+}
+
+
+def allowed(status: str, started: bool, command: str) -> bool:
+    """Whether ``command`` may be applied to a job in ``status`` (``started``: it has applied
+    records, or a definition has fired)."""
+    return command in ALLOWED.get(status, frozenset()) and not (command == "update" and started)
 
 
 @dataclass(frozen=True)
@@ -44,6 +72,11 @@ class Job:
     parts_done: int = 0  # bit i set: part i has been routed into batches
     next_index: int = 0  # the index of the next part's first record
     next_seq: int = 0  # the seq of the next part's first batch
+    parent_id: str | None = None  # a run: the scheduled definition it was made from
+    schedule: dict[str, Any] | None = None  # a definition: {"immediately", "cron", "runs", "start_date"}
+    runs_fired: int = 0  # a definition: the runs made so far
+    last_due: str | None = None  # a definition: the schedule time of its latest run
+    parked: list[list[int]] = field(default_factory=list)  # [partition, offset] of batches held back
     created_at: str | None = None
     started_at: str | None = None
     completed_at: str | None = None
@@ -57,30 +90,21 @@ class Job:
     def progress(self) -> int:
         return progress(self.counts.processed, self.total)
 
+    @property
+    def started(self) -> bool:
+        return self.started_at is not None or self.runs_fired > 0
+
+    @property
+    def holds_batches(self) -> bool:
+        """Whether a batch of this job is to be held back (parked) rather than applied."""
+        return self.status in (SUSPENDED, SCHEDULED)
+
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "tenant": self.tenant,
-            "type": self.type,
-            "action": self.action,
-            "description": self.description,
-            "total": self.total,
-            "batches": self.batches,
-            "done": format(self.done, "x"),
-            "counts": self.counts.to_dict(),
-            "status": self.status,
-            "error": self.error,
-            "details": self.details,
-            "host": self.host,
-            "parts": self.parts,
-            "parts_done": format(self.parts_done, "x"),
-            "next_index": self.next_index,
-            "next_seq": self.next_seq,
-            "created_at": self.created_at,
-            "started_at": self.started_at,
-            "completed_at": self.completed_at,
-            "updated_at": self.updated_at,
-        }
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["done"] = format(self.done, "x")
+        data["parts_done"] = format(self.parts_done, "x")
+        data["counts"] = self.counts.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Job":
@@ -101,6 +125,9 @@ def public_body(job: Job, status: str | None = None) -> dict[str, Any]:
         "action": job.action,
         "description": job.description,
         "job_type": None,
+        "parent_id": job.parent_id,
+        "schedule": job.schedule,
+        "runs": job.runs_fired if job.schedule else None,
         **(job.details or {}),
         "counts": {"total": job.total, **job.counts.to_dict()},
         "progress": job.progress,
@@ -114,14 +141,21 @@ def public_body(job: Job, status: str | None = None) -> dict[str, Any]:
 
 
 def submitted(job: Job, *, tenant: str, type: str, action: str, description: str | None,
-              total: int, batches: int, created_at: str, details: dict[str, Any] | None = None) -> Job:
-    """The request is in Kafka: the job learns its totals (its batches may already be counted)."""
+              total: int | None, batches: int, created_at: str, details: dict[str, Any] | None = None,
+              parent_id: str | None = None, schedule: dict[str, Any] | None = None,
+              suspended: bool = False) -> Job:
+    """The request is in Kafka: the job learns its totals (its batches may already be counted).
+    With a ``schedule`` it is a definition, whose batches are held for its runs."""
     if job.status == DELETED:
         return job
     latest = max(created_at, job.updated_at or created_at)  # batches may have been counted first
+    status = job.status
+    if job.tenant == "" and (schedule or suspended):  # the first time: later copies change no status
+        status = SUSPENDED if suspended else SCHEDULED
     job = replace(job, tenant=tenant, type=type, action=action, description=description, details=details,
-                  total=total, batches=batches, created_at=created_at, updated_at=latest)
-    return _finish_if_done(job, latest)
+                  total=total, batches=batches, created_at=created_at, updated_at=latest, parent_id=parent_id,
+                  schedule=schedule, status=status)
+    return job if job.schedule else _finish_if_done(job, latest)
 
 
 def requested(job: Job, *, tenant: str, type: str, action: str, description: str | None, parts: int,
@@ -163,10 +197,95 @@ def batch_done(job: Job, seq: int, counts: Counts, at: str, host: str | None = N
 
 
 def cancelled(job: Job, at: str) -> Job | None:
-    """Stop a running job for good; None when it had already ended."""
+    """Stop a job (or a definition) for good; its held batches are dropped. None if it had ended."""
+    if not allowed(job.status, job.started, "cancel"):
+        return None
+    return replace(job, status=CANCELLED, parked=[], completed_at=at, updated_at=at)
+
+
+def suspended(job: Job, at: str) -> Job | None:
+    """Hold the job's batches (a definition: stop firing) until it is resumed."""
+    if not allowed(job.status, job.started, "suspend"):
+        return None
+    return replace(job, status=SUSPENDED, updated_at=at)
+
+
+def resumed(job: Job, at: str) -> Job | None:
+    """Go on where the job stopped; the caller sends its held batches again (``parked``)."""
+    if not allowed(job.status, job.started, "resume"):
+        return None
+    if job.schedule:
+        status = SCHEDULED
+    else:
+        status = PROCESSING if job.started_at else QUEUED
+    return replace(job, status=status, parked=[] if not job.schedule else job.parked, updated_at=at)
+
+
+UPDATABLE = ("description", "schedule", "details")
+
+
+def updated(job: Job, changes: dict[str, Any], at: str) -> Job | None:
+    """Change a job that has not started: its description, schedule or details (an export's
+    params), or suspend or resume it (``suspended``)."""
+    if not allowed(job.status, job.started, "update"):
+        return None
+    values = {name: changes[name] for name in UPDATABLE if name in changes}
+    job = replace(job, **values, updated_at=at)
+    if "suspended" in changes:
+        if changes["suspended"] and job.status != SUSPENDED:
+            job = replace(job, status=SUSPENDED)
+        elif not changes["suspended"] and job.status == SUSPENDED:
+            job = replace(job, status=SCHEDULED if job.schedule else QUEUED)
+    elif "schedule" in changes and job.status in (QUEUED, SCHEDULED):
+        job = replace(job, status=SCHEDULED if job.schedule else QUEUED)
+    return job
+
+
+def parked(job: Job, partition: int, offset: int) -> Job | None:
+    """A batch of the job was held back at (partition, offset); None if already known."""
+    where = [partition, offset]
+    if where in job.parked or job.terminal:
+        return None
+    return replace(job, parked=[*job.parked, where])
+
+
+def files_deleted(job: Job, names: list[str], at: str) -> Job | None:
+    """Some of an export's files were deleted; None if it has none of them."""
+    files = (job.details or {}).get("files") or []
+    kept = [file for file in files if file["name"] not in names]
+    if len(kept) == len(files):
+        return None
+    return replace(job, details={**(job.details or {}), "files": kept}, updated_at=at)
+
+
+def fired(job: Job, due: str, at: str) -> Job | None:
+    """A definition made its next run, for the schedule time ``due``; None if that time has
+    fired already (a repeated tick) or the definition no longer fires."""
+    if job.status != SCHEDULED or (job.last_due is not None and due <= job.last_due):
+        return None
+    job = replace(job, runs_fired=job.runs_fired + 1, last_due=due, updated_at=at)
+    runs = (job.schedule or {}).get("runs")
+    if runs is not None and job.runs_fired >= runs:
+        job = replace(job, status=SUCCEEDED, completed_at=at)
+    return job
+
+
+def export_progress(job: Job, written: int, total: int, at: str) -> Job | None:
+    """An export wrote ``written`` of ``total`` records so far (absolute, so a repeat is harmless)."""
     if job.terminal:
         return None
-    return replace(job, status=CANCELLED, completed_at=at, updated_at=at)
+    status = PROCESSING if job.status == QUEUED else job.status
+    counts = replace(job.counts, processed=written)
+    return replace(job, counts=counts, total=total, status=status, started_at=job.started_at or at, updated_at=at)
+
+
+def export_done(job: Job, total: int, files: list[dict[str, Any]], at: str) -> Job | None:
+    """An export finished: its files are written."""
+    if job.terminal:
+        return None
+    counts = replace(job.counts, processed=total)
+    return replace(job, counts=counts, total=total, status=SUCCEEDED, details={**(job.details or {}), "files": files},
+                   started_at=job.started_at or at, completed_at=at, updated_at=at)
 
 
 def failed(job: Job, at: str, reason: str) -> Job | None:
@@ -184,7 +303,7 @@ def deleted(job: Job, at: str) -> Job | None:
 
 
 def _finish_if_done(job: Job, at: str) -> Job:
-    if job.terminal or job.batches is None or job.done.bit_count() < job.batches:
+    if job.terminal or job.type == EXPORT or job.batches is None or job.done.bit_count() < job.batches:
         return job
     not_written = job.counts.not_written
     if not_written == 0:

@@ -4,13 +4,14 @@
 all of them while a relationships job needs every object), fed by the changes topic (its
 own writes are applied directly and skipped when the tail reads them back), together with the
 batches already applied, so that a redelivered batch is recognised and not applied again.
-``JobStates`` is every job's state, fed by the status topic (its changelog).
+``JobStates`` is every job's state, fed by the status topic (its changelog), with the
+definitions whose schedules the worker's scheduler watches.
 """
 
 from __future__ import annotations
 
 from bulkjobs.domain.counts import Counts
-from bulkjobs.domain.jobs import CANCELLED, DELETED, Job
+from bulkjobs.domain.jobs import CANCELLED, DELETED, SCHEDULED, Job
 from bulkjobs.domain.records import ObjectIndex
 from bulkjobs.streams.tail import TopicTail
 from bulkjobs.streams.topics import AppliedBatch, decode, job_from_status
@@ -86,17 +87,28 @@ class JobStates(RebuiltState):
     def __init__(self, brokers: str, topic: str) -> None:
         super().__init__(brokers, topic)
         self.jobs: dict[str, Job] = {}
+        self.partitions: dict[str, int] = {}  # job id -> its partition of the job events and statuses
         self.stopped: set[str] = set()
+        self._definitions: set[str] = set()
 
     def _on_message(self, partition: int, offset: int, value: bytes) -> None:
         if partition in self.synced:
             return  # our own write, already applied
-        self.put(job_from_status(decode(value)))
+        self.put(job_from_status(decode(value)), partition)
 
-    def put(self, job: Job) -> None:
+    def put(self, job: Job, partition: int) -> None:
         self.jobs[job.id] = job
+        self.partitions[job.id] = partition
         if job.status in (CANCELLED, DELETED):
             self.stopped.add(job.id)
+        if job.status == SCHEDULED:
+            self._definitions.add(job.id)
+        else:
+            self._definitions.discard(job.id)
+
+    def definitions(self) -> list[Job]:
+        """The definitions whose schedule is running (status scheduled)."""
+        return [self.jobs[job_id] for job_id in self._definitions]
 
     def get(self, job_id: str) -> Job:
         return self.jobs.get(job_id) or Job(id=job_id)

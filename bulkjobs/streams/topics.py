@@ -77,10 +77,13 @@ class JobSubmitted:
     type: str
     action: str
     description: str | None
-    total: int
+    total: int | None  # None for an export: it learns its total when it runs
     batches: int
     created_at: str
-    details: dict[str, Any] | None = None  # a CSV job's job type, operation, mapping and file
+    details: dict[str, Any] | None = None  # a CSV job's job type, operation, mapping and file; an export's
+    parent_id: str | None = None  # a run of a scheduled definition
+    schedule: dict[str, Any] | None = None  # a definition: its batches are held for its runs
+    suspended: bool = False  # submitted suspended: its batches are held until it is resumed
     kind: str = "submitted"
 
 
@@ -97,16 +100,60 @@ class BatchDone:
     kind: str = "batch_done"
 
 
+COMMANDS = ("cancel", "delete", "fail", "suspend", "resume", "update", "fire", "delete_files")
+
+
 @dataclass(frozen=True)
 class JobCommand:
-    """``cancel``, ``delete`` or ``fail`` (with a reason: the job could not run) a job.
-    Producer: the API. Consumer: the job tracker."""
+    """A command to a job: ``cancel``, ``delete``, ``suspend``, ``resume``, ``update`` (with
+    ``changes``), ``fail`` (with a reason: the job could not run) or ``fire`` (a definition's
+    schedule time ``due`` has come). Producers: the API; the batch applier (``fail``); the
+    scheduler (``fire``). Consumer: the job tracker."""
 
     job_id: str
     tenant: str
     kind: str
     at: str
     reason: str | None = None
+    changes: dict[str, Any] | None = None
+    due: str | None = None
+
+
+@dataclass(frozen=True)
+class BatchParked:
+    """A batch of a job that holds its batches (suspended, or a definition) was not applied:
+    it lies at ``offset`` of ``partition`` of the batches topic. Producer: the batch applier.
+    Consumer: the job tracker, which sends it again on resume (or copies it into each run)."""
+
+    job_id: str
+    seq: int
+    partition: int
+    offset: int
+    kind: str = "batch_parked"
+
+
+@dataclass(frozen=True)
+class ExportProgress:
+    """An export has written ``written`` of its ``total`` records (absolute counts).
+    Producer: the store's exporter. Consumer: the job tracker."""
+
+    job_id: str
+    written: int
+    total: int
+    at: str
+    kind: str = "export_progress"
+
+
+@dataclass(frozen=True)
+class ExportDone:
+    """An export wrote all its files: ``[{"name", "size", "records", "created_at"}]``.
+    Producer: the store's exporter. Consumer: the job tracker."""
+
+    job_id: str
+    total: int
+    files: list[dict[str, Any]]
+    at: str
+    kind: str = "export_done"
 
 
 @dataclass(frozen=True)
@@ -135,7 +182,7 @@ class RecordPart:
     kind: str = "part"
 
 
-JobEvent = JobSubmitted | BatchDone | JobCommand | JobRequest | RecordPart
+JobEvent = JobSubmitted | BatchDone | JobCommand | JobRequest | RecordPart | BatchParked | ExportProgress | ExportDone
 MAX_PARTS = 100_000
 _JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -176,8 +223,14 @@ def job_event_from(key: bytes | None, value: bytes) -> JobEvent:
             event: JobEvent = JobSubmitted(**data)
         elif kind == "batch_done":
             event = BatchDone(**data)
-        elif kind in ("cancel", "delete", "fail"):
+        elif kind in COMMANDS:
             event = JobCommand(**data)
+        elif kind == "batch_parked":
+            event = BatchParked(**data)
+        elif kind == "export_progress":
+            event = ExportProgress(**data)
+        elif kind == "export_done":
+            event = ExportDone(**data)
         elif kind == "request":
             event = _check_request(JobRequest(**data))
         elif kind == "part":
@@ -225,6 +278,7 @@ class RecordBatch:
     action: str
     seq: int
     items: list[list[Any]] = field(default_factory=list)
+    hold: bool = False  # a definition's batch, or one submitted suspended: park it, do not apply it
 
 
 # --- changes: no key; same partition number as the batch it came from. -----------------------
@@ -283,6 +337,11 @@ class JobStatus:
     parts_done: str = "0"
     next_index: int = 0
     next_seq: int = 0
+    parent_id: str | None = None
+    schedule: dict[str, Any] | None = None
+    runs_fired: int = 0
+    last_due: str | None = None
+    parked: list[list[int]] = field(default_factory=list)
 
 
 def status_of(job: Job) -> JobStatus:

@@ -16,6 +16,7 @@ import os
 import socket
 import time
 from dataclasses import replace
+from datetime import datetime, timezone
 from typing import Any, AsyncIterator
 
 import faust
@@ -26,14 +27,20 @@ from bulkjobs.domain import jobs
 from bulkjobs.domain.counts import Counts
 from bulkjobs.domain.identity import RELATIONSHIPS
 from bulkjobs.domain.records import apply_batch, fail_all, internal_error
+from bulkjobs.domain.schedules import next_due
 from bulkjobs.settings import Settings
 from bulkjobs.streams.admin import ensure_topics
 from bulkjobs.streams.batching import Batcher
+from bulkjobs.streams.refetch import Refetcher
 from bulkjobs.streams.state import JobStates, ObjectState
 from bulkjobs.streams.topics import (
     AppliedBatch,
     BatchDone,
+    BatchParked,
+    ExportDone,
+    ExportProgress,
     JobCommand,
+    JobEvent,
     JobRequest,
     JobSubmitted,
     RecordBatch,
@@ -49,9 +56,12 @@ from bulkjobs.streams.topics import (
 
 log = logging.getLogger(__name__)
 
+SCHEDULER_INTERVAL = 0.5  # seconds between looks at the definitions: a one-second cron fires on time
 
-def next_job(job: jobs.Job, event: JobSubmitted | BatchDone | JobCommand | JobRequest, at: str) -> jobs.Job | None:
-    """The job after a job event other than a part (which the tracker routes first)."""
+
+def next_job(job: jobs.Job, event: JobEvent, at: str) -> jobs.Job | None:
+    """The job after an event that needs no publishing of its own: every event but a part,
+    a parked batch, a ``resume`` and a ``fire`` (which the tracker handles itself)."""
     if isinstance(event, JobRequest):
         return jobs.requested(job, tenant=event.tenant, type=event.type, action=event.action,
                               description=event.description, parts=event.parts, created_at=at)
@@ -59,15 +69,36 @@ def next_job(job: jobs.Job, event: JobSubmitted | BatchDone | JobCommand | JobRe
         return jobs.submitted(
             job, tenant=event.tenant, type=event.type, action=event.action,
             description=event.description, total=event.total, batches=event.batches,
-            created_at=event.created_at, details=event.details,
+            created_at=event.created_at, details=event.details, parent_id=event.parent_id,
+            schedule=event.schedule, suspended=event.suspended,
         )
     if isinstance(event, BatchDone):
         return jobs.batch_done(job, event.seq, Counts.from_dict(event.counts), event.at, event.host)
+    if isinstance(event, ExportProgress):
+        return jobs.export_progress(job, event.written, event.total, event.at)
+    if isinstance(event, ExportDone):
+        return jobs.export_done(job, event.total, event.files, event.at)
+    if not isinstance(event, JobCommand):
+        raise TypeError(f"next_job cannot fold {type(event).__name__}")
     if event.kind == "cancel":
         return jobs.cancelled(job, event.at)
+    if event.kind == "suspend":
+        return jobs.suspended(job, event.at)
+    if event.kind == "update":
+        return jobs.updated(job, event.changes or {}, event.at)
+    if event.kind == "delete_files":
+        return jobs.files_deleted(job, (event.changes or {}).get("names", []), event.at)
     if event.kind == "fail":
         return jobs.failed(job, event.at, event.reason or "the job could not run")
-    return jobs.deleted(job, event.at)
+    if event.kind == "delete":
+        return jobs.deleted(job, event.at)
+    raise TypeError(f"next_job cannot fold a {event.kind!r} command")
+
+
+def released(payload: bytes, job_id: str) -> bytes:
+    """A parked batch, to be applied now as a batch of ``job_id`` (itself, or a run of it)."""
+    batch = RecordBatch(**decode(payload))
+    return encode(replace(batch, job_id=job_id, hold=False))
 
 
 def build_app(settings: Settings) -> faust.App:
@@ -98,6 +129,8 @@ def build_app(settings: Settings) -> faust.App:
     dead_letters_topic = app.topic(names.dead_letters, partitions=settings.partitions, internal=False)
     objects = ObjectState(settings.kafka_brokers, names.changes)
     job_states = JobStates(settings.kafka_brokers, names.status)
+    batches_back = Refetcher(settings.kafka_brokers, names.batches)
+    fires_sent: dict[str, str] = {}  # definition -> the due time of the last fire command sent
     host = socket.gethostname()
     worker_id = f"{host}-{os.getpid()}"
 
@@ -149,17 +182,55 @@ def build_app(settings: Settings) -> faust.App:
             await publish(batches_topic, payload, partition=partition)
         return jobs.part_routed(job, part.part, len(part.records), len(out), utc_now())
 
+    async def release(parked: list[list[int]], job_id: str) -> None:
+        """Send held batches again, to be applied as batches of ``job_id``."""
+        for partition, offset in parked:
+            payload = await batches_back.fetch(partition, offset)
+            await publish(batches_topic, released(payload, job_id), partition=partition)
+
+    async def park(job: jobs.Job, event: BatchParked) -> jobs.Job | None:
+        """Keep where a held batch lies; if the job was resumed meanwhile, send it on at once."""
+        if job.holds_batches:
+            return jobs.parked(job, event.partition, event.offset)
+        if not job.terminal:
+            await release([[event.partition, event.offset]], job.id)
+        return None
+
+    async def resume(job: jobs.Job, at: str) -> jobs.Job | None:
+        changed = jobs.resumed(job, at)
+        if changed is not None and not job.schedule:
+            await release(job.parked, job.id)
+        return changed
+
+    async def fire(definition: jobs.Job, due: str, at: str) -> jobs.Job | None:
+        """Make a definition's next run: a job of its own, with copies of the held batches."""
+        changed = jobs.fired(definition, due, at)
+        if changed is None:
+            return None
+        run_id = f"{definition.id}r{definition.runs_fired}"  # the same run if this fire is redelivered
+        run = JobSubmitted(job_id=run_id, tenant=definition.tenant, type=definition.type,
+                           action=definition.action, description=definition.description, total=definition.total,
+                           batches=definition.batches or 0, created_at=at, details=definition.details,
+                           parent_id=definition.id)
+        await publish(job_events_topic, encode(run), key=run_id.encode())
+        await release(definition.parked, run_id)
+        return changed
+
     async def batch_done(job_id: str, seq: int, counts: Counts) -> None:
         done = BatchDone(job_id=job_id, seq=seq, counts=counts.to_dict(), at=utc_now(), host=host)
         await publish(job_events_topic, encode(done), key=job_id.encode())
 
-    async def apply(partition: int, batch: RecordBatch) -> None:
+    async def apply(partition: int, offset: int, batch: RecordBatch) -> None:
         await objects.sync(partition)
         already = objects.applied.get((batch.job_id, batch.seq))
         if already is not None:  # redelivered after a crash: its effects are in Kafka already
             await batch_done(batch.job_id, batch.seq, already)
             return
         if batch.job_id in job_states.stopped:
+            return
+        if batch.hold or job_states.get(batch.job_id).holds_batches:
+            held = BatchParked(job_id=batch.job_id, seq=batch.seq, partition=partition, offset=offset)
+            await publish(job_events_topic, encode(held), key=batch.job_id.encode())
             return
         if batch.type == RELATIONSHIPS and batch.action == "post":
             await objects.sync_all(settings.partitions)  # sources and targets live anywhere
@@ -194,7 +265,7 @@ def build_app(settings: Settings) -> faust.App:
                                          reason=f"a batch of the job could not be read: {exc!r}")
                     await publish(job_events_topic, encode(command), key=job_id.encode())
                 continue
-            await apply(event.message.partition, batch)
+            await apply(event.message.partition, event.message.offset, batch)
             yield None
 
     @app.agent(job_events_topic)
@@ -210,16 +281,23 @@ def build_app(settings: Settings) -> faust.App:
                 changed = refused(*names_in(event.key, event.value), str(exc))
             else:
                 job = job_states.get(job_event.job_id)
-                if not isinstance(job_event, RecordPart):
-                    changed = next_job(job, job_event, utc_now())
-                elif jobs.wants_part(job, job_event.part):
-                    changed = await route_part(job, job_event)
-                else:
+                command = job_event.kind if isinstance(job_event, JobCommand) else None
+                if isinstance(job_event, RecordPart):
                     changed = None
-                    if job.parts is None or job_event.part >= job.parts:
+                    if jobs.wants_part(job, job_event.part):
+                        changed = await route_part(job, job_event)
+                    elif job.parts is None or job_event.part >= job.parts:
                         await dead_letter(event, f"part {job_event.part} of a job that did not request it")
+                elif isinstance(job_event, BatchParked):
+                    changed = await park(job, job_event)
+                elif isinstance(job_event, JobCommand) and command == "resume":
+                    changed = await resume(job, job_event.at)
+                elif isinstance(job_event, JobCommand) and command == "fire":
+                    changed = await fire(job, job_event.due or job_event.at, utc_now())
+                else:
+                    changed = next_job(job, job_event, utc_now())
             if changed is not None and changed.tenant:
-                job_states.put(changed)
+                job_states.put(changed, partition)
                 await status_topic.send(key=changed.id.encode(), value=encode(status_of(changed)),
                                         partition=partition)
             yield None
@@ -232,6 +310,28 @@ def build_app(settings: Settings) -> faust.App:
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(app: faust.App, assigned: set[TP], **kwargs: Any) -> None:
         objects.assign({tp.partition for tp in assigned if tp.topic == names.batches})
+
+    @app.timer(SCHEDULER_INTERVAL)
+    async def scheduler() -> None:
+        """Fire the definitions of the job-events partitions this worker owns when they are due."""
+        assignment = app.consumer.assignment() if app.consumer else set()
+        owned = {tp.partition for tp in assignment if tp.topic == names.job_events}
+        if not owned:
+            return
+        await start_tails()
+        for partition in owned - job_states.synced:  # learn the partition's jobs even if no event comes
+            await job_states.sync(partition)
+        now = datetime.now(timezone.utc)
+        for job in job_states.definitions():
+            if job_states.partitions.get(job.id) not in owned or len(job.parked) < (job.batches or 0):
+                continue  # another worker's, or its batches are not all held yet
+            due = next_due(job.schedule or {}, created_at=job.created_at or utc_now(), last_due=job.last_due,
+                           runs_fired=job.runs_fired, now=now)
+            if due is None or fires_sent.get(job.id) == due:
+                continue
+            fires_sent[job.id] = due
+            command = JobCommand(job_id=job.id, tenant=job.tenant, kind="fire", at=utc_now(), due=due)
+            await publish(job_events_topic, encode(command), key=job.id.encode())
 
     @app.timer(settings.worker_heartbeat_seconds)
     async def heartbeat() -> None:

@@ -278,7 +278,8 @@ def test_visible_status_waits_for_the_results(status: str, processed: int, store
 
 
 def test_statuses_and_terminal_sets() -> None:
-    assert set(jobs.STATUSES) == {QUEUED, PROCESSING, SUCCEEDED, PARTIALLY_SUCCEEDED, FAILED, CANCELLED}
+    assert set(jobs.STATUSES) == {QUEUED, PROCESSING, SUCCEEDED, PARTIALLY_SUCCEEDED, FAILED, CANCELLED,
+                                  jobs.SUSPENDED, jobs.SCHEDULED}
     assert jobs.TERMINAL == {SUCCEEDED, PARTIALLY_SUCCEEDED, FAILED, CANCELLED, DELETED}
 
 

@@ -1,0 +1,78 @@
+"""Schedules: checking a job's ``schedule`` and finding when a definition's next run is due.
+
+A schedule is ``{"immediately": bool, "cron": str | None, "runs": int | None, "start_date":
+ISO 8601 | None}``. ``cron`` has five fields (minute resolution) or six, the sixth being
+seconds (croniter's form). Times are compared as UTC datetimes. A definition that missed
+several ticks (its scheduler was down) is due once, for the latest of them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from croniter import croniter
+
+from bulkjobs.errors import BadRequest
+
+_KEYS = {"immediately", "cron", "runs", "start_date"}
+
+
+def parse_time(text: str) -> datetime:
+    """An ISO 8601 time as an aware UTC datetime (a time without an offset is taken as UTC)."""
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+
+
+def format_time(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def check_schedule(raw: Any, now: datetime) -> dict[str, Any]:
+    """A request's schedule, checked and normalised; a 400 naming the field for each mistake."""
+    if not isinstance(raw, dict) or not raw or set(raw) - _KEYS:
+        raise BadRequest("'schedule' must be an object with immediately, cron, runs and/or start_date",
+                         field="schedule")
+    immediately = raw.get("immediately", False)
+    cron, runs, start = raw.get("cron"), raw.get("runs"), raw.get("start_date")
+    if not isinstance(immediately, bool):
+        raise BadRequest("'schedule.immediately' must be true or false", field="schedule.immediately")
+    if cron is not None and (not isinstance(cron, str) or not croniter.is_valid(cron)):
+        raise BadRequest(f"'schedule.cron' is not a valid cron expression: {cron!r}", field="schedule.cron",
+                         code="invalid_cron")
+    if runs is not None and (not isinstance(runs, int) or isinstance(runs, bool) or runs < 1):
+        raise BadRequest("'schedule.runs' must be a positive integer", field="schedule.runs")
+    start_time = None
+    if start is not None:
+        try:
+            start_time = parse_time(start) if isinstance(start, str) else None
+        except ValueError:
+            start_time = None
+        if start_time is None:
+            raise BadRequest("'schedule.start_date' must be an ISO 8601 time", field="schedule.start_date")
+        if cron is None and start_time <= now:
+            raise BadRequest("'schedule.start_date' is in the past and there is no cron: it would never run",
+                             field="schedule.start_date")
+    if cron is None and start_time is None and not immediately:
+        raise BadRequest("a schedule needs cron, start_date or immediately", field="schedule")
+    return {"immediately": immediately, "cron": cron, "runs": runs,
+            "start_date": format_time(start_time) if start_time else None}
+
+
+def next_due(schedule: dict[str, Any], *, created_at: str, last_due: str | None, runs_fired: int,
+             now: datetime) -> str | None:
+    """The schedule time of the run a definition should make now, or None if none is due."""
+    runs = schedule.get("runs")
+    if runs is not None and runs_fired >= runs:
+        return None
+    if runs_fired == 0 and last_due is None and schedule.get("immediately"):
+        return created_at
+    start = parse_time(schedule["start_date"]) if schedule.get("start_date") else None
+    cron = schedule.get("cron")
+    if cron is None:
+        return schedule["start_date"] if runs_fired == 0 and start is not None and start <= now else None
+    latest = croniter(cron, now + timedelta(microseconds=1)).get_prev(datetime)  # the latest tick <= now
+    after = parse_time(last_due) if last_due else parse_time(created_at)
+    if latest <= after or (start is not None and latest < start):
+        return None
+    return format_time(latest)
