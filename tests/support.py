@@ -75,6 +75,9 @@ class Client:
     def delete(self, path: str, **kwargs: Any) -> Response:
         return self.request("DELETE", path, **kwargs)
 
+    def put(self, path: str, **kwargs: Any) -> Response:
+        return self.request("PUT", path, **kwargs)
+
     def post_csv(self, data: bytes, **settings: Any) -> Response:
         """POST a CSV body with the job's settings in the query string (field_mappings as JSON)."""
         query = {k: json.dumps(v) if k == "field_mappings" else v for k, v in settings.items()}

@@ -13,7 +13,8 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
-from bulkjobs.api import downloads, live
+from bulkjobs.api import downloads, lifecycle, live
+from bulkjobs.api import files as export_files
 from bulkjobs.api.bodies import BodyReader, ParsedBody, parse_json, parse_ndjson
 from bulkjobs.api.common import (
     ACCEPTED,
@@ -39,11 +40,12 @@ from bulkjobs.api.publisher import JobPublisher
 from bulkjobs.api.spool import BatchSpool
 from bulkjobs.clock import utc_now
 from bulkjobs.domain.identity import ACTIONS, RESOURCES
-from bulkjobs.domain.jobs import STATUSES, TERMINAL, Job, public_body
+from bulkjobs.domain.exports import parse_export
+from bulkjobs.domain.jobs import EXPORT, SCHEDULED, Job, public_body
+from bulkjobs.domain.schedules import check_schedule, parse_time
 from bulkjobs.errors import (
     BadRequest,
     BulkJobsError,
-    Conflict,
     NotFound,
     TooLarge,
     Unauthorized,
@@ -52,7 +54,7 @@ from bulkjobs.errors import (
 )
 from bulkjobs.settings import Settings
 from bulkjobs.store.files import UploadFiles
-from bulkjobs.store.reader import JOB_SORTS, ViewReader
+from bulkjobs.store.reader import ViewReader
 from bulkjobs.store.schema import connect
 from bulkjobs.streams.admin import ensure_topics
 from bulkjobs.streams.topics import JobSubmitted, TopicNames
@@ -142,6 +144,13 @@ async def create_job(request: web.Request) -> web.Response:
         return await _create_csv_job(request, job_id, receive(request, request.app[FILES], job_id,
                                                               settings.max_upload_bytes))
     body = await _parse_body(request, settings)
+    kind = body.fields.get("kind")
+    if kind not in (None, "import", EXPORT):
+        raise BadRequest(f"unknown kind {kind!r}: import (the default) or export", field="kind")
+    if kind == EXPORT:
+        export = parse_export(body.fields)
+        job = Job(id=job_id, type=EXPORT, action=EXPORT, description=export.description, details=export.details())
+        return await _submit(request, job, None, body.fields.get("schedule"))
     if "file_content" in body.fields:
         return await _create_csv_job(request, job_id, asyncio.to_thread(
             receive_text, body.fields, request.app[FILES], job_id, settings.max_upload_bytes))
@@ -181,7 +190,8 @@ async def _create_json_job(request: web.Request, job_id: str, body: ParsedBody) 
         raise
     finally:
         gc.enable()
-    return await _submit(request, Job(id=job_id, type=kind, action=action, description=description), spool)
+    job = Job(id=job_id, type=kind, action=action, description=description)
+    return await _submit(request, job, spool, fields.get("schedule"))
 
 
 async def _create_csv_job(request: web.Request, job_id: str, receiving: Awaitable[Upload]) -> web.Response:
@@ -204,21 +214,27 @@ async def _create_csv_job(request: web.Request, job_id: str, receiving: Awaitabl
                                           "character_encoding": upload.encoding, "rows": spool.records}}
     job = Job(id=job_id, type=RESOURCES, action=plan.action, description=upload.settings.description,
               details=details)
-    return await _submit(request, job, spool)
+    return await _submit(request, job, spool, upload.schedule)
 
 
-async def _submit(request: web.Request, job: Job, spool: BatchSpool) -> web.Response:
-    """Publish a job whose records are spooled; answer 202 once Kafka has them all."""
+async def _submit(request: web.Request, job: Job, spool: BatchSpool | None, schedule: Any) -> web.Response:
+    """Publish a job whose records are spooled (an export has none); answer 202 once Kafka
+    has them all. With a schedule the job is a definition: its runs do the work."""
     tenant = request["tenant"]
     created_at = utc_now()
-    job = replace(job, tenant=tenant, total=spool.records, created_at=created_at, updated_at=created_at)
-    submitted = JobSubmitted(job_id=job.id, tenant=tenant, type=job.type, action=job.action,
-                             description=job.description, total=spool.records, batches=spool.batches,
-                             created_at=created_at, details=job.details)
     try:
+        checked = check_schedule(schedule, parse_time(created_at)) if schedule is not None else None
+        total = spool.records if spool is not None else None
+        job = replace(job, tenant=tenant, total=total, created_at=created_at, updated_at=created_at,
+                      schedule=checked, status=SCHEDULED if checked else job.status)
+        submitted = JobSubmitted(job_id=job.id, tenant=tenant, type=job.type, action=job.action,
+                                 description=job.description, total=total,
+                                 batches=spool.batches if spool is not None else 0, created_at=created_at,
+                                 details=job.details, schedule=checked)
         await request.app[PUBLISHER].submit(submitted, spool)
     finally:
-        spool.discard()
+        if spool is not None:
+            spool.discard()
     body = public_body(job)
     remember(request.app, tenant, body)
     return json_response(body, 202)
@@ -234,46 +250,11 @@ async def get_job(request: web.Request) -> web.Response:
     return json_response(await find_job(request))
 
 
-async def list_jobs(request: web.Request) -> web.Response:
-    status = request.query.get("status") or None
-    if status is not None and status not in STATUSES:
-        raise BadRequest(f"unknown status {status!r}: one of " + ", ".join(STATUSES), field="status")
-    sort = request.query.get("sort") or "created_at"
-    if sort not in JOB_SORTS:
-        raise BadRequest(f"unknown sort field {sort!r}: one of " + ", ".join(JOB_SORTS), field="sort")
-    order = request.query.get("order") or ("desc" if sort.endswith("_at") else "asc")
-    if order not in ("asc", "desc"):
-        raise BadRequest(f"'order' must be asc or desc, not {order!r}", field="order")
-    limit, offset = paging(request)
-    items, total = await request.app[READER].jobs(
-        request["tenant"], status=status, search=request.query.get("q") or None, sort=sort,
-        descending=order == "desc", limit=limit, offset=offset,
-    )
-    return json_response({"items": items, "total": total})
-
-
 async def job_results(request: web.Request) -> web.Response:
     job = await find_job(request)
     limit, offset = paging(request)
     items = await request.app[READER].results(job["id"], limit, offset)
     return json_response({"items": items, "total": job["counts"]["processed"]})
-
-
-async def cancel_job(request: web.Request) -> web.Response:
-    job = await find_job(request)
-    if job["status"] in TERMINAL:
-        raise Conflict(f"job {job['id']!r} has already ended", status=job["status"])
-    await request.app[PUBLISHER].command(job["id"], request["tenant"], "cancel")
-    return json_response(job, 202)
-
-
-async def delete_job(request: web.Request) -> web.Response:
-    job = await find_job(request)
-    if job["status"] not in TERMINAL:
-        raise Conflict(f"job {job['id']!r} is still running: cancel it first", status=job["status"])
-    await request.app[PUBLISHER].command(job["id"], request["tenant"], "delete")
-    request.app[FILES].remove(job["id"])
-    return web.Response(status=204)
 
 
 async def get_object(request: web.Request) -> web.Response:
@@ -323,11 +304,9 @@ def build_app(settings: Settings) -> web.Application:
     app[ACCEPTED] = OrderedDict()
     app[FILES] = UploadFiles(settings.uploads_dir)
     app.router.add_post("/v1/jobs", create_job)
-    app.router.add_get("/v1/jobs", list_jobs)
     app.router.add_get("/v1/jobs/{job_id}", get_job)
-    app.router.add_delete("/v1/jobs/{job_id}", delete_job)
     app.router.add_get("/v1/jobs/{job_id}/results", job_results)
-    app.router.add_post("/v1/jobs/{job_id}/cancel", cancel_job)
+    lifecycle.add_routes(app)
     app.router.add_get("/v1/objects", list_objects)
     app.router.add_get("/v1/objects/{object_id}", get_object)
     app.router.add_get("/v1/relationships", list_relationships)
@@ -335,6 +314,7 @@ def build_app(settings: Settings) -> web.Application:
     app.router.add_get("/v1/health", health)
     downloads.add_routes(app)
     live.add_routes(app)
+    export_files.add_routes(app)
     app.cleanup_ctx.append(_resources)
     return app
 

@@ -162,10 +162,8 @@ async def parse_json(reader: BodyReader) -> ParsedBody:
                 head += data
                 data = await reader.read()
             fields = _envelope_fields(head)
-            if "file_content" in fields:  # a CSV job (api.csv_jobs reads it): no records here
-                return ParsedBody(fields, _one_chunk(Chunk([], len(head))))
-            records = fields.pop("data", None)
-            if not isinstance(records, list) or not records:
+            records = fields.pop("data", [])  # none: an export, or a CSV's file_content (api.app decides)
+            if not isinstance(records, list):
                 raise BadRequest("'data' must be a non-empty list of records", field="data")
             return ParsedBody(fields, _one_chunk(Chunk(records, len(head))))
         head += data

@@ -34,6 +34,7 @@ class Upload:
     """A CSV job's file, saved, and the settings that came with it."""
 
     settings: ImportSettings
+    schedule: Any  # as the request gave it; checked when the job is submitted
     name: str | None
     size: int
     encoding: str  # given, else sniffed
@@ -41,13 +42,13 @@ class Upload:
 
 def _fields_from_strings(pairs: dict[str, str]) -> dict[str, Any]:
     """Settings sent as text (query parameters, form fields): field_mappings is JSON text."""
-    fields: dict[str, Any] = {key: value for key, value in pairs.items() if key in SETTINGS}
-    if "field_mappings" in fields:
-        try:
-            fields["field_mappings"] = orjson.loads(fields["field_mappings"])
-        except orjson.JSONDecodeError:
-            raise BadRequest("'field_mappings' must be a JSON list", field="field_mappings",
-                             code="invalid_json") from None
+    fields: dict[str, Any] = {key: value for key, value in pairs.items() if key in (*SETTINGS, "schedule")}
+    for name in ("field_mappings", "schedule"):
+        if name in fields:
+            try:
+                fields[name] = orjson.loads(fields[name])
+            except orjson.JSONDecodeError:
+                raise BadRequest(f"'{name}' must be JSON", field=name, code="invalid_json") from None
     return fields
 
 
@@ -81,7 +82,7 @@ def _upload(fields: dict[str, Any], name: str | None, writer: _FileWriter) -> Up
         raise BadRequest("the file is empty: a CSV job needs a header and at least one row", field="file",
                          code="empty_file")
     encoding = encoding_name(settings.character_encoding) if settings.character_encoding else writer.sniffer.encoding()
-    return Upload(settings, name, writer.size, encoding)
+    return Upload(settings, fields.get("schedule"), name, writer.size, encoding)
 
 
 async def receive(request: web.Request, files: UploadFiles, job_id: str, max_bytes: int) -> Upload:
@@ -123,7 +124,7 @@ async def _receive_multipart(request: web.Request, writer: _FileWriter) -> tuple
             if not isinstance(job, dict):
                 raise BadRequest("the 'job' part must be a JSON object", field="job")
             fields.update(job)
-        elif part.name in SETTINGS:
+        elif part.name in (*SETTINGS, "schedule"):
             texts[part.name] = await part.text()
     if not seen_file:
         raise BadRequest("a multipart CSV job needs a 'file' part", field="file")
@@ -141,7 +142,7 @@ def receive_text(fields: dict[str, Any], files: UploadFiles, job_id: str, max_by
     finally:
         writer.close()
     name = fields.get("file_name")
-    fields = {key: value for key, value in fields.items() if key in SETTINGS}
+    fields = {key: value for key, value in fields.items() if key in (*SETTINGS, "schedule")}
     fields.setdefault("character_encoding", "utf-8")  # a JSON string holds text, not bytes
     return _upload(fields, name if isinstance(name, str) else None, writer)
 

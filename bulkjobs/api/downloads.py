@@ -176,8 +176,13 @@ def _job_type(request: web.Request) -> JobType:
     return job_type
 
 
+EXPORT_TYPE: dict[str, Any] = {"name": "export", "description": "Export objects or relationships to JSON lines or CSV files "
+               "(POST /v1/jobs with kind export)", "operation": "export", "object_type": None, "key": None,
+               "columns": []}
+
+
 async def list_job_types(request: web.Request) -> web.Response:
-    return json_response({"items": [job_type.to_dict() for job_type in JOB_TYPES.values()]})
+    return json_response({"items": [job_type.to_dict() for job_type in JOB_TYPES.values()] + [EXPORT_TYPE]})
 
 
 async def get_job_type(request: web.Request) -> web.Response:

@@ -211,7 +211,8 @@ def suspended(job: Job, at: str) -> Job | None:
 
 
 def resumed(job: Job, at: str) -> Job | None:
-    """Go on where the job stopped; the caller sends its held batches again (``parked``)."""
+    """Go on where the job stopped. A job (not a definition, which keeps them for its runs)
+    lets go of its held batches: the caller sends them again (see ``released_batches``)."""
     if not allowed(job.status, job.started, "resume"):
         return None
     if job.schedule:
@@ -235,10 +236,18 @@ def updated(job: Job, changes: dict[str, Any], at: str) -> Job | None:
         if changes["suspended"] and job.status != SUSPENDED:
             job = replace(job, status=SUSPENDED)
         elif not changes["suspended"] and job.status == SUSPENDED:
-            job = replace(job, status=SCHEDULED if job.schedule else QUEUED)
+            job = replace(job, status=SCHEDULED if job.schedule else QUEUED,
+                          parked=job.parked if job.schedule else [])
     elif "schedule" in changes and job.status in (QUEUED, SCHEDULED):
         job = replace(job, status=SCHEDULED if job.schedule else QUEUED)
     return job
+
+
+def released_batches(before: Job, after: Job) -> list[list[int]]:
+    """The held batches to send again after a change: those a job let go of while going on."""
+    if after.terminal or after.parked:
+        return []
+    return before.parked
 
 
 def parked(job: Job, partition: int, offset: int) -> Job | None:

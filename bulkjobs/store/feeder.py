@@ -1,8 +1,10 @@
-"""The process that feeds the SQLite view from the changes, status and workers topics.
+"""The process that feeds the SQLite view from the changes, status and workers topics, and
+runs the export jobs (``exporter``) as their statuses come in.
 
 It commits its Kafka offsets only after the SQLite transaction holding those messages has
 committed; after a crash it replays from the last committed offsets, and the writer's
-idempotent upserts make the replay harmless.
+idempotent upserts make the replay harmless. What an export status means for files on disk
+(start, pause, stop, remove) is done after that commit.
 """
 
 from __future__ import annotations
@@ -12,15 +14,45 @@ import gc
 import logging
 import signal
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from bulkjobs.settings import Settings
+from bulkjobs.store.exporter import Exports, Reporter
 from bulkjobs.store.schema import connect
 from bulkjobs.store.writer import ViewWriter
 from bulkjobs.streams.admin import ensure_topics
 from bulkjobs.streams.topics import TopicNames, decode
 
 log = logging.getLogger(__name__)
+
+
+async def _caught_up(consumer: AIOKafkaConsumer, topic: str) -> bool:
+    """Whether the consumer has read every partition of ``topic`` it holds to its end."""
+    held = [tp for tp in consumer.assignment() if tp.topic == topic]
+    if not held:
+        return False
+    ends: dict[TopicPartition, int] = await consumer.end_offsets(held)
+    for tp in held:
+        if await consumer.position(tp) < ends[tp]:
+            return False
+    return True
+
+
+async def _write(writer: ViewWriter, names: TopicNames,
+                 fetched: dict[TopicPartition, list[ConsumerRecord]]) -> list[dict]:
+    """Write one poll's messages into the view in one transaction; the job statuses among them."""
+    applied: list[dict] = []
+    statuses: list[dict] = []
+    beats: list[dict] = []
+    gc.disable()
+    try:
+        for tp, messages in sorted(fetched.items(), key=lambda item: (item[0].topic, item[0].partition)):
+            target = applied if tp.topic == names.changes else statuses if tp.topic == names.status else beats
+            target.extend(decode(m.value) for m in messages)
+        await writer.write(applied, statuses, beats)
+    finally:
+        gc.enable()
+    return statuses
 
 
 async def feed(settings: Settings, stop: asyncio.Event) -> None:
@@ -39,26 +71,24 @@ async def feed(settings: Settings, stop: asyncio.Event) -> None:
         session_timeout_ms=int(settings.session_timeout * 1000),
         heartbeat_interval_ms=int(settings.heartbeat_interval * 1000),
     )
+    reporter = Reporter(settings)
+    exports = Exports(settings, reporter)
     await consumer.start()
+    await reporter.start()
     log.info("store feeding %s", settings.db_path)
     try:
         while not stop.is_set():
             fetched = await consumer.getmany(timeout_ms=200, max_records=None)
-            if not fetched:
-                continue
-            applied: list[dict] = []
-            statuses: list[dict] = []
-            beats: list[dict] = []
-            gc.disable()
-            try:
-                for tp, messages in sorted(fetched.items(), key=lambda item: (item[0].topic, item[0].partition)):
-                    target = applied if tp.topic == names.changes else statuses if tp.topic == names.status else beats
-                    target.extend(decode(m.value) for m in messages)
-                await writer.write(applied, statuses, beats)
-            finally:
-                gc.enable()
-            await consumer.commit()
+            if fetched:
+                statuses = await _write(writer, names, fetched)
+                await consumer.commit()
+                await exports.observe(statuses)
+            # Checked after what was fetched is written, so the view holds every status read.
+            if not exports.ready and await _caught_up(consumer, names.status):
+                await exports.start_pending(db)
     finally:
+        await exports.stop()
+        await reporter.stop()
         await consumer.stop()
         await db.close()
 

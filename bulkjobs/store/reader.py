@@ -1,4 +1,5 @@
-"""Reading the view for the API: jobs, results, objects, relationships and worker liveness.
+"""Reading the view for the API: jobs, results, objects, relationships, export files and worker
+liveness.
 
 Every query is scoped by tenant; rows come back as plain dicts shaped for the HTTP bodies.
 """
@@ -11,11 +12,12 @@ import aiosqlite
 import orjson
 
 from bulkjobs.domain.counts import Counts
-from bulkjobs.domain.jobs import Job, public_body, visible_status
+from bulkjobs.domain.jobs import EXPORT, Job, public_body, visible_status
 
 _JOB_COLUMNS = (
     "id, type, action, description, status, total, processed, created, updated, deleted, skipped, "
-    "failed, error, details, host, created_at, started_at, completed_at, updated_at, "
+    "failed, error, details, host, parent_id, schedule, runs_fired, created_at, started_at, completed_at, "
+    "updated_at, "
     "(SELECT coalesce(sum(records), 0) FROM job_batches b WHERE b.job_id = jobs.id) AS results_stored"
 )
 
@@ -30,10 +32,14 @@ def _job(row: aiosqlite.Row) -> dict[str, Any]:
                       deleted=row["deleted"], skipped=row["skipped"], failed=row["failed"]),
         status=row["status"], error=orjson.loads(row["error"]) if row["error"] else None,
         details=orjson.loads(row["details"]) if row["details"] else None, host=row["host"],
+        parent_id=row["parent_id"], schedule=orjson.loads(row["schedule"]) if row["schedule"] else None,
+        runs_fired=row["runs_fired"],
         created_at=row["created_at"], started_at=row["started_at"], completed_at=row["completed_at"],
         updated_at=row["updated_at"],
     )
-    return public_body(job, visible_status(job.status, job.counts.processed, row["results_stored"]))
+    has_results = job.type != EXPORT  # an export writes files, not results
+    processed = job.counts.processed if has_results else 0
+    return public_body(job, visible_status(job.status, processed, row["results_stored"]))
 
 
 def _like(text: str) -> str:
@@ -61,6 +67,14 @@ def _object(row: aiosqlite.Row) -> dict[str, Any]:
 
 def _relationship(row: aiosqlite.Row) -> dict[str, Any]:
     return {key: row[key] for key in ("id", "relationship_type", "source", "target", "created_at", "updated_at")}
+
+
+def _file(row: aiosqlite.Row) -> dict[str, Any]:
+    return {key: row[key] for key in ("name", "type", "size", "records", "created_at", "job_id", "job_title")}
+
+
+# A job's files in the order written: by time, then by number (``<job id>-2`` before ``-10``).
+_FILE_ORDER = "created_at {0}, length(name) {0}, name {0}"
 
 
 class ViewReader:
@@ -93,13 +107,19 @@ class ViewReader:
         return _job(row) if row else None
 
     async def jobs(self, tenant: str, *, status: str | None = None, search: str | None = None,
-                   sort: str = "created_at", descending: bool = True, limit: int = 100,
-                   offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+                   sort: str = "created_at", descending: bool = True, limit: int = 100, offset: int = 0,
+                   parent_id: str | None = None, executions_only: bool = False) -> tuple[list[dict[str, Any]], int]:
         """A page of the tenant's jobs: ``search`` matches within the description; ``sort`` is
-        one of ``JOB_SORTS`` (nulls last either way)."""
+        one of ``JOB_SORTS`` (nulls last either way); ``parent_id`` keeps one definition's runs,
+        ``executions_only`` every job but the scheduled definitions (the history)."""
         if sort not in JOB_SORTS:
             raise ValueError(f"unknown sort field {sort!r}")
         where, params = "tenant = ?", [tenant]
+        if parent_id is not None:
+            where += " AND parent_id = ?"
+            params.append(parent_id)
+        if executions_only:
+            where += " AND schedule IS NULL"
         if status is not None:
             where += " AND status = ?"
             params.append(status)
@@ -175,6 +195,34 @@ class ViewReader:
         rows, total = await self._page("relationships", "*", tenant, {"relationship_type": relationship_type},
                                        "created_at, id", limit, offset)
         return [_relationship(row) for row in rows], total
+
+    async def files(self, tenant: str, *, job_id: str | None = None, name: str | None = None,
+                    job_title: str | None = None, file_type: str | None = None, created_from: str | None = None,
+                    created_to: str | None = None, newest_first: bool = True, limit: int = 100,
+                    offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+        """A page of the tenant's export files: of one job; whose name or job title contains
+        the text given; of a type (format); created in [``created_from``, ``created_to``)."""
+        where, params = ["tenant = ?"], [tenant]
+        for condition, value in (("job_id = ?", job_id), ("name LIKE ? ESCAPE '\\'", name and _like(name)),
+                                 ("job_title LIKE ? ESCAPE '\\'", job_title and _like(job_title)),
+                                 ("type = ?", file_type), ("created_at >= ?", created_from),
+                                 ("created_at < ?", created_to)):
+            if value:
+                where.append(condition)
+                params.append(value)
+        clause = " AND ".join(where)
+        order = _FILE_ORDER.format("DESC" if newest_first else "ASC")
+        rows = await self._all(f"SELECT * FROM files WHERE {clause} ORDER BY {order} LIMIT ? OFFSET ?",
+                               (*params, limit, offset))
+        counted = await self._all(f"SELECT count(*) FROM files WHERE {clause}", tuple(params))
+        return [_file(row) for row in rows], int(counted[0][0])
+
+    async def files_named(self, tenant: str, names: list[str]) -> list[dict[str, Any]]:
+        """The tenant's files among ``names`` (another tenant's are not found); keep ``names``
+        short (the API takes at most 100): each is a parameter of one statement."""
+        rows = await self._all(f"SELECT * FROM files WHERE tenant = ? AND name IN ({', '.join('?' * len(names))})",
+                               (tenant, *names))
+        return [_file(row) for row in rows]
 
     async def workers(self, seen_since: str) -> list[dict[str, Any]]:
         """Workers whose last heartbeat is at or after ``seen_since``, with the partitions they hold."""

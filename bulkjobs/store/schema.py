@@ -10,7 +10,7 @@ import aiosqlite
 log = logging.getLogger(__name__)
 
 # Raise it with every change below: a view of another version is dropped (see _migrate).
-VERSION = 2
+VERSION = 4
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -31,12 +31,16 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT,
     details TEXT,
     host TEXT,
+    parent_id TEXT,
+    schedule TEXT,
+    runs_fired INTEGER NOT NULL DEFAULT 0,
     created_at TEXT,
     started_at TEXT,
     completed_at TEXT,
     updated_at TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_by_tenant ON jobs (tenant, created_at DESC);
+CREATE INDEX IF NOT EXISTS jobs_by_parent ON jobs (parent_id, created_at DESC);
 -- One row per applied batch whose results are stored: how many results a job has in the view,
 -- and where and when each batch was applied (the job's log).
 CREATE TABLE IF NOT EXISTS job_batches (
@@ -79,6 +83,19 @@ CREATE TABLE IF NOT EXISTS relationships (
     updated_at TEXT NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS relationships_by_type ON relationships (tenant, relationship_type);
+-- The files of finished export jobs, as the job's latest status lists them (details.files).
+CREATE TABLE IF NOT EXISTS files (
+    name TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    job_title TEXT,
+    type TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    records INTEGER NOT NULL,
+    created_at TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS files_by_tenant ON files (tenant, created_at DESC);
+CREATE INDEX IF NOT EXISTS files_by_job ON files (job_id);
 CREATE TABLE IF NOT EXISTS workers (
     worker TEXT PRIMARY KEY,
     host TEXT NOT NULL,
@@ -89,7 +106,7 @@ CREATE TABLE IF NOT EXISTS workers (
 """
 
 
-TABLES = ("jobs", "job_batches", "results", "objects", "relationships", "workers")
+TABLES = ("jobs", "job_batches", "results", "objects", "relationships", "files", "workers")
 
 
 async def _migrate(db: aiosqlite.Connection, path: Path) -> None:

@@ -13,7 +13,7 @@ import aiosqlite
 import orjson
 
 from bulkjobs.domain.counts import Counts
-from bulkjobs.domain.jobs import DELETED
+from bulkjobs.domain.jobs import DELETED, EXPORT
 from bulkjobs.domain.records import (
     OP_CREATE,
     OP_DELETE,
@@ -58,14 +58,23 @@ def _job_row(status: dict[str, Any]) -> tuple[Any, ...]:
         status["id"], status["tenant"], status["type"], status["action"], status["description"],
         details.get("job_type"), status["status"], status["total"], counts.processed, counts.created,
         counts.updated, counts.deleted, counts.skipped, counts.failed, _json(status.get("error")),
-        _json(details), status.get("host"),
+        _json(details), status.get("host"), status.get("parent_id"), _json(status.get("schedule")),
+        status.get("runs_fired", 0),
         status["created_at"], status["started_at"], status["completed_at"], status["updated_at"],
     )
 
 
+def _file_rows(status: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """An export job's files as its status lists them: none until it has finished."""
+    details = status.get("details") or {}
+    file_format = (details.get("params") or {}).get("format")
+    return [(file["name"], status["tenant"], status["id"], details.get("title"), file_format, file["size"],
+             file["records"], file["created_at"]) for file in details.get("files") or []]
+
+
 _JOB_FIELDS = ("id", "tenant", "type", "action", "description", "job_type", "status", "total", "processed",
-               "created", "updated", "deleted", "skipped", "failed", "error", "details", "host",
-               "created_at", "started_at", "completed_at", "updated_at")
+               "created", "updated", "deleted", "skipped", "failed", "error", "details", "host", "parent_id",
+               "schedule", "runs_fired", "created_at", "started_at", "completed_at", "updated_at")
 _UPSERT_JOB = (
     f"INSERT INTO jobs ({', '.join(_JOB_FIELDS)}) VALUES ({', '.join('?' * len(_JOB_FIELDS))}) "
     f"ON CONFLICT (id) DO UPDATE SET {', '.join(f'{name} = excluded.{name}' for name in _JOB_FIELDS[1:])}"
@@ -96,8 +105,14 @@ class ViewWriter:
         latest: dict[str, dict[str, Any]] = {}
         for status in statuses:
             latest[status["id"]] = status
-        gone = [(job_id,) for job_id, status in latest.items() if status["status"] == DELETED]
+        gone_ids = {job_id for job_id, status in latest.items() if status["status"] == DELETED}
+        gone = [(job_id,) for job_id in gone_ids]
         jobs = [_job_row(status) for status in latest.values() if status["status"] != DELETED]
+        # An export's file rows are replaced by those its latest status lists (fewer once some
+        # were deleted, none once the job is); other jobs have none, so they are not touched.
+        exports = [(job_id,) for job_id, status in latest.items() if status["type"] == EXPORT or job_id in gone_ids]
+        file_rows = [row for status in latest.values() if status["type"] == EXPORT and status["status"] != DELETED
+                     for row in _file_rows(status)]
 
         db = self.db
         await db.execute("BEGIN")
@@ -115,6 +130,11 @@ class ViewWriter:
                                      "VALUES (?, ?, ?, ?, ?, ?)", batch_rows)
             if jobs:
                 await db.executemany(_UPSERT_JOB, jobs)
+            if exports:
+                await db.executemany("DELETE FROM files WHERE job_id = ?", exports)
+            if file_rows:
+                await db.executemany("INSERT OR REPLACE INTO files (name, tenant, job_id, job_title, type, size, "
+                                     "records, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", file_rows)
             if gone:
                 await db.executemany("DELETE FROM jobs WHERE id = ?", gone)
                 await db.executemany("DELETE FROM results WHERE job_id = ?", gone)

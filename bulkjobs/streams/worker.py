@@ -61,7 +61,7 @@ SCHEDULER_INTERVAL = 0.5  # seconds between looks at the definitions: a one-seco
 
 def next_job(job: jobs.Job, event: JobEvent, at: str) -> jobs.Job | None:
     """The job after an event that needs no publishing of its own: every event but a part,
-    a parked batch, a ``resume`` and a ``fire`` (which the tracker handles itself)."""
+    a parked batch and a ``fire`` (which the tracker handles itself)."""
     if isinstance(event, JobRequest):
         return jobs.requested(job, tenant=event.tenant, type=event.type, action=event.action,
                               description=event.description, parts=event.parts, created_at=at)
@@ -84,6 +84,8 @@ def next_job(job: jobs.Job, event: JobEvent, at: str) -> jobs.Job | None:
         return jobs.cancelled(job, event.at)
     if event.kind == "suspend":
         return jobs.suspended(job, event.at)
+    if event.kind == "resume":
+        return jobs.resumed(job, event.at)
     if event.kind == "update":
         return jobs.updated(job, event.changes or {}, event.at)
     if event.kind == "delete_files":
@@ -196,12 +198,6 @@ def build_app(settings: Settings) -> faust.App:
             await release([[event.partition, event.offset]], job.id)
         return None
 
-    async def resume(job: jobs.Job, at: str) -> jobs.Job | None:
-        changed = jobs.resumed(job, at)
-        if changed is not None and not job.schedule:
-            await release(job.parked, job.id)
-        return changed
-
     async def fire(definition: jobs.Job, due: str, at: str) -> jobs.Job | None:
         """Make a definition's next run: a job of its own, with copies of the held batches."""
         changed = jobs.fired(definition, due, at)
@@ -210,8 +206,8 @@ def build_app(settings: Settings) -> faust.App:
         run_id = f"{definition.id}r{definition.runs_fired}"  # the same run if this fire is redelivered
         run = JobSubmitted(job_id=run_id, tenant=definition.tenant, type=definition.type,
                            action=definition.action, description=definition.description, total=definition.total,
-                           batches=definition.batches or 0, created_at=at, details=definition.details,
-                           parent_id=definition.id)
+                           batches=definition.batches or 0, created_at=at,
+                           details={**(definition.details or {}), "scheduled_for": due}, parent_id=definition.id)
         await publish(job_events_topic, encode(run), key=run_id.encode())
         await release(definition.parked, run_id)
         return changed
@@ -290,12 +286,12 @@ def build_app(settings: Settings) -> faust.App:
                         await dead_letter(event, f"part {job_event.part} of a job that did not request it")
                 elif isinstance(job_event, BatchParked):
                     changed = await park(job, job_event)
-                elif isinstance(job_event, JobCommand) and command == "resume":
-                    changed = await resume(job, job_event.at)
                 elif isinstance(job_event, JobCommand) and command == "fire":
                     changed = await fire(job, job_event.due or job_event.at, utc_now())
                 else:
                     changed = next_job(job, job_event, utc_now())
+                    if changed is not None:  # a resume (or an update that resumes) sends held batches on
+                        await release(jobs.released_batches(job, changed), job.id)
             if changed is not None and changed.tenant:
                 job_states.put(changed, partition)
                 await status_topic.send(key=changed.id.encode(), value=encode(status_of(changed)),

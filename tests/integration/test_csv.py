@@ -270,7 +270,7 @@ def make_agents(api: Client, agents: list[dict[str, Any]]) -> None:
 
 def test_job_types_are_listed_and_detected_from_the_header(api_b: Client) -> None:
     listed = api_b.get("/v1/job-types").body["items"]
-    assert [t["name"] for t in listed] == ["objects", "sso_migration", "agent_service_association"]
+    assert [t["name"] for t in listed] == ["objects", "sso_migration", "agent_service_association", "export"]
     sso = api_b.get("/v1/job-types/sso_migration").body
     assert sso["operation"] == "update" and sso["object_type"] == "agent"
     assert [c["name"] for c in sso["columns"] if c["required"]] == ["agentId", "ssoUserName"]

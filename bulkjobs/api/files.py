@@ -1,0 +1,105 @@
+"""The files export jobs write: list them (a job's, or all of a tenant's with filters), download
+one, delete some.
+
+A file is listed once its export has succeeded and the store has written that status. A
+delete sends a ``delete_files`` command to each job concerned; the file leaves the list and
+the disk once the store has applied the job's next status, usually within a second (as a
+deleted job does).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from aiohttp import web
+
+from bulkjobs.api.common import PUBLISHER, READER, SETTINGS, find_job, json_response, paging
+from bulkjobs.domain.exports import CONTENT_TYPES, FORMATS, parse_instant
+from bulkjobs.errors import BadRequest, NotFound
+from bulkjobs.store.files import ExportFiles
+
+MAX_NAMES = 100  # names in one request, as the seed API allows
+
+
+async def job_files(request: web.Request) -> web.Response:
+    """A job's files in the order it wrote them."""
+    job = await find_job(request)
+    limit, offset = paging(request)
+    items, total = await request.app[READER].files(request["tenant"], job_id=job["id"], newest_first=False,
+                                                   limit=limit, offset=offset)
+    return json_response({"items": items, "total": total})
+
+
+def _instant(request: web.Request, name: str) -> str | None:
+    value = request.query.get(name)
+    return parse_instant(value, name) if value else None
+
+
+async def list_files(request: web.Request) -> web.Response:
+    """The tenant's files, newest first: ``name`` and ``job_title`` match within, ``type`` is
+    a format, ``created_from`` and ``created_to`` bound the creation time (from inclusive)."""
+    file_type = request.query.get("type") or None
+    if file_type is not None and file_type not in FORMATS:
+        raise BadRequest(f"unknown type {file_type!r}: one of " + ", ".join(FORMATS), field="type")
+    created_from, created_to = _instant(request, "created_from"), _instant(request, "created_to")
+    limit, offset = paging(request)
+    items, total = await request.app[READER].files(
+        request["tenant"], name=request.query.get("name") or None, job_title=request.query.get("job_title") or None,
+        file_type=file_type, created_from=created_from, created_to=created_to, limit=limit, offset=offset,
+    )
+    return json_response({"items": items, "total": total})
+
+
+async def _found(request: web.Request, names: list[str]) -> list[dict[str, Any]]:
+    """The tenant's files of these names; 404 listing the names not found (another tenant's
+    file is not found either)."""
+    found = await request.app[READER].files_named(request["tenant"], names)
+    known = {file["name"] for file in found}
+    missing = [name for name in names if name not in known]
+    if missing:
+        raise NotFound(f"{len(missing)} of the files were not found: " + ", ".join(missing), missing=missing)
+    return found
+
+
+async def download(request: web.Request) -> web.StreamResponse:
+    """One file as the export wrote it, streamed from disk."""
+    [file] = await _found(request, [request.match_info["name"]])
+    path = ExportFiles(request.app[SETTINGS].data_dir).path(file["job_id"], file["name"])
+    if not path.is_file():  # being deleted: listed until the store has applied the deletion
+        raise NotFound(f"file {file['name']!r} not found", missing=[file["name"]])
+    headers = {"Content-Type": CONTENT_TYPES[file["type"]],
+               "Content-Disposition": f'attachment; filename="{file["name"]}"'}
+    return web.FileResponse(path, headers=headers)
+
+
+async def _delete(request: web.Request, names: list[str]) -> web.Response:
+    """Delete all the files named, or none of them if any is not found."""
+    by_job: dict[str, list[str]] = defaultdict(list)
+    for file in await _found(request, names):
+        by_job[file["job_id"]].append(file["name"])
+    for job_id, job_names in by_job.items():
+        await request.app[PUBLISHER].command(job_id, request["tenant"], "delete_files", changes={"names": job_names})
+    return web.Response(status=204)
+
+
+async def delete_file(request: web.Request) -> web.Response:
+    return await _delete(request, [request.match_info["name"]])
+
+
+async def delete_files(request: web.Request) -> web.Response:
+    """``?names=a,b``: the files named, comma-separated."""
+    names = list(dict.fromkeys(name.strip() for name in request.query.get("names", "").split(",") if name.strip()))
+    if not names:
+        raise BadRequest("'names' is required: file names separated by commas", field="names")
+    if len(names) > MAX_NAMES:
+        raise BadRequest(f"at most {MAX_NAMES} files can be deleted at once", field="names")
+    return await _delete(request, names)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/v1/jobs/{job_id}/files", job_files)
+    app.router.add_get("/v1/files", list_files)
+    app.router.add_delete("/v1/files", delete_files)
+    app.router.add_get("/v1/files/{name}", download)
+    app.router.add_delete("/v1/files/{name}", delete_file)

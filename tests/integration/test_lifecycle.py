@@ -1,0 +1,182 @@
+"""A job's life: suspend and resume, cancel, update, bulk delete, schedules, runs and history."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import pytest
+
+from tests.support import TERMINAL, Client, Stack, wait_for
+
+
+def records(kind: str, n: int) -> list[dict[str, Any]]:
+    return [{"type": kind, "external_id": str(i), "attributes": {"i": i}} for i in range(n)]
+
+
+def settled(api: Client, job_id: str, quiet: float = 1.5) -> dict[str, Any]:
+    """The job once its processed count has not moved for ``quiet`` seconds."""
+    last: dict[str, Any] = {"processed": -1, "since": time.monotonic()}
+
+    def still() -> dict[str, Any] | None:
+        job = api.job(job_id)
+        if job["counts"]["processed"] != last["processed"]:
+            last.update(processed=job["counts"]["processed"], since=time.monotonic())
+            return None
+        return job if time.monotonic() - last["since"] >= quiet else None
+
+    return wait_for(still, timeout=60, interval=0.2, what=f"job {job_id} to stop moving")
+
+
+def error_of(resp: Any) -> dict[str, Any]:
+    assert isinstance(resp.body, dict) and "error" in resp.body, resp.body
+    return resp.body["error"]
+
+
+def test_suspend_stops_an_import_and_resume_finishes_it_exactly(api: Client) -> None:
+    kind = f"suspend-{uuid.uuid4().hex[:8]}"
+    job = api.submit({"type": "resources", "action": "external_id_set", "data": records(kind, 100_000)})
+    wait_for(lambda: api.job(job["id"])["counts"]["processed"] > 0, what="the job to start")
+
+    assert api.post(f"/v1/jobs/{job['id']}/suspend").status == 202
+    wait_for(lambda: api.job(job["id"])["status"] == "suspended", what="the job to be suspended")
+    paused = settled(api, job["id"])
+    assert paused["status"] == "suspended" and 0 < paused["counts"]["processed"] < 100_000
+    assert api.get(f"/v1/objects?type={kind}&limit=1").body["total"] == paused["counts"]["processed"]
+
+    assert error_of(api.post(f"/v1/jobs/{job['id']}/suspend"))["status"] == "suspended"
+    assert api.post(f"/v1/jobs/{job['id']}/resume").status == 202
+    done = api.wait_done(job["id"], timeout=120)
+    assert done["status"] == "succeeded"
+    assert done["counts"] == {"total": 100_000, "processed": 100_000, "created": 100_000, "updated": 0,
+                              "deleted": 0, "skipped": 0, "failed": 0}
+    results = api.results(job["id"])
+    assert [r["index"] for r in results] == list(range(100_000)) and all(r["success"] for r in results)
+    assert api.get(f"/v1/objects?type={kind}&limit=1").body["total"] == 100_000
+
+
+def test_a_suspended_job_cancelled_keeps_what_it_applied(api: Client) -> None:
+    kind = f"cancel-susp-{uuid.uuid4().hex[:8]}"
+    job = api.submit({"type": "resources", "action": "external_id_set", "data": records(kind, 60_000)})
+    assert api.post(f"/v1/jobs/{job['id']}/suspend").status == 202  # at once: most batches are still to come
+    wait_for(lambda: api.job(job["id"])["status"] == "suspended", what="the job to be suspended")
+    assert api.post(f"/v1/jobs/{job['id']}/cancel").status == 202
+    cancelled = api.wait_done(job["id"])
+    assert cancelled["status"] == "cancelled"
+    final = settled(api, job["id"])
+    assert final["counts"]["processed"] < 60_000
+    assert api.get(f"/v1/objects?type={kind}&limit=1").body["total"] == final["counts"]["processed"]
+    assert api.post(f"/v1/jobs/{job['id']}/resume").status == 409
+
+
+def test_every_transition_not_allowed_is_409_with_the_status(api: Client) -> None:
+    done = api.run({"type": "resources", "action": "post", "data": [{"type": "lifecycle"}]})
+    for path in ("suspend", "resume", "cancel"):
+        resp = api.post(f"/v1/jobs/{done['id']}/{path}")
+        assert resp.status == 409 and error_of(resp)["status"] == "succeeded", path
+    resp = api.put(f"/v1/jobs/{done['id']}", json_body={"description": "too late"})
+    assert resp.status == 409 and error_of(resp)["status"] == "succeeded"
+
+    running = api.submit({"type": "resources", "action": "external_id_set",
+                          "data": records(f"busy-{uuid.uuid4().hex[:8]}", 50_000)})
+    wait_for(lambda: api.job(running["id"])["counts"]["processed"] > 0, what="the job to start")
+    for resp in (api.post(f"/v1/jobs/{running['id']}/resume"), api.delete(f"/v1/jobs/{running['id']}"),
+                 api.put(f"/v1/jobs/{running['id']}", json_body={"description": "started"})):
+        assert resp.status == 409 and error_of(resp)["status"] in ("processing", "succeeded")
+    assert api.delete(f"/v1/history/{running['id']}").status in (400, 204)
+    api.wait_done(running["id"], timeout=120)
+
+
+def test_update_a_job_that_has_not_started_and_delete_many(api: Client) -> None:
+    later = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
+    job = api.submit({"type": "resources", "action": "post", "data": [{"type": "later"}],
+                      "schedule": {"start_date": later}})
+    assert job["status"] == "scheduled" and job["schedule"]["start_date"].startswith(later[:19])
+    even_later = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 7200))
+    resp = api.put(f"/v1/jobs/{job['id']}", json_body={"description": "moved", "schedule": {"start_date": even_later}})
+    assert resp.status == 202, resp.body
+    wait_for(lambda: api.job(job["id"])["description"] == "moved", what="the update")
+    updated = api.job(job["id"])
+    assert updated["schedule"]["start_date"].startswith(even_later[:19]) and updated["status"] == "scheduled"
+    for body, field in (({"schedule": {"cron": "not cron"}}, "schedule.cron"), ({"colour": "red"}, "colour"),
+                        ({"suspended": "yes"}, "suspended"), ({"params": {}}, "params")):
+        resp = api.put(f"/v1/jobs/{job['id']}", json_body=body)
+        assert resp.status == 400 and error_of(resp)["field"] == field, body
+
+    assert api.put(f"/v1/jobs/{job['id']}", json_body={"suspended": True}).status == 202
+    wait_for(lambda: api.job(job["id"])["status"] == "suspended", what="the definition to be suspended")
+    assert api.post(f"/v1/jobs/{job['id']}/cancel").status == 202
+    wait_for(lambda: api.job(job["id"])["status"] == "cancelled", what="the definition to be cancelled")
+
+    finished = [api.run({"type": "resources", "action": "post", "data": [{"type": "many"}]})["id"] for _ in range(2)]
+    missing = api.delete(f"/v1/jobs?ids={finished[0]},nope,{finished[1]}")
+    assert missing.status == 404 and error_of(missing)["missing"] == ["nope"]
+    assert api.delete(f"/v1/jobs?ids={','.join([*finished, job['id']])}").status == 204
+    for job_id in (*finished, job["id"]):
+        wait_for(lambda: api.get(f"/v1/jobs/{job_id}").status == 404, what=f"job {job_id} to be deleted")
+
+
+@pytest.mark.parametrize("schedule, field", [
+    ({"cron": "every day"}, "schedule.cron"),
+    ({"start_date": "2001-01-01T00:00:00Z"}, "schedule.start_date"),
+    ({"runs": 0, "cron": "* * * * *"}, "schedule.runs"),
+    ({"immediately": "yes"}, "schedule.immediately"),
+    ({}, "schedule"),
+])
+def test_a_bad_schedule_is_400(api: Client, schedule: dict[str, Any], field: str) -> None:
+    resp = api.post("/v1/jobs", json_body={"type": "resources", "action": "post", "data": [{"type": "x"}],
+                                           "schedule": schedule})
+    assert resp.status == 400 and error_of(resp)["field"] == field
+
+
+def runs_of(api: Client, definition: str) -> list[dict[str, Any]]:
+    return api.get(f"/v1/jobs/{definition}/runs?limit=1000&sort=created_at&order=asc").body["items"]
+
+
+def test_a_schedule_every_second_fires_exactly_its_runs(api: Client) -> None:
+    kind = f"cron-{uuid.uuid4().hex[:8]}"
+    definition = api.submit({"type": "resources", "action": "external_id_set", "description": "every second",
+                             "data": records(kind, 50), "schedule": {"cron": "* * * * * *", "runs": 3}})
+    assert definition["status"] == "scheduled"
+
+    wait_for(lambda: api.job(definition["id"])["status"] == "succeeded", timeout=60, what="three runs")
+    runs = wait_for(lambda: (found := runs_of(api, definition["id"])) and len(found) == 3
+                    and all(r["status"] in TERMINAL for r in found) and found, what="the three runs to finish")
+    assert api.job(definition["id"])["runs"] == 3
+    assert all(r["parent_id"] == definition["id"] and r["status"] == "succeeded" for r in runs)
+    assert [r["counts"]["created"] for r in runs] == [50, 0, 0] and [r["counts"]["updated"] for r in runs] == [0, 50, 50]
+    assert len({r["scheduled_for"] for r in runs}) == 3
+    assert len(api.results(runs[1]["id"])) == 50
+    assert api.get(f"/v1/objects?type={kind}&limit=1").body["total"] == 50
+
+    history = api.get(f"/v1/history?job_id={definition['id']}").body
+    assert history["total"] == 3 and {r["id"] for r in history["items"]} == {r["id"] for r in runs}
+    assert definition["id"] not in [j["id"] for j in api.get("/v1/history?limit=1000").body["items"]]
+    progress = api.get(f"/v1/history/{runs[0]['id']}/progress").body
+    assert progress["progress"] == 100 and progress["status"] == "succeeded"
+    assert api.get(f"/v1/history/{definition['id']}").status == 404
+    assert api.delete(f"/v1/history/{runs[0]['id']}").status == 204
+    wait_for(lambda: len(runs_of(api, definition["id"])) == 2, what="the run to be deleted")
+    time.sleep(2)  # a finished schedule must not fire again: absence cannot be awaited
+    assert len(runs_of(api, definition["id"])) == 2
+
+
+def test_schedules_survive_a_worker_restart_and_missed_ticks_fire_once(make_stack: Any) -> None:
+    stack: Stack = make_stack().start_all()
+    api = stack.client()
+    definition = api.submit({"type": "resources", "action": "external_id_set", "data": records("tick", 20),
+                             "schedule": {"cron": "* * * * * */2", "runs": 5}})
+    wait_for(lambda: len(runs_of(api, definition["id"])) >= 2, timeout=60, what="two runs")
+    stack.kill("worker")
+    time.sleep(8)  # the scheduler is down for several ticks: they must not all fire later
+    stack.start("worker")
+
+    wait_for(lambda: api.job(definition["id"])["status"] == "succeeded", timeout=90, what="five runs")
+    runs = wait_for(lambda: (found := runs_of(api, definition["id"])) and len(found) >= 5
+                    and all(r["status"] in TERMINAL for r in found) and found, what="the five runs to finish")
+    assert len(runs) == 5 and all(r["status"] == "succeeded" for r in runs)
+    due = sorted(time.mktime(time.strptime(r["scheduled_for"][:19], "%Y-%m-%dT%H:%M:%S")) for r in runs)
+    gaps = [b - a for a, b in zip(due, due[1:])]
+    assert max(gaps) >= 8  # the downtime: one run for it, not one per missed tick
+    assert sorted(gaps)[:-1] == [2.0] * (len(gaps) - 1), gaps  # every other run is one tick after the last
