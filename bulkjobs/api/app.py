@@ -85,7 +85,7 @@ async def errors_middleware(request: web.Request, handler: Callable[[web.Request
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-    if request.path == "/v1/health" or request.path.endswith("/live"):
+    if request.path == "/v1/health" or request.match_info.route.handler in live.HANDLERS:
         return await handler(request)  # live sockets authenticate after the upgrade (api.live)
     key = api_key(request)
     if not key:

@@ -208,6 +208,9 @@ async def close_sockets(app: web.Application) -> None:
         await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
 
 
+HANDLERS = (job_live, tenant_live)  # they authenticate after the upgrade: the auth middleware lets them by
+
+
 def add_routes(app: web.Application) -> None:
     app[SOCKETS] = weakref.WeakSet()
     app.router.add_get("/v1/jobs/{job_id}/live", job_live)

@@ -109,3 +109,8 @@ def test_the_tenant_socket_sees_every_job_of_the_tenant_only(stack: Stack, api: 
         assert states[-1]["status"] == "succeeded" and states[-1]["counts"]["processed"] == 2000
         assert [m["counts"]["processed"] for m in states] == sorted(m["counts"]["processed"] for m in states)
     assert api_b.wait_done(other)["status"] == "succeeded"
+
+
+def test_only_the_live_routes_skip_the_auth_middleware(stack: Stack) -> None:
+    assert stack.client(None).get("/v1/objects/live").status == 401
+    assert stack.client(None).get("/v1/jobs/live").status == 401
