@@ -49,6 +49,8 @@ from bulkjobs.broker import EmbeddedBroker, free_port, start_broker
 API_KEY = "bench"
 TERMINAL = {"succeeded", "partially_succeeded", "failed", "cancelled"}
 POLL_INTERVAL = 0.1
+IDLE_SOCKETS = 1000  # issue 6: a thousand idle live sockets cost nothing noticeable
+IDLE_SECONDS = 10.0
 UPLOAD_CHUNK = 1024 * 1024
 PARTITIONS = 8  # bulkjobs' default (Settings.partitions)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -555,7 +557,23 @@ def print_table(n: int, runs: list[JobRun], base: list[dict[str, float]], elapse
 # --- main ----------------------------------------------------------------------------------
 
 
-async def bench(stack: Stack, n: int, csv_n: int, bodies: dict[str, Path]) -> list[JobRun]:
+async def idle_sockets(stack: Stack, count: int, seconds: float) -> dict[str, float]:
+    """Issue 6: what ``count`` idle ``/v1/live`` sockets cost the API (CPU while idle, memory)."""
+    api = stack.procs["api"].pid
+    rss_before = proc_status(api, "VmRSS")
+    url = f"ws://127.0.0.1:{stack.port}/v1/live?api_key={API_KEY}"
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        sockets = [await session.ws_connect(url) for _ in range(count)]
+        rss_open = proc_status(api, "VmRSS")
+        cpu_before = cpu_seconds(api)
+        await asyncio.sleep(seconds)  # measuring idleness: there is nothing to wait for
+        cpu = cpu_seconds(api) - cpu_before
+        for ws in sockets:
+            await ws.close()
+    return {"sockets": count, "seconds": seconds, "cpu_s": cpu, "rss_mb": rss_open - rss_before}
+
+
+async def bench(stack: Stack, n: int, csv_n: int, bodies: dict[str, Path]) -> tuple[list[JobRun], dict[str, float]]:
     timeout = 120 + n / 1000
     conn = aiohttp.TCPConnector(limit=20)
     client_timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=900)
@@ -579,7 +597,7 @@ async def bench(stack: Stack, n: int, csv_n: int, bodies: dict[str, Path]) -> li
         await add_worker(stack, session)
         runs.append(await run_job(stack, session, "NDJSON 2 workers", bodies["ndjson2"], "application/x-ndjson",
                                   ndjson_query, expect, timeout))
-    return runs
+    return runs, await idle_sockets(stack, IDLE_SOCKETS, IDLE_SECONDS)
 
 
 def main() -> int:
@@ -643,11 +661,13 @@ def main() -> int:
               + ", ".join(f"{p.name} pid {p.pid}" for p in stack.procs.values()) + f"; API on {stack.base}",
               flush=True)
 
-        runs = asyncio.run(bench(stack, n, csv_n, bodies))
+        runs, idle = asyncio.run(bench(stack, n, csv_n, bodies))
 
         base.append(baseline(bodies["json"], tmp / "baseline.db"))  # again, to show the noise
         print(f"baseline again: {base[1]['rate']:,.0f} records/s ({base[1]['seconds']:.2f} s)", flush=True)
         misses = print_table(n, runs, base, time.perf_counter() - started)
+        print(f"{idle['sockets']:,.0f} idle /v1/live sockets: API CPU {idle['cpu_s']:.2f} s over {idle['seconds']:.0f} s "
+              f"({100 * idle['cpu_s'] / idle['seconds']:.1f}% of a core), API RSS +{idle['rss_mb']:.0f} MB", flush=True)
         if misses:
             print("goals missed: " + "; ".join(misses), flush=True)
         return 0
