@@ -38,11 +38,11 @@ from bulkjobs.api.csv_jobs import (
 )
 from bulkjobs.api.publisher import JobPublisher
 from bulkjobs.api.spool import BatchSpool
-from bulkjobs.clock import utc_now
+from bulkjobs.clock import parse_time, utc_now
 from bulkjobs.domain.identity import ACTIONS, RESOURCES
 from bulkjobs.domain.exports import parse_export
 from bulkjobs.domain.jobs import EXPORT, SCHEDULED, Job, public_body
-from bulkjobs.domain.schedules import check_schedule, parse_time
+from bulkjobs.domain.schedules import check_schedule
 from bulkjobs.errors import (
     BadRequest,
     BulkJobsError,

@@ -27,6 +27,12 @@ def json_response(body: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
 
+def attachment(name: str) -> dict[str, str]:
+    """The header that makes a response a download named ``name`` (made safe for the header)."""
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in name) or "download"
+    return {"Content-Disposition": f'attachment; filename="{safe}"'}
+
+
 def api_key(request: web.Request, from_query: bool = False) -> str | None:
     """The API key sent as x-api-key or as a bearer token, or (``from_query``: browsers cannot
     set headers on a websocket) as the ``api_key`` query parameter."""

@@ -12,7 +12,7 @@ from typing import Any, AsyncIterator
 
 from aiohttp import web
 
-from bulkjobs.api.common import FILES, READER, find_job, json_response, paging
+from bulkjobs.api.common import FILES, READER, attachment, find_job, json_response, paging
 from bulkjobs.domain.csv_files import RowReader, write_rows
 from bulkjobs.domain.csv_import import parse_filter, template_rows
 from bulkjobs.domain.job_types import JOB_TYPES, JobType
@@ -28,11 +28,6 @@ RESULTS_PAGE = 5000
 TEMPLATE_PAGE = 12_000  # Cisco's page of a prefilled template
 
 
-def _attachment(name: str) -> dict[str, str]:
-    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in name) or "download"
-    return {"Content-Disposition": f'attachment; filename="{safe}"'}
-
-
 async def _csv_job(request: web.Request) -> dict[str, Any]:
     job = await find_job(request)
     if not job.get("file") or not request.app[FILES].exists(job["id"]):
@@ -43,7 +38,7 @@ async def _csv_job(request: web.Request) -> dict[str, Any]:
 async def original_file(request: web.Request) -> web.StreamResponse:
     """The CSV exactly as it was uploaded."""
     job = await _csv_job(request)
-    headers = {"Content-Type": "text/csv", **_attachment(job["file"]["name"] or f"{job['id']}.csv")}
+    headers = {"Content-Type": "text/csv", **attachment(job["file"]["name"] or f"{job['id']}.csv")}
     return web.FileResponse(request.app[FILES].path(job["id"]), headers=headers)
 
 
@@ -92,7 +87,7 @@ async def results_csv(request: web.Request) -> web.StreamResponse:
     """The uploaded rows, in order, with the columns sent plus ``_status``, ``_id`` and ``_error``."""
     job = await _csv_job(request)
     response = web.StreamResponse(headers={"Content-Type": "text/csv; charset=utf-8",
-                                           **_attachment(f"{job['id']}-results.csv")})
+                                           **attachment(f"{job['id']}-results.csv")})
     await response.prepare(request)
     results = _Results(request.app[READER], job["id"])
     index = -1  # the header comes first
@@ -203,7 +198,7 @@ async def job_type_template(request: web.Request) -> web.Response:
             request["tenant"], object_type, conditions, limit, offset)
     elif request.query.get("q"):
         raise BadRequest(f"a filter needs an object_type for job type {job_type.name!r}", field="object_type")
-    headers = {"X-Total-Count": str(total), **_attachment(f"{job_type.name}-template.csv")}
+    headers = {"X-Total-Count": str(total), **attachment(f"{job_type.name}-template.csv")}
     if offset + len(objects) < total:
         headers["Link"] = f'<{request.rel_url.update_query(offset=offset + len(objects))}>; rel="next"'
     return web.Response(body=write_rows(template_rows(job_type, objects)).encode(), headers=headers,

@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bulkjobs.api.common import PUBLISHER, READER, SETTINGS, find_job, json_response, paging
+from bulkjobs.api.common import PUBLISHER, READER, SETTINGS, attachment, find_job, json_response, paging
 from bulkjobs.domain.exports import CONTENT_TYPES, FORMATS, parse_instant
 from bulkjobs.errors import BadRequest, NotFound
 from bulkjobs.store.files import ExportFiles
@@ -68,8 +68,7 @@ async def download(request: web.Request) -> web.StreamResponse:
     path = ExportFiles(request.app[SETTINGS].data_dir).path(file["job_id"], file["name"])
     if not path.is_file():  # being deleted: listed until the store has applied the deletion
         raise NotFound(f"file {file['name']!r} not found", missing=[file["name"]])
-    headers = {"Content-Type": CONTENT_TYPES[file["type"]],
-               "Content-Disposition": f'attachment; filename="{file["name"]}"'}
+    headers = {"Content-Type": CONTENT_TYPES[file["type"]], **attachment(file["name"])}
     return web.FileResponse(path, headers=headers)
 
 

@@ -18,10 +18,10 @@ from aiohttp import web
 
 import bulkjobs
 from bulkjobs.api.common import FILES, PUBLISHER, READER, find_job, json_response, paging
-from bulkjobs.clock import utc_now
+from bulkjobs.clock import parse_time, utc_now
 from bulkjobs.domain.exports import parse_export
 from bulkjobs.domain.jobs import EXPORT, LABELS, STATUSES, TERMINAL, allowed
-from bulkjobs.domain.schedules import check_schedule, parse_time
+from bulkjobs.domain.schedules import check_schedule
 from bulkjobs.errors import BadRequest, BulkJobsError, Conflict, InvalidJson, NotFound
 from bulkjobs.store.reader import JOB_SORTS
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from bulkjobs.clock import format_time
 from bulkjobs.errors import BadRequest
 
 OBJECTS = "objects"
@@ -54,7 +55,7 @@ def parse_instant(value: Any, field: str) -> str:
     moment = moment.astimezone(timezone.utc)
     if moment.microsecond % 1000:
         moment += timedelta(microseconds=1000 - moment.microsecond % 1000)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return format_time(moment)
 
 
 @dataclass(frozen=True)

@@ -8,24 +8,15 @@ several ticks (its scheduler was down) is due once, for the latest of them.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 from croniter import croniter
 
+from bulkjobs.clock import format_time, parse_time
 from bulkjobs.errors import BadRequest
 
 _KEYS = {"immediately", "cron", "runs", "start_date"}
-
-
-def parse_time(text: str) -> datetime:
-    """An ISO 8601 time as an aware UTC datetime (a time without an offset is taken as UTC)."""
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
-
-
-def format_time(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def check_schedule(raw: Any, now: datetime) -> dict[str, Any]:

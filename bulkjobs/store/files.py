@@ -33,9 +33,6 @@ class UploadFiles:
     def exists(self, job_id: str) -> bool:
         return self.path(job_id).is_file()
 
-    def size(self, job_id: str) -> int:
-        return self.path(job_id).stat().st_size
-
     def chunks(self, job_id: str, size: int = READ_CHUNK) -> Iterator[bytes]:
         with open(self.path(job_id), "rb") as file:
             while chunk := file.read(size):
