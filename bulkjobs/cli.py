@@ -1,7 +1,7 @@
 """The ``bulkjobs`` command.
 
-Service commands run the parts: ``dev`` runs everything locally; ``api``, ``worker``, ``store``
-run one part. Client commands talk to a running API through ``bulkjobs.client``: ``submit``
+Service commands run the parts: ``dev`` runs everything locally (and restarts a part that dies);
+``api``, ``worker``, ``store`` run one part. Client commands talk to a running API through ``bulkjobs.client``: ``submit``
 (with a live progress bar under ``--follow``), ``jobs``, ``status``, ``results``, ``cancel``.
 This module owns the arguments, what is printed and the exit statuses.
 """
@@ -14,7 +14,6 @@ import logging
 import os
 import secrets
 import signal
-import subprocess
 import sys
 import time
 from contextlib import aclosing
@@ -30,20 +29,18 @@ from tqdm import tqdm
 from bulkjobs.client import ApiError, BulkJobsClient, ClientSettings, Job, JobOptions, plan_upload
 from bulkjobs.domain.jobs import STATUSES, SUCCEEDED, TERMINAL
 from bulkjobs.settings import Settings
+from bulkjobs.supervisor import Part, Supervisor
 
 FAILED_EXIT = 1  # the job ended other than succeeded
 ERROR_EXIT = 2  # a usage or HTTP error, as click's usage errors
 
 
-def _children(settings: Settings, env: dict[str, str]) -> list[subprocess.Popen[bytes]]:
-    return [
-        subprocess.Popen([sys.executable, "-m", "bulkjobs", part], env=env)
-        for part in ("worker", "store", "api")
-    ]
+PARTS = ("worker", "store", "api")
 
 
 def run_dev(settings: Settings) -> int:
-    """Broker (unless one is configured), worker, store feeder and API, until Ctrl-C."""
+    """Broker (unless one is configured), worker, store feeder and API, until Ctrl-C or SIGTERM.
+    A part that dies is restarted (``bulkjobs.supervisor``)."""
     from bulkjobs.broker import start_broker
 
     env = dict(os.environ)
@@ -59,7 +56,7 @@ def run_dev(settings: Settings) -> int:
     env["BULKJOBS_PORT"] = str(settings.port)
     env["BULKJOBS_DATA_DIR"] = str(settings.data_dir)
     print(f"bulkjobs dev: API on http://{settings.host}:{settings.port}/v1  (Ctrl-C stops everything)", flush=True)
-    children = _children(settings, env)
+    supervisor = Supervisor([Part(part, [sys.executable, "-m", "bulkjobs", part]) for part in PARTS], env)
     stopping = False
 
     def stop(*_: object) -> None:
@@ -69,23 +66,15 @@ def run_dev(settings: Settings) -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     try:
-        while not stopping and all(child.poll() is None for child in children):
+        supervisor.start()
+        while not stopping:
+            supervisor.check()
             time.sleep(0.2)
     finally:
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for child in children:
-            try:
-                child.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
+        supervisor.stop()
         if broker is not None:
             broker.stop()
-    failed = [child.args for child in children if child.returncode not in (0, -signal.SIGTERM, None)]
-    return 1 if failed and not stopping else 0
+    return 0
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

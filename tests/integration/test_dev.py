@@ -1,4 +1,5 @@
-"""`bulkjobs dev`: one command starts broker, worker, store and API; Ctrl-C stops all of it."""
+"""`bulkjobs dev`: one command starts broker, worker, store and API, restarts a part that dies,
+and Ctrl-C stops all of it."""
 
 from __future__ import annotations
 
@@ -9,7 +10,11 @@ import socket
 import subprocess
 import sys
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
+
+import pytest
 
 from bulkjobs.broker import free_port
 from tests.support import Client, wait_for
@@ -20,16 +25,49 @@ def listening(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_dev_runs_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
+def children(parent: int) -> dict[str, int]:
+    """The bulkjobs parts (``python -m bulkjobs PART``) whose parent is ``parent``: part -> pid."""
+    found: dict[str, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        if ppid == parent and b"bulkjobs" in args and len(args) > 3:
+            found[args[args.index(b"bulkjobs") + 1].decode()] = int(entry.name)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@dataclass
+class Dev:
+    process: subprocess.Popen[str]
+    api: Client
+    broker_port: int
+    lines: list[str] = field(default_factory=list)
+
+
+@pytest.fixture
+def dev(tmp_path: Path) -> Iterator[Dev]:
+    """A running ``bulkjobs dev`` in its own process group, healthy, with its output collected."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("BULKJOBS_")}
     env.update({"BULKJOBS_DATA_DIR": str(tmp_path), "BULKJOBS_SESSION_TIMEOUT": "2",
                 "BULKJOBS_HEARTBEAT_INTERVAL": "0.6"})
-    dev = subprocess.Popen([sys.executable, "-m", "bulkjobs", "dev", "--port", str(port)], env=env,
-                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    process = subprocess.Popen([sys.executable, "-m", "bulkjobs", "dev", "--port", str(port)], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
     lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(iter(dev.stdout.readline, "")), daemon=True)
-    reader.start()
+    threading.Thread(target=lambda: lines.extend(iter(process.stdout.readline, "")), daemon=True).start()
     try:
         key = wait_for(lambda: next((m.group(1) for line in lines if (m := re.search(r"API key (\S+)", line))), None),
                        timeout=30, what="the dev API key")
@@ -37,13 +75,41 @@ def test_dev_runs_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
         api = Client(f"http://127.0.0.1:{port}", key)
         wait_for(lambda: listening(port) and api.get("/v1/health").status == 200, timeout=90, interval=0.3,
                  what="bulkjobs dev to be healthy")
-        job = api.run({"type": "resources", "action": "post", "data": [{"type": "note", "attributes": {"a": 1}}]})
-        assert job["status"] == "succeeded"
-
-        os.killpg(dev.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
-        assert dev.wait(timeout=30) == 0
-        assert not listening(port) and not listening(broker_port)
+        yield Dev(process, api, broker_port, lines)
     finally:
-        if dev.poll() is None:
-            os.killpg(dev.pid, signal.SIGKILL)
-            dev.wait()
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def test_dev_runs_everything_and_ctrl_c_stops_it(dev: Dev) -> None:
+    job = dev.api.run({"type": "resources", "action": "post", "data": [{"type": "note", "attributes": {"a": 1}}]})
+    assert job["status"] == "succeeded"
+    parts = children(dev.process.pid)
+    assert set(parts) == {"worker", "store", "api"}
+
+    os.killpg(dev.process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+    assert dev.process.wait(timeout=30) == 0
+    assert not listening(int(dev.api.base.rsplit(":", 1)[1])) and not listening(dev.broker_port)
+    assert not any(alive(pid) for pid in parts.values())
+    assert not any("restart" in line for line in dev.lines)
+
+
+def test_dev_restarts_a_killed_worker_and_the_next_job_succeeds(dev: Dev) -> None:
+    killed = children(dev.process.pid)["worker"]
+    os.kill(killed, signal.SIGKILL)
+
+    wait_for(lambda: any(f"worker (pid {killed}) was killed by SIGKILL; restarting it in 1 s" in line
+                         for line in dev.lines), timeout=10, what="the log line of the dead worker")
+    restarted = wait_for(lambda: children(dev.process.pid).get("worker"), timeout=10, what="a new worker")
+    assert restarted != killed
+    assert any(f"worker restarted (pid {restarted})" in line for line in dev.lines)
+
+    job = dev.api.run({"type": "resources", "action": "post", "data": [{"type": "note", "attributes": {"a": 2}}]})
+    assert job["status"] == "succeeded"
+    assert dev.api.get("/v1/health").status == 200
+    assert dev.process.poll() is None and alive(restarted)
+
+    dev.process.send_signal(signal.SIGTERM)  # SIGTERM to the supervisor alone stops its parts too
+    assert dev.process.wait(timeout=30) == 0
+    assert not alive(restarted)
