@@ -1,9 +1,10 @@
 """The ``bulkjobs`` command.
 
 Service commands run the parts: ``dev`` runs everything locally (and restarts a part that dies);
-``api``, ``worker``, ``store`` run one part. Client commands talk to a running API through ``bulkjobs.client``: ``submit``
-(with a live progress bar under ``--follow``), ``jobs``, ``status``, ``results``, ``cancel``.
-This module owns the arguments, what is printed and the exit statuses.
+``api``, ``worker``, ``store`` run one part. Client commands talk to a running API through
+``bulkjobs.client``: ``submit`` (with a live progress bar under ``--follow``), ``jobs``,
+``status``, ``results``, ``cancel``. This module owns the arguments, what is printed and the
+exit statuses.
 """
 
 from __future__ import annotations
