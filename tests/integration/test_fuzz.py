@@ -155,7 +155,8 @@ def usually(usual: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     return sometimes(usual, json_values)
 
 
-texts = st.one_of(st.text(max_size=30), st.sampled_from(["", " ", "%", "%zz", "_", "' OR 1=1 --", "\x00", "é", "😀"]))
+texts = st.one_of(st.text(max_size=30),
+                  st.sampled_from(["", " ", "%", "%zz", "_", "' OR 1=1 --", "\x00", "é", "😀"]))
 numbers_as_text = st.one_of(st.integers().map(str), st.sampled_from(
     ["", "0", "-1", "1001", "1e3", "0x10", " 5", "9" * 400, "1.5", "NaN", "∞", "٣"]))
 dates = st.sampled_from(["2026-11-01T00:00:00Z", "2026-12-01", "0001-01-01T00:00:00+01:00",
@@ -534,7 +535,8 @@ def target(make_stack: Callable[..., Stack], pytestconfig: pytest.Config) -> Ite
     stack = make_stack(**LIMITS).start_all()
     api = stack.client(KEY)
     json_job = api.run({"type": "resources", "action": "external_id_set",
-                        "data": [{"type": "machine", "external_id": f"m-{i}", "attributes": {"n": i}} for i in range(3)]})
+                        "data": [{"type": "machine", "external_id": f"m-{i}", "attributes": {"n": i}}
+                                 for i in range(3)]})
     csv_job = api.post_csv(b"external_id,name\nm-1,press\nm-9\n", operation="upsert", object_type="machine")
     assert csv_job.status == 202, csv_job.body
     export = api.run({"kind": "export", "title": "fuzz", "object_type": "machine"})
@@ -638,7 +640,8 @@ KNOWN: dict[str, Callable[[Target], Req]] = {
                                                    "/v1/jobs?type=resources&action=post", encoding="deflate"),
     "corrupt-deflate": lambda t: json_post(zlib.compress(RECORD.encode() % b"{}")[:12], encoding="deflate"),
     "truncated-deflate": lambda t: json_post(b"x\x9c\xabV*\xc9,\xc9IU\xb2RRW\xf0\x0fR0\xb45T\xd0\xd5U\xd2Q\xca"
-                                             b"\xce\xccK\x01\n\xa6V\x14\xe4\x17\x95\x00", "text/json", encoding="deflate"),
+                                             b"\xce\xccK\x01\n\xa6V\x14\xe4\x17\x95\x00", "text/json",
+                                             encoding="deflate"),
     "brotli": lambda t: json_post(RECORD % "{}", encoding="br"),
     "zstd": lambda t: json_post(RECORD % "{}", encoding="zstd"),
     "unknown-encoding": lambda t: json_post(RECORD % "{}", encoding="x-unknown"),
@@ -701,9 +704,10 @@ KNOWN: dict[str, Callable[[Target], Req]] = {
         "GET", "/v1/files?created_from=" + quote("0001-01-01T00:00:00+01:00")),
     "files-created-to-year-9999-with-fraction": lambda t: Req(
         "GET", "/v1/files?created_to=" + quote("9999-12-31T23:59:59.9999")),
-    "put-schedule-year-9999": lambda t: Req("PUT", f"/v1/jobs/{t.job_ids[3]}",
-                                            b'{"schedule":{"cron":"0 2 * * *","start_date":"9999-12-31T23:59:59.9999"}}',
-                                            (("Content-Type", "application/json"),)),
+    "put-schedule-year-9999": lambda t: Req(
+        "PUT", f"/v1/jobs/{t.job_ids[3]}",
+        b'{"schedule":{"cron":"0 2 * * *","start_date":"9999-12-31T23:59:59.9999"}}',
+        (("Content-Type", "application/json"),)),
     # Deletes and ids
     "delete-a-job-whose-id-has-dash-and-underscore": lambda t: Req("DELETE", f"/v1/jobs/{t.produced[0]}"),
     "delete-jobs-listing-an-id-with-dash-and-underscore": lambda t: Req(
@@ -724,7 +728,8 @@ KNOWN: dict[str, Callable[[Target], Req]] = {
 # it cannot decode: 415 or 400), schedules are checked for a next fire time when accepted, and
 # the keys of an envelope may come in any order.
 REFUSED = {"type-as-list", "type-as-object", "action-as-list", "type-twice-the-second-a-list", "corrupt-gzip",
-           "plain-body-said-gzip", "plain-body-said-deflate", "corrupt-deflate", "truncated-deflate", "brotli", "zstd", "unknown-encoding", "csv-utf-16-without-bom",
+           "plain-body-said-gzip", "plain-body-said-deflate", "corrupt-deflate", "truncated-deflate", "brotli",
+           "zstd", "unknown-encoding", "csv-utf-16-without-bom",
            "csv-file-content-encoding-base64", "schedule-that-never-fires",
            *(name for name in KNOWN if name.startswith("multipart-")),
            *(name for name in KNOWN if name.startswith("csv-encoding-") and name != "csv-encoding-idna")}
