@@ -8,6 +8,7 @@ read back in chunks in a thread: the API's memory does not grow with the file.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any, Callable
 
 import orjson
@@ -19,6 +20,7 @@ from bulkjobs.domain.csv_import import (
     SETTINGS,
     ImportPlan,
     ImportSettings,
+    check_file_name,
     parse_settings,
     plan_import,
 )
@@ -82,7 +84,7 @@ def _upload(fields: dict[str, Any], name: str | None, writer: _FileWriter) -> Up
         raise BadRequest("the file is empty: a CSV job needs a header and at least one row", field="file",
                          code="empty_file")
     encoding = encoding_name(settings.character_encoding) if settings.character_encoding else writer.sniffer.encoding()
-    return Upload(settings, fields.get("schedule"), name, writer.size, encoding)
+    return Upload(settings, fields.get("schedule"), check_file_name(name), writer.size, encoding)
 
 
 async def receive(request: web.Request, files: UploadFiles, job_id: str, max_bytes: int) -> Upload:
@@ -156,7 +158,7 @@ def spool_rows(files: UploadFiles, job_id: str, upload: Upload, max_records: int
     spool: BatchSpool | None = None
     ratio = 0.0  # bytes of encoded records per byte of CSV, measured on the first rows
     try:
-        for data in [*files.chunks(job_id), b""]:
+        for data in chain(files.chunks(job_id), [b""]):  # read a chunk at a time, then finish
             rows = reader.feed(data) if data else reader.finish()
             if plan is None and rows:
                 plan = plan_import(upload.settings, rows.pop(0))

@@ -14,6 +14,7 @@ written as an attribute too), or is ``id`` to find objects by their bulkjobs id.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -43,6 +44,15 @@ _ACTIONS = {
     ("delete", False): "external_id_delete",
     ("delete", True): "delete",
 }
+
+# Limits of a CSV job's settings, checked at the door. The plan (its field mappings with their
+# names and default values) travels in the job's details, in JobSubmitted and in every JobStatus,
+# whose producers refuse messages over 1,000,000 bytes; MAX_PLAN_BYTES keeps it well under that
+# beside the description and the job's bookkeeping.
+MAX_COLUMNS = 1000  # columns of a file's header, and field mappings
+MAX_NAME_CHARS = 255  # a column's name (api_name or header), object_type, find_by, file_name
+MAX_DEFAULT_CHARS = 1000  # a default_value
+MAX_PLAN_BYTES = 256 * 1024  # the plan as JSON (the job's details)
 
 _TRUE = frozenset({"true", "yes", "y", "1"})
 _FALSE = frozenset({"false", "no", "n", "0"})
@@ -101,13 +111,27 @@ class ImportSettings:
     character_encoding: str | None = None
 
 
-def _optional_str(fields: dict[str, Any], name: str) -> str | None:
+def _too_long(what: str, field: str, limit: int) -> BadRequest:
+    return BadRequest(f"{what} is longer than the limit of {limit} characters", field=field, code="too_long",
+                      limit=limit)
+
+
+def _optional_str(fields: dict[str, Any], name: str, max_chars: int | None = None) -> str | None:
     value = fields.get(name)
     if value is None or value == "":
         return None
     if not isinstance(value, str):
         raise BadRequest(f"'{name}' must be a string", field=name)
+    if max_chars is not None and len(value) > max_chars:
+        raise _too_long(f"'{name}'", name, max_chars)
     return value
+
+
+def check_file_name(name: str | None) -> str | None:
+    """The file's name as the client gave it; 400 when longer than the limit."""
+    if name is not None and len(name) > MAX_NAME_CHARS:
+        raise _too_long("the file's name", "file_name", MAX_NAME_CHARS)
+    return name
 
 
 def _mapping(entry: Any, position: int) -> FieldMapping:
@@ -117,6 +141,8 @@ def _mapping(entry: Any, position: int) -> FieldMapping:
     api_name, index = entry.get("api_name"), entry.get("index")
     if not isinstance(api_name, str) or not api_name:
         raise BadRequest(f"{where}.api_name must be a non-empty string", field="field_mappings")
+    if len(api_name) > MAX_NAME_CHARS:
+        raise _too_long(f"{where}.api_name", "field_mappings", MAX_NAME_CHARS)
     if not isinstance(index, int) or isinstance(index, bool) or index < 0:
         raise BadRequest(f"{where}.index must be a column index (an integer >= 0)", field="field_mappings")
     column_type = entry.get("type")
@@ -125,6 +151,8 @@ def _mapping(entry: Any, position: int) -> FieldMapping:
     default = entry.get("default_value")
     if isinstance(default, (dict, list)):
         raise BadRequest(f"{where}.default_value must be a string, number or boolean", field="field_mappings")
+    if isinstance(default, str) and len(default) > MAX_DEFAULT_CHARS:
+        raise _too_long(f"{where}.default_value", "field_mappings", MAX_DEFAULT_CHARS)
     return FieldMapping(api_name, index, default, column_type)
 
 
@@ -143,15 +171,18 @@ def parse_settings(fields: dict[str, Any]) -> ImportSettings:
         if not isinstance(mappings, list) or not mappings:
             raise BadRequest("'field_mappings' must be a non-empty list of {api_name, index, default_value}",
                              field="field_mappings")
+        if len(mappings) > MAX_COLUMNS:
+            raise BadRequest(f"'field_mappings' has {len(mappings)} entries: at most {MAX_COLUMNS}",
+                             field="field_mappings", code="too_many_columns", limit=MAX_COLUMNS)
         mappings = tuple(_mapping(entry, i) for i, entry in enumerate(mappings))
         names = [mapping.api_name for mapping in mappings]
         if len(set(names)) < len(names):
             raise BadRequest("'field_mappings' names a field twice", field="field_mappings")
     return ImportSettings(
         operation=operation,
-        object_type=_optional_str(fields, "object_type"),
+        object_type=_optional_str(fields, "object_type", MAX_NAME_CHARS),
         job_type=job_type,
-        find_by=_optional_str(fields, "find_by"),
+        find_by=_optional_str(fields, "find_by", MAX_NAME_CHARS),
         field_mappings=mappings,
         description=_optional_str(fields, "description"),
         character_encoding=_optional_str(fields, "character_encoding"),
@@ -225,7 +256,10 @@ def _header_mappings(header: list[str]) -> tuple[FieldMapping, ...]:
     for position, name in enumerate(names):
         if not name:
             raise BadRequest(f"column {position} of the header has no name", field="file", code="invalid_header")
-    duplicates = sorted({name for name in names if names.count(name) > 1})
+        if len(name) > MAX_NAME_CHARS:
+            raise BadRequest(f"column {position} of the header is named with more than {MAX_NAME_CHARS} characters",
+                             field="file", code="invalid_header", limit=MAX_NAME_CHARS)
+    duplicates = sorted(name for name, times in Counter(names).items() if times > 1)
     if duplicates:
         raise BadRequest("the header names a column twice: " + ", ".join(duplicates), field="file",
                          code="invalid_header", columns=duplicates)
@@ -266,6 +300,9 @@ def _fixed(settings: ImportSettings, job_type: JobType, name: str, fixed: str | 
 def plan_import(settings: ImportSettings, header: list[str]) -> ImportPlan:
     """Check the settings against the header (the file's first row) and plan the import."""
     width = len(header)
+    if width > MAX_COLUMNS:
+        raise BadRequest(f"the file has {width} columns: at most {MAX_COLUMNS}", field="file",
+                         code="too_many_columns", limit=MAX_COLUMNS)
     if settings.field_mappings is not None:
         _check_mappings(settings.field_mappings, width)
         mappings = settings.field_mappings
@@ -300,7 +337,13 @@ def plan_import(settings: ImportSettings, header: list[str]) -> ImportPlan:
     if operation != "insert" and find_by not in names:
         raise BadRequest(f"no column feeds {find_by!r}, which identifies the objects to {operation} (find_by)",
                          field="find_by")
-    return ImportPlan(job_type, operation, object_type, find_by, _check_defaults(job_type, mappings), width)
+    plan = ImportPlan(job_type, operation, object_type, find_by, _check_defaults(job_type, mappings), width)
+    size = len(orjson.dumps(plan.details()))
+    if size > MAX_PLAN_BYTES:
+        raise BadRequest(f"the columns and their mappings take {size} bytes as JSON: at most {MAX_PLAN_BYTES} "
+                         "(fewer columns, shorter names or default values)", field="field_mappings",
+                         code="too_many_columns", limit=MAX_PLAN_BYTES)
+    return plan
 
 
 def parse_filter(text: str | None) -> list[Condition]:
