@@ -20,6 +20,8 @@ from bulkjobs.errors import BadRequest, NotFound
 from bulkjobs.store.files import UploadFiles
 from bulkjobs.store.reader import ViewReader
 
+# The outcome columns come first, so they sit under their headers whatever the row's width
+# (a row with fewer or more cells than the header is skipped, and written as it was sent).
 RESULT_COLUMNS = ["_status", "_id", "_error"]
 # A result's outcome as results.csv names it (Zoho's words for a created row: "added").
 CSV_STATUS = {"created": "added", "updated": "updated", "deleted": "deleted", "skipped": "skipped", "failed": "failed"}
@@ -84,7 +86,7 @@ def _result_cells(result: dict[str, Any] | None) -> list[str]:
 
 
 async def results_csv(request: web.Request) -> web.StreamResponse:
-    """The uploaded rows, in order, with the columns sent plus ``_status``, ``_id`` and ``_error``."""
+    """The uploaded rows, in order: ``_status``, ``_id`` and ``_error``, then the columns sent."""
     job = await _csv_job(request)
     response = web.StreamResponse(headers={"Content-Type": "text/csv; charset=utf-8",
                                            **attachment(f"{job['id']}-results.csv")})
@@ -95,9 +97,9 @@ async def results_csv(request: web.Request) -> web.StreamResponse:
         out = []
         for row in rows:
             if index < 0:
-                out.append(row + RESULT_COLUMNS)
+                out.append(RESULT_COLUMNS + row)
             else:
-                out.append(row + _result_cells(await results.get(index)))
+                out.append(_result_cells(await results.get(index)) + row)
             index += 1
         if out:
             await response.write(write_rows(out).encode())
