@@ -102,11 +102,11 @@ def test_what_is_not_csv_is_refused(data: bytes) -> None:
 
 @pytest.mark.parametrize("chunk", [1000, 256 * 1024])
 def test_an_unclosed_quote_before_many_line_breaks_is_read_in_linear_time(chunk: int) -> None:
-    data = b'id,name\n"x' + b",y\n" * 60_000  # each line break is inside the quoted field
+    data = b'id,name\n"x' + b",y\n" * 200_000  # each line break is inside the quoted field
     started = time.perf_counter()
     with pytest.raises(NotCsv):
         read_all(data, "utf-8", chunk)
-    assert time.perf_counter() - started < 1.0  # 7 s when quotes were recounted for every line break
+    assert time.perf_counter() - started < 1.0  # 40 s when quotes were recounted for every line break
 
 
 @pytest.mark.parametrize("data", [b'a\n"' + b"x\n" * 600, b"a\n" + b"x" * 1200 + b"\n"])
