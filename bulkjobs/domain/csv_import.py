@@ -197,6 +197,7 @@ class ImportPlan:
     find_by: str
     mappings: tuple[FieldMapping, ...]
     width: int  # columns in the header: every row must have as many
+    types: tuple[str, ...]  # the type each mapping converts its cells to, found once for every row
 
     @property
     def action(self) -> str:
@@ -213,15 +214,14 @@ class ImportPlan:
             return Refused(f"the row has {len(row)} columns; the header has {self.width}", skipped=True)
         job_type = self.job_type
         values: Values = {}
-        for mapping in self.mappings:
+        for mapping, column_type in zip(self.mappings, self.types):
             cell = row[mapping.index]
             if not cell.strip():
                 if mapping.default_value is not None:
                     values[mapping.api_name] = mapping.default_value
                 continue
-            column = job_type.column(mapping.api_name)
             try:
-                values[mapping.api_name] = convert(cell, mapping.type or (column.type if column else "string"))
+                values[mapping.api_name] = convert(cell, column_type)
             except ValueError as exc:
                 return Refused(f"column '{mapping.api_name}': {exc}", skipped=True)
         for column in job_type.columns:
@@ -275,12 +275,17 @@ def _check_mappings(mappings: tuple[FieldMapping, ...], width: int) -> None:
             )
 
 
+def _column_type(job_type: JobType, mapping: FieldMapping) -> str:
+    """The type a mapping's cells convert to: its own, else its job type column's, else string."""
+    column = job_type.column(mapping.api_name)
+    return mapping.type or (column.type if column else "string")
+
+
 def _check_defaults(job_type: JobType, mappings: tuple[FieldMapping, ...]) -> tuple[FieldMapping, ...]:
     """Mappings with their string default values converted to their column's type."""
     checked = []
     for mapping in mappings:
-        column = job_type.column(mapping.api_name)
-        column_type = mapping.type or (column.type if column else "string")
+        column_type = _column_type(job_type, mapping)
         default = mapping.default_value
         if isinstance(default, str) and default.strip() and column_type != "string":
             try:
@@ -337,7 +342,9 @@ def plan_import(settings: ImportSettings, header: list[str]) -> ImportPlan:
     if operation != "insert" and find_by not in names:
         raise BadRequest(f"no column feeds {find_by!r}, which identifies the objects to {operation} (find_by)",
                          field="find_by")
-    plan = ImportPlan(job_type, operation, object_type, find_by, _check_defaults(job_type, mappings), width)
+    mappings = _check_defaults(job_type, mappings)
+    plan = ImportPlan(job_type, operation, object_type, find_by, mappings, width,
+                      tuple(_column_type(job_type, mapping) for mapping in mappings))
     size = len(orjson.dumps(plan.details()))
     if size > MAX_PLAN_BYTES:
         raise BadRequest(f"the columns and their mappings take {size} bytes as JSON: at most {MAX_PLAN_BYTES} "
