@@ -20,8 +20,9 @@ _SNIFF_BYTES = 4  # enough for any mark above
 # (a batch message is capped well under 1 MB).
 MAX_ROW_CHARS = 1024 * 1024
 MAX_ENCODING_CHARS = 64
-# Text codecs that are not encodings of a file: domain-name labels, and one that refuses everything.
-_NOT_FOR_FILES = frozenset({"punycode", "idna", "undefined"})
+# Text codecs refused for files: domain-name labels, one that refuses everything, and UTF-7, whose
+# incremental decoder decodes an unclosed base64 run again with every chunk (quadratic).
+_NOT_FOR_FILES = frozenset({"punycode", "idna", "undefined", "utf-7"})
 
 
 def encoding_name(name: str) -> str:

@@ -54,7 +54,7 @@ def test_an_unknown_encoding_is_400() -> None:
 
 
 @pytest.mark.parametrize("name", ["base64", "zlib", "rot13", "punycode", "hex", "bz2", "uu", "quopri", "idna",
-                                  "undefined", "utf-8" + " " * 100, "a\x00b"])
+                                  "undefined", "utf-7", "utf-8" + " " * 100, "a\x00b"])
 def test_a_codec_that_is_not_a_text_encoding_is_400(name: str) -> None:
     with pytest.raises(BadRequest) as err:
         encoding_name(name)
