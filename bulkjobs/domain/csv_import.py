@@ -58,6 +58,16 @@ _TRUE = frozenset({"true", "yes", "y", "1"})
 _FALSE = frozenset({"false", "no", "n", "0"})
 
 
+# Integers JSON can carry here (orjson writes 64-bit integers, signed or not).
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+_QUOTED_CHARS = 100  # of a cell quoted in a skipped row's reason
+
+
+def _quoted(text: str) -> str:
+    """A cell as a reason quotes it: the start of a long one, so reasons stay small."""
+    return repr(text) if len(text) <= _QUOTED_CHARS else repr(text[:_QUOTED_CHARS]) + "..."
+
+
 def convert(text: str, column_type: str) -> Any:
     """A cell's text as a value of ``column_type``; ValueError saying why it is not one."""
     if column_type == "string":
@@ -65,23 +75,28 @@ def convert(text: str, column_type: str) -> Any:
     value = text.strip()
     if column_type == "integer":
         try:
-            return int(value)
+            integer = int(value)
         except ValueError:
-            raise ValueError(f"{text!r} is not an integer") from None
+            raise ValueError(f"{_quoted(text)} is not an integer") from None
+        if not _INT_MIN <= integer <= _INT_MAX:
+            raise ValueError(f"{_quoted(text)} is out of range for an integer (64 bits)")
+        return integer
     if column_type == "number":
         try:
             number = float(value)
         except ValueError:
-            raise ValueError(f"{text!r} is not a number") from None
+            raise ValueError(f"{_quoted(text)} is not a number") from None
         if not math.isfinite(number):
-            raise ValueError(f"{text!r} is not a finite number")
-        return int(number) if number.is_integer() and "." not in value and "e" not in value.lower() else number
+            raise ValueError(f"{_quoted(text)} is not a finite number")
+        if number.is_integer() and "." not in value and "e" not in value.lower() and _INT_MIN <= number <= _INT_MAX:
+            return int(number)
+        return number
     if column_type == "boolean":
         if value.lower() in _TRUE:
             return True
         if value.lower() in _FALSE:
             return False
-        raise ValueError(f"{text!r} is not a boolean (true/false, yes/no, 1/0)")
+        raise ValueError(f"{_quoted(text)} is not a boolean (true/false, yes/no, 1/0)")
     if column_type == "list":
         return [part.strip() for part in value.split(";") if part.strip()]
     raise ValueError(f"unknown column type {column_type!r}")

@@ -63,6 +63,18 @@ def test_a_csv_of_the_most_columns_allowed_finishes(api: Client) -> None:
     assert objects_of(api, kind)["w-2"]["column-998"] == str(2 * 998)
 
 
+def test_numbers_beyond_64_bits_are_skipped_rows_not_a_500(api: Client) -> None:
+    kind = unique("big")
+    big = "1" + "0" * 30
+    job = run_csv(api, f"external_id,n,f\nb-1,{big},{big}\nb-2,7,{big}\n".encode(), operation="upsert",
+                  object_type=kind, field_mappings=[{"api_name": "external_id", "index": 0},
+                                                    {"api_name": "n", "index": 1, "type": "integer"},
+                                                    {"api_name": "f", "index": 2, "type": "number"}])
+    assert job["status"] == "partially_succeeded" and job["counts"]["skipped"] == 1
+    assert "out of range" in api.results(job["id"])[0]["errors"][0]["detail"]
+    assert objects_of(api, kind) == {"b-2": {"n": 7, "f": 1e30}}
+
+
 @pytest.mark.parametrize("settings, field, code", [
     pytest.param({"object_type": "t" * 256}, "object_type", "too_long", id="object_type"),
     pytest.param({"file_name": "f" * 256}, "file_name", "too_long", id="file_name"),

@@ -45,6 +45,8 @@ def skipped(result: Any) -> str:
     ("abc", "string", "abc"), (" padded ", "string", " padded "),
     ("42", "integer", 42), (" -7 ", "integer", -7),
     ("1.5", "number", 1.5), ("3", "number", 3), ("1e3", "number", 1000.0),
+    (str(2**64 - 1), "integer", 2**64 - 1), (str(-(2**63)), "integer", -(2**63)),
+    ("1" + "0" * 30, "number", 1e30),
     ("TRUE", "boolean", True), ("no", "boolean", False), ("1", "boolean", True),
     ("a; b;;c ", "list", ["a", "b", "c"]), ("", "list", []),
 ])
@@ -58,6 +60,26 @@ def test_convert(text: str, column_type: str, value: Any) -> None:
 def test_convert_refuses_values_of_the_wrong_type(text: str, column_type: str) -> None:
     with pytest.raises(ValueError, match=repr(text)):
         convert(text, column_type)
+
+
+@pytest.mark.parametrize("text", [str(2**64), str(-(2**63) - 1), "9" * 5000])
+def test_an_integer_json_cannot_carry_is_refused(text: str) -> None:
+    with pytest.raises(ValueError):
+        convert(text, "integer")
+
+
+def test_a_long_cell_is_quoted_short_in_the_reason() -> None:
+    with pytest.raises(ValueError) as err:
+        convert("x" * 100_000, "integer")
+    assert len(str(err.value)) < 200 and "..." in str(err.value)
+
+
+def test_every_converted_row_can_be_encoded() -> None:
+    planned = plan(["external_id", "n", "f"], operation="upsert", object_type="t", field_mappings=[
+        {"api_name": "external_id", "index": 0}, {"api_name": "n", "index": 1, "type": "integer"},
+        {"api_name": "f", "index": 2, "type": "number"}])
+    for big in ("1" + "0" * 30, "-" + "9" * 25):
+        orjson.dumps(planned.record(["x", big, big]))
 
 
 @pytest.mark.parametrize("operation, find_by, action", [
