@@ -53,6 +53,7 @@ MAX_COLUMNS = 1000  # columns of a file's header, and field mappings
 MAX_NAME_CHARS = 255  # a column's name (api_name or header), object_type, find_by, file_name
 MAX_DEFAULT_CHARS = 1000  # a default_value
 MAX_PLAN_BYTES = 256 * 1024  # the plan as JSON (the job's details)
+MAX_FILTER_TERMS = 50  # of a template's filter: each is a condition of one SQL query
 
 _TRUE = frozenset({"true", "yes", "y", "1"})
 _FALSE = frozenset({"false", "no", "n", "0"})
@@ -370,8 +371,12 @@ def plan_import(settings: ImportSettings, header: list[str]) -> ImportPlan:
 
 def parse_filter(text: str | None) -> list[Condition]:
     """A template filter ``field:value field2:value2`` (ANDed) as conditions; 400 if malformed."""
+    terms = (text or "").split()
+    if len(terms) > MAX_FILTER_TERMS:
+        raise BadRequest(f"the filter has {len(terms)} terms: at most {MAX_FILTER_TERMS}", field="q",
+                         limit=MAX_FILTER_TERMS)
     conditions: list[Condition] = []
-    for term in (text or "").split():
+    for term in terms:
         field, sep, value = term.partition(":")
         if not sep or not field or not value or not (field.replace("_", "").isalnum() and field.isascii()):
             raise BadRequest(f"filter term {term!r} is not field:value (a field is letters, digits and _)",

@@ -219,3 +219,12 @@ def test_an_out_of_range_schedule_start_is_400(api: Client, value: str) -> None:
                                            "schedule": {"start_date": value, "cron": "0 * * * *"}})
     assert refused(resp, 400, "bad_request")["field"] == "schedule.start_date"
     assert jobs_total(api) == before
+
+
+# --- templates -----------------------------------------------------------------------------------------------
+
+
+def test_a_template_filter_of_1200_terms_is_400_not_a_database_error(api: Client) -> None:
+    query = urllib.parse.urlencode({"object_type": "t", "q": " ".join(["a:1"] * 1200)})
+    resp = api.get(f"/v1/job-types/objects/template?{query}")
+    assert refused(resp, 400, "bad_request")["field"] == "q"

@@ -11,6 +11,7 @@ import pytest
 from bulkjobs.domain.csv_import import (
     MAX_COLUMNS,
     MAX_DEFAULT_CHARS,
+    MAX_FILTER_TERMS,
     MAX_NAME_CHARS,
     MAX_PLAN_BYTES,
     ImportSettings,
@@ -280,6 +281,13 @@ def test_mappings_too_large_for_the_job_status_message_are_400() -> None:
 
 def test_empty_settings_are_unset() -> None:
     assert parse_settings({"operation": "", "description": None, "other": 1}) == ImportSettings()
+
+
+def test_a_filter_of_more_terms_than_the_limit_is_400() -> None:
+    assert len(parse_filter(" ".join(["a:1"] * MAX_FILTER_TERMS))) == MAX_FILTER_TERMS
+    with pytest.raises(BadRequest) as err:
+        parse_filter(" ".join(["a:1"] * (MAX_FILTER_TERMS + 1)))
+    assert (err.value.details["field"], err.value.details["limit"]) == ("q", MAX_FILTER_TERMS)
 
 
 def test_parse_filter() -> None:
