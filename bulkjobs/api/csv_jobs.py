@@ -137,6 +137,8 @@ async def _read_multipart(request: web.Request, writer: _FileWriter) -> tuple[di
         if not isinstance(part, BodyPartReader):
             raise BadRequest("nested multipart bodies are not supported", field="file")
         if part.name == "file":
+            if seen_file:
+                raise BadRequest("a multipart CSV job has one 'file' part", field="file")
             seen_file = True
             name = part.filename
             await _copy_file_part(part, writer)

@@ -159,6 +159,12 @@ def test_a_malformed_multipart_body_is_400(api: Client, content_type: str, body:
     assert jobs_total(api) == before
 
 
+def test_two_file_parts_are_400(api: Client) -> None:
+    resp = api.post("/v1/jobs", data=multipart(JOB_PART, FILE_PART, FILE_PART),
+                    content_type="multipart/form-data; boundary=b0und")
+    assert refused(resp, 400, "bad_request")["field"] == "file"
+
+
 def test_a_settings_part_over_its_limit_is_413(api: Client) -> None:
     huge = b'Content-Disposition: form-data; name="description"\r\n\r\n' + b"d" * (5 * 1024 * 1024) + b"\r\n"
     resp = api.post("/v1/jobs", data=multipart(JOB_PART, huge, FILE_PART),
