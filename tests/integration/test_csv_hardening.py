@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.integration.test_csv import error_of, objects_of, parse_csv, run_csv, unique
-from tests.support import Client, Response
+from tests.support import Client, Response, Stack
 
 SETTINGS = {"operation": "upsert", "object_type": "t"}
 
@@ -208,6 +208,11 @@ def test_results_csv_keeps_every_outcome_under_its_headers_for_short_and_long_ro
 
 # --- times that cannot be represented ----------------------------------------------------------------------
 
+def uploaded(stack: Stack) -> set[str]:
+    directory = stack.data_dir / "uploads"
+    return {path.name for path in directory.iterdir()} if directory.is_dir() else set()
+
+
 OUT_OF_RANGE = ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59.9999", "0000-01-01", "10000-01-01"]
 
 
@@ -219,12 +224,13 @@ def test_an_out_of_range_file_filter_is_400(api: Client, name: str, value: str) 
 
 
 @pytest.mark.parametrize("value", OUT_OF_RANGE)
-def test_an_out_of_range_schedule_start_is_400(api: Client, value: str) -> None:
-    before = jobs_total(api)
+def test_an_out_of_range_schedule_start_is_400_and_leaves_no_file(stack: Stack, api: Client, value: str) -> None:
+    before, uploads = jobs_total(api), uploaded(stack)
     resp = api.post("/v1/jobs", json_body={**SETTINGS, "file_content": "external_id\nx\n",
                                            "schedule": {"start_date": value, "cron": "0 * * * *"}})
     assert refused(resp, 400, "bad_request")["field"] == "schedule.start_date"
     assert jobs_total(api) == before
+    assert uploaded(stack) == uploads
 
 
 # --- templates -----------------------------------------------------------------------------------------------
