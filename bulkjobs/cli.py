@@ -292,7 +292,7 @@ async def _ndjson(results: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes
 def results(settings: ClientSettings, job_id: str, output: str) -> int:
     """Write a job's results.
 
-    For a CSV job, its results.csv (the rows sent plus _status, _id, _error); for another
+    For a CSV job, its results.csv (_status, _id, _error, then the rows sent); for another
     job, one JSON result per line, in record order.
     """
 

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+# The times bulkjobs accepts: a day inside datetime's range at either end, so that any accepted
+# time can be shifted to UTC, rounded to the millisecond and stepped from without overflowing.
+EARLIEST = datetime.min.replace(tzinfo=timezone.utc) + timedelta(days=1)
+LATEST = datetime.max.replace(tzinfo=timezone.utc) - timedelta(days=1)
+
 
 def format_time(moment: datetime) -> str:
     """A moment in bulkjobs' form; strings in this form sort in time order."""
@@ -11,9 +16,18 @@ def format_time(moment: datetime) -> str:
 
 
 def parse_time(text: str) -> datetime:
-    """An ISO 8601 time as an aware UTC datetime (a time without an offset is taken as UTC)."""
+    """An ISO 8601 time as an aware UTC datetime (a time without an offset is taken as UTC);
+    ValueError for what is not one, or is outside ``EARLIEST``..``LATEST``."""
+    if not isinstance(text, str):
+        raise ValueError(f"not an ISO 8601 time: {text!r}")
     moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    # Compare before converting: an offset can move a time at either end out of datetime's range.
+    if not EARLIEST <= moment <= LATEST:
+        raise ValueError(f"{text!r} is outside the times bulkjobs accepts ({format_time(EARLIEST)} to "
+                         f"{format_time(LATEST)})")
+    return moment.astimezone(timezone.utc)
 
 
 def utc_now(ago: timedelta = timedelta(0)) -> str:

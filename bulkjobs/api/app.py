@@ -214,7 +214,11 @@ async def _create_csv_job(request: web.Request, job_id: str, receiving: Awaitabl
                                           "character_encoding": upload.encoding, "rows": spool.records}}
     job = Job(id=job_id, type=RESOURCES, action=plan.action, description=upload.settings.description,
               details=details)
-    return await _submit(request, job, spool, upload.schedule)
+    try:
+        return await _submit(request, job, spool, upload.schedule)
+    except BadRequest:  # refused before anything was published (its schedule)
+        files.remove(job_id)
+        raise
 
 
 async def _submit(request: web.Request, job: Job, spool: BatchSpool | None, schedule: Any) -> web.Response:

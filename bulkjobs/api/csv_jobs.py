@@ -8,10 +8,13 @@ read back in chunks in a thread: the API's memory does not grow with the file.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any, Callable
 
 import orjson
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.multipart import BadContentDispositionHeader
 
 from bulkjobs.api.spool import BatchSpool
 from bulkjobs.domain.csv_files import EncodingSniffer, RowReader, encoding_name
@@ -19,6 +22,7 @@ from bulkjobs.domain.csv_import import (
     SETTINGS,
     ImportPlan,
     ImportSettings,
+    check_file_name,
     parse_settings,
     plan_import,
 )
@@ -82,7 +86,7 @@ def _upload(fields: dict[str, Any], name: str | None, writer: _FileWriter) -> Up
         raise BadRequest("the file is empty: a CSV job needs a header and at least one row", field="file",
                          code="empty_file")
     encoding = encoding_name(settings.character_encoding) if settings.character_encoding else writer.sniffer.encoding()
-    return Upload(settings, fields.get("schedule"), name, writer.size, encoding)
+    return Upload(settings, fields.get("schedule"), check_file_name(name), writer.size, encoding)
 
 
 async def receive(request: web.Request, files: UploadFiles, job_id: str, max_bytes: int) -> Upload:
@@ -102,8 +106,28 @@ async def receive(request: web.Request, files: UploadFiles, job_id: str, max_byt
     return _upload(fields, name, writer)
 
 
+# What aiohttp's multipart reader raises on a malformed body: no, a wrong or an unclosed boundary
+# (ValueError, AssertionError), a line or header too long (LineTooLong and the other
+# HttpProcessingErrors), an unknown charset (LookupError), bytes the charset or the transfer
+# encoding cannot decode (UnicodeDecodeError, binascii.Error: ValueErrors), an unknown transfer
+# encoding (RuntimeError), a disposition it cannot parse (a warning, raised when warnings are errors).
+_MALFORMED_MULTIPART = (ValueError, AssertionError, LookupError, RuntimeError, HttpProcessingError,
+                        BadContentDispositionHeader)
+MAX_SETTINGS_PART = 4 * 1024 * 1024  # bytes in one settings part (the 'job' JSON or one setting)
+
+
 async def _receive_multipart(request: web.Request, writer: _FileWriter) -> tuple[dict[str, Any], str | None]:
-    """A ``file`` part (the CSV) and the settings: a ``job`` part holding JSON, or one part per setting."""
+    """A ``file`` part (the CSV) and the settings: a ``job`` part holding JSON, or one part per
+    setting. A body aiohttp cannot read as multipart is a 400, whatever it trips on."""
+    try:
+        return await _read_multipart(request, writer)
+    except _MALFORMED_MULTIPART as exc:
+        reason = str(exc)[:200] or type(exc).__name__
+        raise BadRequest(f"the multipart body is malformed: {reason}", field="file",
+                         code="invalid_multipart") from None
+
+
+async def _read_multipart(request: web.Request, writer: _FileWriter) -> tuple[dict[str, Any], str | None]:
     reader = await request.multipart()
     fields: dict[str, Any] = {}
     texts: dict[str, str] = {}
@@ -113,22 +137,45 @@ async def _receive_multipart(request: web.Request, writer: _FileWriter) -> tuple
         if not isinstance(part, BodyPartReader):
             raise BadRequest("nested multipart bodies are not supported", field="file")
         if part.name == "file":
+            if seen_file:
+                raise BadRequest("a multipart CSV job has one 'file' part", field="file")
             seen_file = True
             name = part.filename
-            await writer.copy(lambda: part.read_chunk(READ_CHUNK))
+            await _copy_file_part(part, writer)
         elif part.name == "job":
             try:
-                job = orjson.loads(await part.read())
+                job = orjson.loads(await _setting_bytes(part))
             except orjson.JSONDecodeError as exc:
                 raise BadRequest(f"the 'job' part is not valid JSON: {exc}", field="job", code="invalid_json") from None
             if not isinstance(job, dict):
                 raise BadRequest("the 'job' part must be a JSON object", field="job")
             fields.update(job)
         elif part.name in (*SETTINGS, "schedule"):
-            texts[part.name] = await part.text()
+            texts[part.name] = (await _setting_bytes(part)).decode(part.get_charset(default="utf-8"))
     if not seen_file:
         raise BadRequest("a multipart CSV job needs a 'file' part", field="file")
     return {**_fields_from_strings(texts), **fields}, name
+
+
+async def _copy_file_part(part: BodyPartReader, writer: _FileWriter) -> None:
+    """The file part's bytes, undoing a base64 transfer encoding chunk by chunk (aiohttp cuts
+    base64 chunks on whole quartets)."""
+    if part.headers.get("Content-Transfer-Encoding", "binary").lower() not in ("base64", "binary", "7bit", "8bit"):
+        raise BadRequest("the 'file' part's Content-Transfer-Encoding must be base64, binary, 7bit or 8bit",
+                         field="file", code="invalid_multipart")
+    while not part.at_eof():
+        writer.write(bytes(part.decode(await part.read_chunk(READ_CHUNK))))
+
+
+async def _setting_bytes(part: BodyPartReader) -> bytes:
+    """A settings part's bytes, transfer encoding undone; 413 past ``MAX_SETTINGS_PART``."""
+    data = bytearray()
+    while chunk := await part.read_chunk(READ_CHUNK):
+        data += chunk
+        if len(data) > MAX_SETTINGS_PART:
+            raise TooLarge(f"the {part.name!r} part is larger than the limit of {MAX_SETTINGS_PART} bytes",
+                           field=part.name, limit=MAX_SETTINGS_PART)
+    return bytes(part.decode(bytes(data)))
 
 
 def receive_text(fields: dict[str, Any], files: UploadFiles, job_id: str, max_bytes: int) -> Upload:
@@ -156,7 +203,7 @@ def spool_rows(files: UploadFiles, job_id: str, upload: Upload, max_records: int
     spool: BatchSpool | None = None
     ratio = 0.0  # bytes of encoded records per byte of CSV, measured on the first rows
     try:
-        for data in [*files.chunks(job_id), b""]:
+        for data in chain(files.chunks(job_id), [b""]):  # read a chunk at a time, then finish
             rows = reader.feed(data) if data else reader.finish()
             if plan is None and rows:
                 plan = plan_import(upload.settings, rows.pop(0))

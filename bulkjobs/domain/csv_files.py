@@ -11,20 +11,35 @@ import codecs
 import csv
 import io
 
-from bulkjobs.errors import BadRequest
+from bulkjobs.errors import BadRequest, TooLarge
 
 # Encodings found by their byte order mark, longest mark first.
 _BOMS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
 _SNIFF_BYTES = 4  # enough for any mark above
+# One row at most: an unfinished row is held whole, and a record that large could not travel anyway
+# (a batch message is capped well under 1 MB).
+MAX_ROW_CHARS = 1024 * 1024
+MAX_ENCODING_CHARS = 64
+# Text codecs refused for files: domain-name labels, one that refuses everything, and UTF-7, whose
+# incremental decoder decodes an unclosed base64 run again with every chunk (quadratic).
+_NOT_FOR_FILES = frozenset({"punycode", "idna", "undefined", "utf-7"})
 
 
 def encoding_name(name: str) -> str:
-    """The canonical name of an encoding a client gave; 400 when Python knows no such codec."""
+    """The canonical name of a text encoding a client gave; 400 when Python knows no such codec,
+    or when the codec does not turn bytes into text (base64, zlib, rot13...)."""
+    if len(name) > MAX_ENCODING_CHARS:
+        raise BadRequest(f"'character_encoding' is longer than {MAX_ENCODING_CHARS} characters",
+                         field="character_encoding", code="unknown_encoding")
     try:
-        return codecs.lookup(name).name
-    except (LookupError, TypeError):
+        codec = codecs.lookup(name)
+    except (LookupError, TypeError, ValueError):
         raise BadRequest(f"unknown character encoding {name!r}", field="character_encoding",
                          code="unknown_encoding") from None
+    if not codec._is_text_encoding or codec.name in _NOT_FOR_FILES:  # type: ignore[attr-defined]
+        raise BadRequest(f"{name!r} is not a character encoding of text files", field="character_encoding",
+                         code="unknown_encoding")
+    return codec.name
 
 
 class EncodingSniffer:
@@ -74,26 +89,50 @@ class RowReader:
     """Decodes a CSV file's bytes and returns its rows as they complete.
 
     A row ends at a line break outside quotes: where the number of quote characters so far is
-    even. Whole rows are then parsed by the ``csv`` module (RFC 4180: comma, double quote).
+    even. The reader keeps that parity as it goes, so each character is looked at a bounded
+    number of times however long a quoted field runs. Whole rows are then parsed by the
+    ``csv`` module (RFC 4180: comma, double quote). A row longer than ``max_row_chars`` is
+    refused: the text of an unfinished row is held in memory until it ends.
     """
 
-    def __init__(self, encoding: str) -> None:
+    def __init__(self, encoding: str, max_row_chars: int = MAX_ROW_CHARS) -> None:
         self.encoding = encoding
+        self.max_row_chars = max_row_chars
         self._decoder = codecs.getincrementaldecoder(encoding)()
-        self._pending = ""
+        self._pending: list[str] = []  # the text of the row not finished yet, in pieces
+        self._pending_chars = 0
+        self._in_quotes = False  # whether the text read so far ends inside a quoted field
 
     def feed(self, data: bytes) -> list[list[str]]:
-        text = self._pending + self._decode(data, final=False)
-        cut = _row_boundary(text)
-        self._pending = text[cut:]
-        return _parse(text[:cut])
+        text = self._decode(data, final=False)
+        cut = _row_boundary(text, self._in_quotes)
+        self._in_quotes ^= text.count('"') % 2 == 1
+        if not cut:
+            self._hold(text)
+            return []
+        rows = _parse("".join(self._pending) + text[:cut])
+        self._pending, self._pending_chars = [], 0
+        self._hold(text[cut:])
+        return rows
 
     def finish(self) -> list[list[str]]:
-        text = self._pending + self._decode(b"", final=True)
-        self._pending = ""
-        if text.count('"') % 2:
+        text = self._decode(b"", final=True)
+        self._in_quotes ^= text.count('"') % 2 == 1
+        if self._in_quotes:
             raise NotCsv("the file is not valid CSV: a quoted field is not closed")
-        return _parse(text)
+        rows = _parse("".join(self._pending) + text)
+        self._pending, self._pending_chars = [], 0
+        return rows
+
+    def _hold(self, text: str) -> None:
+        if not text:
+            return
+        self._pending.append(text)
+        self._pending_chars += len(text)
+        if self._pending_chars > self.max_row_chars:
+            raise TooLarge(f"a row of the file is longer than the limit of {self.max_row_chars} characters"
+                           + (" (a quoted field is not closed?)" if self._in_quotes else ""),
+                           limit=self.max_row_chars, code="row_too_long")
 
     def _decode(self, data: bytes, final: bool) -> str:
         try:
@@ -101,17 +140,28 @@ class RowReader:
         except UnicodeDecodeError as exc:
             raise BadRequest(f"the file is not valid {self.encoding}: {exc.reason} at byte {exc.start} of a chunk",
                              field="character_encoding", code="invalid_encoding") from None
+        except UnicodeError as exc:  # a codec's own complaint, such as UTF-16 without a byte order mark
+            raise BadRequest(f"the file is not valid {self.encoding}: {exc}", field="character_encoding",
+                             code="invalid_encoding") from None
         if "\x00" in text:
             raise NotCsv("the file is not CSV: it holds NUL characters (a binary file, or the wrong encoding)")
         return text
 
 
-def _row_boundary(text: str) -> int:
-    """The end of the last complete row in ``text`` (0 if none)."""
+def _row_boundary(text: str, in_quotes: bool) -> int:
+    """The end of the last complete row in ``text`` (0 if none), given whether the text before
+    it ended inside quotes. Walks back from one line break to the previous one, counting only
+    the quotes between them: linear in the text however many breaks sit inside quotes."""
+    in_quotes_at = in_quotes ^ (text.count('"') % 2 == 1)  # at the end of the text
+    end = len(text)
     cut = text.rfind("\n")
-    while cut >= 0 and text.count('"', 0, cut) % 2:  # that line break is inside a quoted field
+    while cut >= 0:
+        in_quotes_at ^= text.count('"', cut, end) % 2 == 1
+        if not in_quotes_at:
+            return cut + 1
+        end = cut
         cut = text.rfind("\n", 0, cut)
-    return cut + 1
+    return 0
 
 
 def _parse(text: str) -> list[list[str]]:

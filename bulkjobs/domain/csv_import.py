@@ -14,6 +14,7 @@ written as an attribute too), or is ``id`` to find objects by their bulkjobs id.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -44,8 +45,28 @@ _ACTIONS = {
     ("delete", True): "delete",
 }
 
+# Limits of a CSV job's settings, checked at the door. The plan (its field mappings with their
+# names and default values) travels in the job's details, in JobSubmitted and in every JobStatus,
+# whose producers refuse messages over 1,000,000 bytes; MAX_PLAN_BYTES keeps it well under that
+# beside the description and the job's bookkeeping.
+MAX_COLUMNS = 1000  # columns of a file's header, and field mappings
+MAX_NAME_CHARS = 255  # a column's name (api_name or header), object_type, find_by, file_name
+MAX_DEFAULT_CHARS = 1000  # a default_value
+MAX_PLAN_BYTES = 256 * 1024  # the plan as JSON (the job's details)
+MAX_FILTER_TERMS = 50  # of a template's filter: each is a condition of one SQL query
+
 _TRUE = frozenset({"true", "yes", "y", "1"})
 _FALSE = frozenset({"false", "no", "n", "0"})
+
+
+# Integers JSON can carry here (orjson writes 64-bit integers, signed or not).
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+_QUOTED_CHARS = 100  # of a cell quoted in a skipped row's reason
+
+
+def _quoted(text: str) -> str:
+    """A cell as a reason quotes it: the start of a long one, so reasons stay small."""
+    return repr(text) if len(text) <= _QUOTED_CHARS else repr(text[:_QUOTED_CHARS]) + "..."
 
 
 def convert(text: str, column_type: str) -> Any:
@@ -55,23 +76,28 @@ def convert(text: str, column_type: str) -> Any:
     value = text.strip()
     if column_type == "integer":
         try:
-            return int(value)
+            integer = int(value)
         except ValueError:
-            raise ValueError(f"{text!r} is not an integer") from None
+            raise ValueError(f"{_quoted(text)} is not an integer") from None
+        if not _INT_MIN <= integer <= _INT_MAX:
+            raise ValueError(f"{_quoted(text)} is out of range for an integer (64 bits)")
+        return integer
     if column_type == "number":
         try:
             number = float(value)
         except ValueError:
-            raise ValueError(f"{text!r} is not a number") from None
+            raise ValueError(f"{_quoted(text)} is not a number") from None
         if not math.isfinite(number):
-            raise ValueError(f"{text!r} is not a finite number")
-        return int(number) if number.is_integer() and "." not in value and "e" not in value.lower() else number
+            raise ValueError(f"{_quoted(text)} is not a finite number")
+        if number.is_integer() and "." not in value and "e" not in value.lower() and _INT_MIN <= number <= _INT_MAX:
+            return int(number)
+        return number
     if column_type == "boolean":
         if value.lower() in _TRUE:
             return True
         if value.lower() in _FALSE:
             return False
-        raise ValueError(f"{text!r} is not a boolean (true/false, yes/no, 1/0)")
+        raise ValueError(f"{_quoted(text)} is not a boolean (true/false, yes/no, 1/0)")
     if column_type == "list":
         return [part.strip() for part in value.split(";") if part.strip()]
     raise ValueError(f"unknown column type {column_type!r}")
@@ -101,13 +127,27 @@ class ImportSettings:
     character_encoding: str | None = None
 
 
-def _optional_str(fields: dict[str, Any], name: str) -> str | None:
+def _too_long(what: str, field: str, limit: int) -> BadRequest:
+    return BadRequest(f"{what} is longer than the limit of {limit} characters", field=field, code="too_long",
+                      limit=limit)
+
+
+def _optional_str(fields: dict[str, Any], name: str, max_chars: int | None = None) -> str | None:
     value = fields.get(name)
     if value is None or value == "":
         return None
     if not isinstance(value, str):
         raise BadRequest(f"'{name}' must be a string", field=name)
+    if max_chars is not None and len(value) > max_chars:
+        raise _too_long(f"'{name}'", name, max_chars)
     return value
+
+
+def check_file_name(name: str | None) -> str | None:
+    """The file's name as the client gave it; 400 when longer than the limit."""
+    if name is not None and len(name) > MAX_NAME_CHARS:
+        raise _too_long("the file's name", "file_name", MAX_NAME_CHARS)
+    return name
 
 
 def _mapping(entry: Any, position: int) -> FieldMapping:
@@ -117,6 +157,8 @@ def _mapping(entry: Any, position: int) -> FieldMapping:
     api_name, index = entry.get("api_name"), entry.get("index")
     if not isinstance(api_name, str) or not api_name:
         raise BadRequest(f"{where}.api_name must be a non-empty string", field="field_mappings")
+    if len(api_name) > MAX_NAME_CHARS:
+        raise _too_long(f"{where}.api_name", "field_mappings", MAX_NAME_CHARS)
     if not isinstance(index, int) or isinstance(index, bool) or index < 0:
         raise BadRequest(f"{where}.index must be a column index (an integer >= 0)", field="field_mappings")
     column_type = entry.get("type")
@@ -125,6 +167,8 @@ def _mapping(entry: Any, position: int) -> FieldMapping:
     default = entry.get("default_value")
     if isinstance(default, (dict, list)):
         raise BadRequest(f"{where}.default_value must be a string, number or boolean", field="field_mappings")
+    if isinstance(default, str) and len(default) > MAX_DEFAULT_CHARS:
+        raise _too_long(f"{where}.default_value", "field_mappings", MAX_DEFAULT_CHARS)
     return FieldMapping(api_name, index, default, column_type)
 
 
@@ -143,15 +187,18 @@ def parse_settings(fields: dict[str, Any]) -> ImportSettings:
         if not isinstance(mappings, list) or not mappings:
             raise BadRequest("'field_mappings' must be a non-empty list of {api_name, index, default_value}",
                              field="field_mappings")
+        if len(mappings) > MAX_COLUMNS:
+            raise BadRequest(f"'field_mappings' has {len(mappings)} entries: at most {MAX_COLUMNS}",
+                             field="field_mappings", code="too_many_columns", limit=MAX_COLUMNS)
         mappings = tuple(_mapping(entry, i) for i, entry in enumerate(mappings))
         names = [mapping.api_name for mapping in mappings]
         if len(set(names)) < len(names):
             raise BadRequest("'field_mappings' names a field twice", field="field_mappings")
     return ImportSettings(
         operation=operation,
-        object_type=_optional_str(fields, "object_type"),
+        object_type=_optional_str(fields, "object_type", MAX_NAME_CHARS),
         job_type=job_type,
-        find_by=_optional_str(fields, "find_by"),
+        find_by=_optional_str(fields, "find_by", MAX_NAME_CHARS),
         field_mappings=mappings,
         description=_optional_str(fields, "description"),
         character_encoding=_optional_str(fields, "character_encoding"),
@@ -166,6 +213,7 @@ class ImportPlan:
     find_by: str
     mappings: tuple[FieldMapping, ...]
     width: int  # columns in the header: every row must have as many
+    types: tuple[str, ...]  # the type each mapping converts its cells to, found once for every row
 
     @property
     def action(self) -> str:
@@ -182,15 +230,14 @@ class ImportPlan:
             return Refused(f"the row has {len(row)} columns; the header has {self.width}", skipped=True)
         job_type = self.job_type
         values: Values = {}
-        for mapping in self.mappings:
+        for mapping, column_type in zip(self.mappings, self.types):
             cell = row[mapping.index]
             if not cell.strip():
                 if mapping.default_value is not None:
                     values[mapping.api_name] = mapping.default_value
                 continue
-            column = job_type.column(mapping.api_name)
             try:
-                values[mapping.api_name] = convert(cell, mapping.type or (column.type if column else "string"))
+                values[mapping.api_name] = convert(cell, column_type)
             except ValueError as exc:
                 return Refused(f"column '{mapping.api_name}': {exc}", skipped=True)
         for column in job_type.columns:
@@ -225,7 +272,10 @@ def _header_mappings(header: list[str]) -> tuple[FieldMapping, ...]:
     for position, name in enumerate(names):
         if not name:
             raise BadRequest(f"column {position} of the header has no name", field="file", code="invalid_header")
-    duplicates = sorted({name for name in names if names.count(name) > 1})
+        if len(name) > MAX_NAME_CHARS:
+            raise BadRequest(f"column {position} of the header is named with more than {MAX_NAME_CHARS} characters",
+                             field="file", code="invalid_header", limit=MAX_NAME_CHARS)
+    duplicates = sorted(name for name, times in Counter(names).items() if times > 1)
     if duplicates:
         raise BadRequest("the header names a column twice: " + ", ".join(duplicates), field="file",
                          code="invalid_header", columns=duplicates)
@@ -241,12 +291,17 @@ def _check_mappings(mappings: tuple[FieldMapping, ...], width: int) -> None:
             )
 
 
+def _column_type(job_type: JobType, mapping: FieldMapping) -> str:
+    """The type a mapping's cells convert to: its own, else its job type column's, else string."""
+    column = job_type.column(mapping.api_name)
+    return mapping.type or (column.type if column else "string")
+
+
 def _check_defaults(job_type: JobType, mappings: tuple[FieldMapping, ...]) -> tuple[FieldMapping, ...]:
     """Mappings with their string default values converted to their column's type."""
     checked = []
     for mapping in mappings:
-        column = job_type.column(mapping.api_name)
-        column_type = mapping.type or (column.type if column else "string")
+        column_type = _column_type(job_type, mapping)
         default = mapping.default_value
         if isinstance(default, str) and default.strip() and column_type != "string":
             try:
@@ -266,6 +321,9 @@ def _fixed(settings: ImportSettings, job_type: JobType, name: str, fixed: str | 
 def plan_import(settings: ImportSettings, header: list[str]) -> ImportPlan:
     """Check the settings against the header (the file's first row) and plan the import."""
     width = len(header)
+    if width > MAX_COLUMNS:
+        raise BadRequest(f"the file has {width} columns: at most {MAX_COLUMNS}", field="file",
+                         code="too_many_columns", limit=MAX_COLUMNS)
     if settings.field_mappings is not None:
         _check_mappings(settings.field_mappings, width)
         mappings = settings.field_mappings
@@ -300,13 +358,25 @@ def plan_import(settings: ImportSettings, header: list[str]) -> ImportPlan:
     if operation != "insert" and find_by not in names:
         raise BadRequest(f"no column feeds {find_by!r}, which identifies the objects to {operation} (find_by)",
                          field="find_by")
-    return ImportPlan(job_type, operation, object_type, find_by, _check_defaults(job_type, mappings), width)
+    mappings = _check_defaults(job_type, mappings)
+    plan = ImportPlan(job_type, operation, object_type, find_by, mappings, width,
+                      tuple(_column_type(job_type, mapping) for mapping in mappings))
+    size = len(orjson.dumps(plan.details()))
+    if size > MAX_PLAN_BYTES:
+        raise BadRequest(f"the columns and their mappings take {size} bytes as JSON: at most {MAX_PLAN_BYTES} "
+                         "(fewer columns, shorter names or default values)", field="field_mappings",
+                         code="too_many_columns", limit=MAX_PLAN_BYTES)
+    return plan
 
 
 def parse_filter(text: str | None) -> list[Condition]:
     """A template filter ``field:value field2:value2`` (ANDed) as conditions; 400 if malformed."""
+    terms = (text or "").split()
+    if len(terms) > MAX_FILTER_TERMS:
+        raise BadRequest(f"the filter has {len(terms)} terms: at most {MAX_FILTER_TERMS}", field="q",
+                         limit=MAX_FILTER_TERMS)
     conditions: list[Condition] = []
-    for term in (text or "").split():
+    for term in terms:
         field, sep, value = term.partition(":")
         if not sep or not field or not value or not (field.replace("_", "").isalnum() and field.isascii()):
             raise BadRequest(f"filter term {term!r} is not field:value (a field is letters, digits and _)",

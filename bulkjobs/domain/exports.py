@@ -12,12 +12,12 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Any
 
 import orjson
 
-from bulkjobs.clock import format_time
+from bulkjobs.clock import format_time, parse_time
 from bulkjobs.errors import BadRequest
 
 OBJECTS = "objects"
@@ -47,12 +47,9 @@ def parse_instant(value: Any, field: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise BadRequest(f"'{field}' must be an ISO 8601 date or time", field=field)
     try:
-        moment = datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise BadRequest(f"'{field}' is not an ISO 8601 date or time: {value!r}", field=field) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    moment = moment.astimezone(timezone.utc)
+        moment = parse_time(value.strip())
+    except ValueError as exc:
+        raise BadRequest(f"'{field}' is not an ISO 8601 date or time bulkjobs accepts: {exc}", field=field) from None
     if moment.microsecond % 1000:
         moment += timedelta(microseconds=1000 - moment.microsecond % 1000)
     return format_time(moment)

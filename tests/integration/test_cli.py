@@ -136,7 +136,7 @@ def test_results_of_a_csv_job_are_its_results_csv(stack: Stack, api: Client, tmp
 
     assert run.returncode == 0, run.stderr
     assert out.read_bytes() == api.get(f"/v1/jobs/{job['id']}/results.csv").body
-    assert out.read_bytes().startswith(b"external_id,rpm,_status,_id,_error\r\nm-1,900,")
+    assert out.read_bytes().startswith(b"_status,_id,_error,external_id,rpm\r\nadded,")
 
 
 def test_cancel_of_an_ended_job_exits_2(stack: Stack, api: Client) -> None:

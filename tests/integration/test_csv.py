@@ -336,12 +336,12 @@ def test_results_csv_round_trips_the_rows_with_status_id_and_error(api: Client) 
     resp = api.get(f"/v1/jobs/{job['id']}/results.csv")
     assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/csv")
     rows = parse_csv(resp.body)
-    assert rows[0] == ["external_id", "name", "note", "_status", "_id", "_error"]
-    assert rows[1][:5] == ["new", "Nouveau", "multi\nline", "added", results[0]["id"]]
-    assert rows[2][:5] == ["keep", "Kept", "plain", "updated", results[1]["id"]]
-    assert rows[3][0] == "bad-row" and rows[3][1:3] == ["skipped", ""] and "1 columns" in rows[3][3]
-    assert rows[4][3:5] == ["skipped", ""] and "'external_id' is empty" in rows[4][5]
-    assert [row[-1] for row in rows[1:3]] == ["", ""]
+    assert rows[0] == ["_status", "_id", "_error", "external_id", "name", "note"]
+    assert rows[1] == ["added", results[0]["id"], "", "new", "Nouveau", "multi\nline"]
+    assert rows[2] == ["updated", results[1]["id"], "", "keep", "Kept", "plain"]
+    assert rows[3][:2] == ["skipped", ""] and "1 columns" in rows[3][2] and rows[3][3:] == ["bad-row"]
+    assert rows[4][:2] == ["skipped", ""] and "'external_id' is empty" in rows[4][2]
+    assert rows[4][3:] == ["", "no key", "x"]
     assert len(rows) == 5
 
     assert api.get(f"/v1/jobs/{job['id']}/file").body == data

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 
 import pytest
 
 from bulkjobs.domain.csv_files import EncodingSniffer, NotCsv, RowReader, encoding_name, write_rows
-from bulkjobs.errors import BadRequest
+from bulkjobs.errors import BadRequest, TooLarge
 
 TEXT = 'id,name,note\r\n1,Crème,"a, b"\r\n2,"multi\nline","say ""hi"""\r\n\r\n3,Smörgås,\n'
 ROWS = [["id", "name", "note"], ["1", "Crème", "a, b"], ["2", "multi\nline", 'say "hi"'], ["3", "Smörgås", ""]]
@@ -52,6 +53,21 @@ def test_an_unknown_encoding_is_400() -> None:
     assert err.value.code == "unknown_encoding"
 
 
+@pytest.mark.parametrize("name", ["base64", "zlib", "rot13", "punycode", "hex", "bz2", "uu", "quopri", "idna",
+                                  "undefined", "utf-7", "utf-8" + " " * 100, "a\x00b"])
+def test_a_codec_that_is_not_a_text_encoding_is_400(name: str) -> None:
+    with pytest.raises(BadRequest) as err:
+        encoding_name(name)
+    assert err.value.status == 400 and err.value.code == "unknown_encoding"
+
+
+@pytest.mark.parametrize("data", [b"a\x00,\x00b\x00", b"a,b\n1,2\n"])
+def test_utf16_without_a_byte_order_mark_is_400(data: bytes) -> None:
+    with pytest.raises(BadRequest) as err:
+        read_all(data, "utf-16", 4)
+    assert err.value.status == 400 and err.value.code == "invalid_encoding"
+
+
 def read_all(data: bytes, encoding: str, chunk: int) -> list[list[str]]:
     reader = RowReader(encoding)
     rows: list[list[str]] = []
@@ -82,6 +98,32 @@ def test_what_is_not_csv_is_refused(data: bytes) -> None:
     with pytest.raises(NotCsv) as err:
         read_all(data, "utf-8", 4)
     assert err.value.status == 400 and err.value.code == "not_csv"
+
+
+@pytest.mark.parametrize("chunk", [1000, 256 * 1024])
+def test_an_unclosed_quote_before_many_line_breaks_is_read_in_linear_time(chunk: int) -> None:
+    data = b'id,name\n"x' + b",y\n" * 200_000  # each line break is inside the quoted field
+    started = time.perf_counter()
+    with pytest.raises(NotCsv):
+        read_all(data, "utf-8", chunk)
+    assert time.perf_counter() - started < 1.0  # 40 s when quotes were recounted for every line break
+
+
+@pytest.mark.parametrize("data", [b'a\n"' + b"x\n" * 600, b"a\n" + b"x" * 1200 + b"\n"])
+def test_a_row_longer_than_the_limit_is_413_without_reading_further(data: bytes) -> None:
+    reader = RowReader("utf-8", max_row_chars=1000)
+    with pytest.raises(TooLarge) as err:
+        for start in range(0, len(data), 100):
+            reader.feed(data[start:start + 100])
+    assert err.value.code == "row_too_long" and err.value.details["limit"] == 1000
+
+
+def test_rows_up_to_the_limit_are_read() -> None:
+    row = b"x" * 998 + b"\r\n"  # 1,000 characters with its line end
+    data = b"a\n" + row * 3
+    reader = RowReader("utf-8", max_row_chars=1000)
+    rows = [row for start in range(0, len(data), 7) for row in reader.feed(data[start:start + 7])]
+    assert rows + reader.finish() == [["a"]] + [["x" * 998]] * 3
 
 
 def test_bytes_the_encoding_cannot_decode_are_refused() -> None:

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+import orjson
 import pytest
 
 from bulkjobs.domain.csv_import import (
+    MAX_COLUMNS,
+    MAX_DEFAULT_CHARS,
+    MAX_FILTER_TERMS,
+    MAX_NAME_CHARS,
+    MAX_PLAN_BYTES,
     ImportSettings,
+    check_file_name,
     convert,
     parse_filter,
     parse_settings,
@@ -38,6 +46,8 @@ def skipped(result: Any) -> str:
     ("abc", "string", "abc"), (" padded ", "string", " padded "),
     ("42", "integer", 42), (" -7 ", "integer", -7),
     ("1.5", "number", 1.5), ("3", "number", 3), ("1e3", "number", 1000.0),
+    (str(2**64 - 1), "integer", 2**64 - 1), (str(-(2**63)), "integer", -(2**63)),
+    ("1" + "0" * 30, "number", 1e30),
     ("TRUE", "boolean", True), ("no", "boolean", False), ("1", "boolean", True),
     ("a; b;;c ", "list", ["a", "b", "c"]), ("", "list", []),
 ])
@@ -51,6 +61,26 @@ def test_convert(text: str, column_type: str, value: Any) -> None:
 def test_convert_refuses_values_of_the_wrong_type(text: str, column_type: str) -> None:
     with pytest.raises(ValueError, match=repr(text)):
         convert(text, column_type)
+
+
+@pytest.mark.parametrize("text", [str(2**64), str(-(2**63) - 1), "9" * 5000])
+def test_an_integer_json_cannot_carry_is_refused(text: str) -> None:
+    with pytest.raises(ValueError):
+        convert(text, "integer")
+
+
+def test_a_long_cell_is_quoted_short_in_the_reason() -> None:
+    with pytest.raises(ValueError) as err:
+        convert("x" * 100_000, "integer")
+    assert len(str(err.value)) < 200 and "..." in str(err.value)
+
+
+def test_every_converted_row_can_be_encoded() -> None:
+    planned = plan(["external_id", "n", "f"], operation="upsert", object_type="t", field_mappings=[
+        {"api_name": "external_id", "index": 0}, {"api_name": "n", "index": 1, "type": "integer"},
+        {"api_name": "f", "index": 2, "type": "number"}])
+    for big in ("1" + "0" * 30, "-" + "9" * 25):
+        orjson.dumps(planned.record(["x", big, big]))
 
 
 @pytest.mark.parametrize("operation, find_by, action", [
@@ -191,8 +221,73 @@ def test_settings_of_the_wrong_shape_are_400(fields: dict[str, Any], field: str)
     assert err.value.details["field"] == field
 
 
+LONG_NAME = "n" * (MAX_NAME_CHARS + 1)
+
+
+@pytest.mark.parametrize("fields, field, code", [
+    ({"object_type": LONG_NAME}, "object_type", "too_long"),
+    ({"find_by": LONG_NAME}, "find_by", "too_long"),
+    ({"field_mappings": [{"api_name": LONG_NAME, "index": 0}]}, "field_mappings", "too_long"),
+    ({"field_mappings": [{"api_name": "a", "index": 0, "default_value": "d" * (MAX_DEFAULT_CHARS + 1)}]},
+     "field_mappings", "too_long"),
+    ({"field_mappings": [{"api_name": f"c{i}", "index": i} for i in range(MAX_COLUMNS + 1)]}, "field_mappings",
+     "too_many_columns"),
+])
+def test_settings_over_their_limits_are_400(fields: dict[str, Any], field: str, code: str) -> None:
+    with pytest.raises(BadRequest) as err:
+        parse_settings(fields)
+    assert (err.value.status, err.value.code, err.value.details["field"]) == (400, code, field)
+    assert err.value.details["limit"] in (MAX_NAME_CHARS, MAX_DEFAULT_CHARS, MAX_COLUMNS)
+
+
+def test_a_file_name_over_the_limit_is_400() -> None:
+    assert check_file_name("n" * MAX_NAME_CHARS) == "n" * MAX_NAME_CHARS
+    with pytest.raises(BadRequest) as err:
+        check_file_name(LONG_NAME)
+    assert err.value.details["field"] == "file_name"
+
+
+@pytest.mark.parametrize("width", [MAX_COLUMNS + 1, 35_000])
+def test_a_header_of_more_columns_than_the_limit_is_400_at_once(width: int) -> None:
+    started = time.perf_counter()
+    err = bad([f"c{i}" for i in range(width)], operation="insert", object_type="t")
+    assert (err.status, err.code, err.details["limit"]) == (400, "too_many_columns", MAX_COLUMNS)
+    assert time.perf_counter() - started < 0.5
+
+
+def test_a_header_of_the_most_columns_allowed_is_planned_and_checked_in_linear_time() -> None:
+    header = [f"column-{i}" for i in range(MAX_COLUMNS)]
+    started = time.perf_counter()
+    for _ in range(20):
+        planned = plan(header, operation="insert", object_type="t")
+    assert time.perf_counter() - started < 0.5
+    assert planned.width == MAX_COLUMNS and len(orjson.dumps(planned.details())) <= MAX_PLAN_BYTES
+    err = bad([*header[:-1], header[0]], operation="insert", object_type="t")
+    assert err.code == "invalid_header" and err.details["columns"] == ["column-0"]
+
+
+def test_header_names_over_the_limit_are_400() -> None:
+    err = bad(["a", LONG_NAME], operation="insert", object_type="t")
+    assert (err.code, err.details["limit"]) == ("invalid_header", MAX_NAME_CHARS)
+
+
+def test_mappings_too_large_for_the_job_status_message_are_400() -> None:
+    header = ["x" * MAX_NAME_CHARS + str(i) for i in range(MAX_COLUMNS)]
+    header = [name[-MAX_NAME_CHARS:] for name in header]
+    err = bad(header, operation="insert", object_type="t")
+    assert (err.code, err.details["field"], err.details["limit"]) == ("too_many_columns", "field_mappings",
+                                                                      MAX_PLAN_BYTES)
+
+
 def test_empty_settings_are_unset() -> None:
     assert parse_settings({"operation": "", "description": None, "other": 1}) == ImportSettings()
+
+
+def test_a_filter_of_more_terms_than_the_limit_is_400() -> None:
+    assert len(parse_filter(" ".join(["a:1"] * MAX_FILTER_TERMS))) == MAX_FILTER_TERMS
+    with pytest.raises(BadRequest) as err:
+        parse_filter(" ".join(["a:1"] * (MAX_FILTER_TERMS + 1)))
+    assert (err.value.details["field"], err.value.details["limit"]) == ("q", MAX_FILTER_TERMS)
 
 
 def test_parse_filter() -> None:
