@@ -75,8 +75,9 @@ class JobPublisher:
             raise Unavailable(reason) from None
 
     async def _upload(self, submitted: JobSubmitted, spool: BatchSpool) -> None:
-        """Send the batches while beating; seal the job once the broker has them all. A beat the
-        broker does not take in time ends the upload: the job might be judged interrupted."""
+        """Send the batches while beating; seal the job once the broker has them all. A beat or
+        seal the broker does not take in time ends the upload: the job might be judged
+        interrupted, so it must not be answered 202."""
         sending = asyncio.ensure_future(self._send_batches(spool, hold=submitted.schedule is not None))
         beating = asyncio.ensure_future(self._beat(submitted.job_id, submitted.tenant))
         try:
@@ -87,18 +88,23 @@ class JobPublisher:
         finally:
             for task in (sending, beating):
                 task.cancel()
-        await self.producer.send_and_wait(self.names.job_events, self._command_value(
-            submitted.job_id, submitted.tenant, "sealed"), key=submitted.job_id.encode())
+        await self._upload_command(submitted.job_id, submitted.tenant, "sealed")
 
     async def _beat(self, job_id: str, tenant: str) -> None:
         while True:
             await asyncio.sleep(self.beat_interval)
-            value = self._command_value(job_id, tenant, "beat")
-            try:
-                await asyncio.wait_for(self.producer.send_and_wait(self.names.job_events, value, key=job_id.encode()),
-                                       2 * self.beat_interval)
-            except asyncio.TimeoutError:
-                raise TimeoutError(f"the broker took no beat of the job for {2 * self.beat_interval:.1f} s") from None
+            await self._upload_command(job_id, tenant, "beat")
+
+    async def _upload_command(self, job_id: str, tenant: str, kind: str) -> None:
+        """A beat or the seal, acknowledged within two beat intervals (so the job is never
+        silent for a whole upload timeout, 5 intervals, while its API lives)."""
+        value = self._command_value(job_id, tenant, kind)
+        limit = 2 * self.beat_interval
+        try:
+            await asyncio.wait_for(self.producer.send_and_wait(self.names.job_events, value, key=job_id.encode()),
+                                   limit)
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"the broker took no {kind} of the job within {limit:.1f} s") from None
 
     async def _send_batches(self, spool: BatchSpool, hold: bool) -> None:
         slots = asyncio.Semaphore(MAX_IN_FLIGHT)
