@@ -270,23 +270,28 @@ def build_app(settings: Settings) -> faust.App:
         objects.record(partition, metadata.offset, applied, apply_ops=False)
         await batch_done(batch.job_id, batch.seq, outcome.counts)
 
+    async def handle_batch(event: faust.EventT) -> None:
+        try:
+            batch = RecordBatch(**decode(event.value))
+        except Exception as exc:
+            await dead_letter(event, f"unreadable record batch: {exc!r}")
+            job_id, _ = names_in(None, event.value)
+            if job_id is not None:
+                await request_fail(job_id, "", f"a batch of the job could not be read: {exc!r}")
+            return
+        await apply(event.message.partition, event.message.offset, batch)
+
     @app.agent(batches_topic)
     async def apply_batches(stream: faust.StreamT) -> AsyncIterator[None]:
         await start_tails()
         async for event in stream.events():
             try:
-                batch = RecordBatch(**decode(event.value))
-            except Exception as exc:
-                await dead_letter(event, f"unreadable record batch: {exc!r}")
-                job_id, _ = names_in(None, event.value)
-                if job_id is not None:
-                    await request_fail(job_id, "", f"a batch of the job could not be read: {exc!r}")
-                continue
-            try:
-                await apply(event.message.partition, event.message.offset, batch)
+                await handle_batch(event)
             except Exception as exc:  # the stream goes on: the batch's job fails with the reason
-                log.exception("batch %s/%d could not be handled; failing its job", batch.job_id, batch.seq)
-                await request_fail(batch.job_id, batch.tenant, f"a batch of the job could not be applied: {exc!r}")
+                log.exception("the batch at %s@%d could not be handled", event.message.tp, event.message.offset)
+                job_id, tenant = names_in(None, event.value)
+                if job_id is not None:
+                    await request_fail(job_id, tenant or "", f"a batch of the job could not be applied: {exc!r}")
             yield None
 
     def upload_expired(job_id: str) -> float | None:

@@ -173,3 +173,23 @@ def _post_ignoring_errors(api: Client, body: dict[str, Any]) -> None:
         api.post("/v1/jobs", json_body=body)
     except OSError:
         pass  # the API was killed under the request
+
+
+def test_a_batch_that_breaks_the_applier_fails_its_job_and_the_stream_goes_on(hardened: Stack) -> None:
+    api = hardened.client()
+    job_id = uuid.uuid4().hex
+    produce(hardened, submitted(job_id, total=1, batches=1))
+    batch = {"job_id": job_id, "tenant": "tenant-a", "type": "resources", "action": "post", "seq": 0, "items": 5}
+
+    async def send_batch() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=hardened.brokers, acks="all", max_batch_size=1)
+        await producer.start()
+        try:
+            await producer.send_and_wait(TopicNames(hardened.prefix).batches, orjson.dumps(batch), partition=0)
+        finally:
+            await producer.stop()
+
+    asyncio.run(send_batch())
+    job = ended(api, job_id)
+    assert job["status"] == "failed" and "a batch of the job could not be applied" in job["error"]["message"]
+    assert_worker_goes_on(hardened, api)

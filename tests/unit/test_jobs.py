@@ -400,6 +400,7 @@ def test_a_too_large_job_is_shrunk_and_failed_with_the_reason() -> None:
     job = replace(upload(), description="d" * 5000, details={"columns": ["c"] * 10_000})
     small = jobs.shrunk(job, T1, "the job's status cannot be published: it is 2000000 bytes")
     assert small.details is None and len(small.description) == jobs.MAX_SMALL_DESCRIPTION
+    assert small.stops_batches
     assert small.status == FAILED and small.error == {"code": "status_too_large",
                                                       "message": "the job's status cannot be published: "
                                                                  "it is 2000000 bytes"}
