@@ -365,7 +365,10 @@ def build_app(settings: Settings) -> faust.App:
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(app: faust.App, revoked: set[TP], **kwargs: Any) -> None:
         objects.revoke({tp.partition for tp in revoked if tp.topic == names.batches})
-        job_states.revoke({tp.partition for tp in revoked if tp.topic == names.job_events})
+        lost = {tp.partition for tp in revoked if tp.topic == names.job_events}
+        job_states.revoke(lost)
+        for job_id in [job_id for job_id in beats if job_states.partitions.get(job_id) in lost]:
+            del beats[job_id]  # if the partition comes back, its uploads' clocks start again
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(app: faust.App, assigned: set[TP], **kwargs: Any) -> None:
