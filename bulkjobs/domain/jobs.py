@@ -339,8 +339,8 @@ def upload_interrupted(job: Job, at: str, silent_for: float) -> Job | None:
         return None
     counted = job.done.bit_count()
     reason = (f"the job's upload was interrupted: its submitter sent no word for {silent_for:.0f} s before it had "
-              f"sent all of its {job.batches} batches; the {counted} applied by then are its results, "
-              f"and no more of it is applied")
+              f"sent all of its {job.batches} batches; it keeps the results of those applied by then "
+              f"({counted}), and no more of it is applied")
     return failed(job, at, reason, UPLOAD_INTERRUPTED)
 
 

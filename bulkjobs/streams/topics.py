@@ -12,9 +12,9 @@ from typing import Any
 
 import orjson
 
+from bulkjobs.domain import jobs
 from bulkjobs.domain.counts import Counts
 from bulkjobs.domain.identity import ACTIONS
-from bulkjobs.domain import jobs
 from bulkjobs.domain.jobs import Job
 
 # Every producer's request limit (the API's aiokafka producer and the worker's Faust producer

@@ -378,7 +378,7 @@ def test_an_interrupted_upload_fails_with_what_was_applied_and_stops_its_batches
     interrupted = jobs.upload_interrupted(job, T2, 31)
     assert interrupted is not None
     assert interrupted.status == FAILED and interrupted.error["code"] == "upload_interrupted"
-    assert "1 applied" in interrupted.error["message"] and "31 s" in interrupted.error["message"]
+    assert "applied by then (1)" in interrupted.error["message"] and "31 s" in interrupted.error["message"]
     assert interrupted.counts == batch(10) and interrupted.completed_at == T2
     assert interrupted.stops_batches
     assert jobs.upload_interrupted(interrupted, T3, 40) is None
