@@ -105,11 +105,10 @@ class Job:
 
     @property
     def stops_batches(self) -> bool:
-        """Whether no more of this job's batches may be applied: it was cancelled, deleted, its
-        upload was interrupted or its status could not be published (so its counts stay those
-        of the batches applied until then)."""
-        return self.status in (CANCELLED, DELETED) or (
-            self.status == FAILED and (self.error or {}).get("code") in (UPLOAD_INTERRUPTED, STATUS_TOO_LARGE))
+        """Whether no more of this job's batches may be applied: it was cancelled, deleted, or
+        failed (its upload was interrupted, a message of it was refused...), so its counts stay
+        those of the batches applied until then."""
+        return self.status in (CANCELLED, DELETED, FAILED)
 
     @property
     def holds_batches(self) -> bool:

@@ -81,9 +81,8 @@ class JobStates(RebuiltState):
 
     A worker is the only writer of the status partitions it owns: once a partition is synced
     it keeps that partition's jobs itself and the tail skips them, so a snapshot read back
-    late can never roll a job back. Jobs that are cancelled, deleted or whose upload was
-    interrupted are remembered so that their batches are no longer applied, whichever
-    partition they live on.
+    late can never roll a job back. Jobs that are cancelled, failed or deleted are remembered
+    so that their batches are no longer applied, whichever partition they live on.
     """
 
     def __init__(self, brokers: str, topic: str) -> None:

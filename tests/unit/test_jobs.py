@@ -390,10 +390,11 @@ def test_a_finished_upload_is_never_interrupted() -> None:
     assert finished.status == SUCCEEDED and jobs.upload_interrupted(finished, T2, 31) is None
 
 
-def test_other_failures_do_not_stop_the_batches() -> None:
+def test_a_failed_or_cancelled_job_applies_no_more_batches() -> None:
     failed_job = failed(upload(), T1, "a message of the job was refused")
-    assert failed_job is not None and not failed_job.stops_batches
+    assert failed_job is not None and failed_job.stops_batches
     assert cancelled(upload(), T1).stops_batches
+    assert not upload().stops_batches and not jobs.sealed(upload()).stops_batches
 
 
 def test_a_too_large_job_is_shrunk_and_failed_with_the_reason() -> None:
