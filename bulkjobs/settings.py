@@ -40,6 +40,9 @@ class Settings:
     session_timeout: float = 6.0
     heartbeat_interval: float = 2.0
     worker_heartbeat_seconds: float = 2.0
+    # A job whose submitter (the API) sends no beat or seal for this long while it is still
+    # sending the job's batches fails as upload_interrupted; the API beats every fifth of it.
+    upload_timeout: float = 30.0
 
     @property
     def db_path(self) -> Path:
@@ -81,6 +84,7 @@ class Settings:
         for name, attr in (
             ("SESSION_TIMEOUT", "session_timeout"),
             ("HEARTBEAT_INTERVAL", "heartbeat_interval"),
+            ("UPLOAD_TIMEOUT", "upload_timeout"),
         ):
             if (v := get(name)) is not None:
                 values[attr] = float(v)

@@ -1,4 +1,10 @@
-"""Publishing job requests and commands to Kafka from the API (acks=all, bounded in flight)."""
+"""Publishing job requests and commands to Kafka from the API (acks=all, bounded in flight).
+
+A job's batches follow its ``JobSubmitted`` (marked ``uploading``). While they are being sent,
+a ``beat`` command goes to the job's events every fifth of ``BULKJOBS_UPLOAD_TIMEOUT``; once the
+broker has them all, a ``sealed`` command. An API that dies in between stops beating, and the
+worker's upload watch fails the job as ``upload_interrupted`` (docs/architecture.md).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +19,15 @@ from bulkjobs.api.spool import BatchSpool
 from bulkjobs.clock import utc_now
 from bulkjobs.errors import Unavailable
 from bulkjobs.settings import Settings
-from bulkjobs.streams.topics import JobCommand, JobSubmitted, RecordBatch, TopicNames, decode, encode
+from bulkjobs.streams.topics import (
+    MAX_REQUEST_BYTES,
+    JobCommand,
+    JobSubmitted,
+    RecordBatch,
+    TopicNames,
+    decode,
+    encode,
+)
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +37,7 @@ MAX_IN_FLIGHT = 32  # aiokafka has no backpressure of its own
 class JobPublisher:
     def __init__(self, settings: Settings) -> None:
         self.names = TopicNames(settings.topic_prefix)
+        self.beat_interval = settings.upload_timeout / 5
         self.producer = AIOKafkaProducer(
             bootstrap_servers=settings.kafka_brokers,
             acks="all",
@@ -30,6 +45,7 @@ class JobPublisher:
             # too-low end offset, which cuts catch-up barriers short. Batch messages are large,
             # so little is lost.
             max_batch_size=1,
+            max_request_size=MAX_REQUEST_BYTES,  # the worker's limit too: what one sends, the other can
         )
 
     async def start(self) -> None:
@@ -39,8 +55,9 @@ class JobPublisher:
         await self.producer.stop()
 
     async def submit(self, submitted: JobSubmitted, spool: BatchSpool | None) -> None:
-        """Publish the job's totals, then its batches (an export has none); return once the
-        broker has them all. A definition's batches are marked to be held for its runs."""
+        """Publish the job's totals, then its batches (an export has none), then seal it; return
+        once the broker has them all. A definition's batches are marked to be held for its runs."""
+        submitted = replace(submitted, uploading=spool is not None)
         try:
             await self.producer.send_and_wait(
                 self.names.job_events, encode(submitted), key=submitted.job_id.encode()
@@ -50,12 +67,44 @@ class JobPublisher:
         if spool is None:
             return
         try:
-            await self._send_batches(spool, hold=submitted.schedule is not None)
+            await self._upload(submitted, spool)
         except Exception as exc:
             log.exception("job %s: batches could not be written; failing it", submitted.job_id)
-            reason = f"the job's records could not all be written to Kafka: {exc}"
+            reason = f"the job's records could not all be written to Kafka: {exc!r}"
             await self.command(submitted.job_id, submitted.tenant, "fail", reason)
             raise Unavailable(reason) from None
+
+    async def _upload(self, submitted: JobSubmitted, spool: BatchSpool) -> None:
+        """Send the batches while beating; seal the job once the broker has them all. A beat or
+        seal the broker does not take in time ends the upload: the job might be judged
+        interrupted, so it must not be answered 202."""
+        sending = asyncio.ensure_future(self._send_batches(spool, hold=submitted.schedule is not None))
+        beating = asyncio.ensure_future(self._beat(submitted.job_id, submitted.tenant))
+        try:
+            await asyncio.wait({sending, beating}, return_when=asyncio.FIRST_COMPLETED)
+            if beating.done():
+                beating.result()  # raises why the beats stopped
+            await sending
+        finally:
+            for task in (sending, beating):
+                task.cancel()
+        await self._upload_command(submitted.job_id, submitted.tenant, "sealed")
+
+    async def _beat(self, job_id: str, tenant: str) -> None:
+        while True:
+            await asyncio.sleep(self.beat_interval)
+            await self._upload_command(job_id, tenant, "beat")
+
+    async def _upload_command(self, job_id: str, tenant: str, kind: str) -> None:
+        """A beat or the seal, acknowledged within two beat intervals (so the job is never
+        silent for a whole upload timeout, 5 intervals, while its API lives)."""
+        value = self._command_value(job_id, tenant, kind)
+        limit = 2 * self.beat_interval
+        try:
+            await asyncio.wait_for(self.producer.send_and_wait(self.names.job_events, value, key=job_id.encode()),
+                                   limit)
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"the broker took no {kind} of the job within {limit:.1f} s") from None
 
     async def _send_batches(self, spool: BatchSpool, hold: bool) -> None:
         slots = asyncio.Semaphore(MAX_IN_FLIGHT)
@@ -70,10 +119,16 @@ class JobPublisher:
         if pending:
             await asyncio.gather(*pending)
 
+    @staticmethod
+    def _command_value(job_id: str, tenant: str, kind: str, reason: str | None = None,
+                       changes: dict[str, Any] | None = None) -> bytes:
+        return encode(JobCommand(job_id=job_id, tenant=tenant, kind=kind, at=utc_now(), reason=reason,
+                                 changes=changes))
+
     async def command(self, job_id: str, tenant: str, kind: str, reason: str | None = None,
                       changes: dict[str, Any] | None = None) -> None:
-        command = JobCommand(job_id=job_id, tenant=tenant, kind=kind, at=utc_now(), reason=reason, changes=changes)
+        value = self._command_value(job_id, tenant, kind, reason, changes)
         try:
-            await self.producer.send_and_wait(self.names.job_events, encode(command), key=job_id.encode())
+            await self.producer.send_and_wait(self.names.job_events, value, key=job_id.encode())
         except Exception as exc:
             raise Unavailable(f"the request could not be written to Kafka: {exc}") from None

@@ -3,7 +3,9 @@
 Events arrive at least once; a batch is counted once because its sequence number is kept in
 ``done`` (a bit set), so a redelivered batch changes nothing. A job produced straight to Kafka
 arrives as a request and parts; the parts routed so far are kept in ``parts_done`` the same way,
-with where the next part's records and batches start.
+with where the next part's records and batches start. A job whose submitter is still sending its
+batches is ``uploading`` until the submitter seals it; one never sealed fails as
+``upload_interrupted`` and none of its later batches is applied.
 """
 
 from __future__ import annotations
@@ -24,6 +26,12 @@ SCHEDULED = "scheduled"  # a definition: its runs are created by its schedule
 DELETED = "deleted"  # a tombstone: the job is gone from every view
 
 EXPORT = "export"  # the type (and action) of an export job: it writes files, not objects
+
+JOB_FAILED = "job_failed"  # error codes of a job that could not run (as opposed to its records failing)
+UPLOAD_INTERRUPTED = "upload_interrupted"
+STATUS_TOO_LARGE = "status_too_large"
+MAX_REASON = 2000  # characters of a failure's reason kept in the job's error
+MAX_SMALL_DESCRIPTION = 1000  # characters of the description a too-large status keeps
 
 STATUSES = (QUEUED, PROCESSING, SUCCEEDED, PARTIALLY_SUCCEEDED, FAILED, CANCELLED, SUSPENDED, SCHEDULED)
 TERMINAL = frozenset({SUCCEEDED, PARTIALLY_SUCCEEDED, FAILED, CANCELLED, DELETED})
@@ -77,6 +85,7 @@ class Job:
     runs_fired: int = 0  # a definition: the runs made so far
     last_due: str | None = None  # a definition: the schedule time of its latest run
     parked: list[list[int]] = field(default_factory=list)  # [partition, offset] of batches held back
+    uploading: bool = False  # its submitter is still sending its batches: it has not sealed it yet
     created_at: str | None = None
     started_at: str | None = None
     completed_at: str | None = None
@@ -93,6 +102,13 @@ class Job:
     @property
     def started(self) -> bool:
         return self.started_at is not None or self.runs_fired > 0
+
+    @property
+    def stops_batches(self) -> bool:
+        """Whether no more of this job's batches may be applied: it was cancelled, deleted, or
+        failed (its upload was interrupted, a message of it was refused...), so its counts stay
+        those of the batches applied until then."""
+        return self.status in (CANCELLED, DELETED, FAILED)
 
     @property
     def holds_batches(self) -> bool:
@@ -143,18 +159,22 @@ def public_body(job: Job, status: str | None = None) -> dict[str, Any]:
 def submitted(job: Job, *, tenant: str, type: str, action: str, description: str | None,
               total: int | None, batches: int, created_at: str, details: dict[str, Any] | None = None,
               parent_id: str | None = None, schedule: dict[str, Any] | None = None,
-              suspended: bool = False) -> Job:
+              suspended: bool = False, uploading: bool = False) -> Job:
     """The request is in Kafka: the job learns its totals (its batches may already be counted).
-    With a ``schedule`` it is a definition, whose batches are held for its runs."""
+    With a ``schedule`` it is a definition, whose batches are held for its runs. ``uploading``:
+    its batches are still being sent, and a ``sealed`` command will say when they all are."""
     if job.status == DELETED:
         return job
     latest = max(created_at, job.updated_at or created_at)  # batches may have been counted first
     status = job.status
-    if job.tenant == "" and (schedule or suspended):  # the first time: later copies change no status
-        status = SUSPENDED if suspended else SCHEDULED
+    if job.tenant == "":  # the first time: later copies (redelivered) change no status and no seal
+        if schedule or suspended:
+            status = SUSPENDED if suspended else SCHEDULED
+    else:
+        uploading = job.uploading
     job = replace(job, tenant=tenant, type=type, action=action, description=description, details=details,
                   total=total, batches=batches, created_at=created_at, updated_at=latest, parent_id=parent_id,
-                  schedule=schedule, status=status)
+                  schedule=schedule, status=status, uploading=uploading)
     return job if job.schedule else _finish_if_done(job, latest)
 
 
@@ -297,11 +317,45 @@ def export_done(job: Job, total: int, files: list[dict[str, Any]], at: str) -> J
                    started_at=job.started_at or at, completed_at=at, updated_at=at)
 
 
-def failed(job: Job, at: str, reason: str) -> Job | None:
-    """The job itself could not run (its request never fully reached Kafka); None if it had ended."""
+def failed(job: Job, at: str, reason: str, code: str = JOB_FAILED) -> Job | None:
+    """The job itself could not run (its request never fully reached Kafka, or a message of it
+    could not be handled); None if it had ended."""
     if job.terminal:
         return None
-    return replace(job, status=FAILED, error={"code": "job_failed", "message": reason}, completed_at=at, updated_at=at)
+    return replace(job, status=FAILED, error={"code": code, "message": _cut(reason, MAX_REASON)},
+                   completed_at=at, updated_at=at)
+
+
+def sealed(job: Job) -> Job | None:
+    """Its submitter has sent all the job's batches; None if it was not waiting for that."""
+    return replace(job, uploading=False) if job.uploading else None
+
+
+def upload_interrupted(job: Job, at: str, silent_for: float) -> Job | None:
+    """Its submitter stopped (no word for ``silent_for`` seconds) before it had sent all the
+    job's batches: the job fails with the batches applied so far; None if it was not uploading."""
+    if not job.uploading or job.terminal:
+        return None
+    counted = job.done.bit_count()
+    reason = (f"the job's upload was interrupted: its submitter sent no word for {silent_for:.0f} s before it had "
+              f"sent all of its {job.batches} batches; it keeps the results of those applied by then "
+              f"({counted}), and no more of it is applied")
+    return failed(job, at, reason, UPLOAD_INTERRUPTED)
+
+
+def shrunk(job: Job, at: str, reason: str) -> Job:
+    """The job without what made its status too large to publish (its details, most of its
+    description): failed with ``reason`` unless it had ended, so its owner learns why."""
+    small = replace(job, details=None, description=_cut(job.description, MAX_SMALL_DESCRIPTION),
+                    error=job.error and {**job.error, "message": _cut(job.error.get("message"), MAX_REASON)},
+                    updated_at=at)
+    return failed(small, at, reason, STATUS_TOO_LARGE) or small
+
+
+def _cut(text: str | None, limit: int) -> str | None:
+    if not isinstance(text, str) or len(text) <= limit:
+        return text
+    return text[:limit - 1] + "…"
 
 
 def deleted(job: Job, at: str) -> Job | None:

@@ -3,7 +3,9 @@
 A schedule is ``{"immediately": bool, "cron": str | None, "runs": int | None, "start_date":
 ISO 8601 | None}``. ``cron`` has five fields (minute resolution) or six, the sixth being
 seconds (croniter's form). Times are compared as UTC datetimes. A definition that missed
-several ticks (its scheduler was down) is due once, for the latest of them.
+several ticks (its scheduler was down) is due once, for the latest of them. A schedule is
+accepted only if it will fire at least once: a cron that names no real date (``0 0 31 2 *``)
+is refused at the door, since the scheduler could never make a run of it.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 from bulkjobs.clock import format_time, parse_time
 from bulkjobs.errors import BadRequest
@@ -37,7 +39,7 @@ def check_schedule(raw: Any, now: datetime) -> dict[str, Any]:
     if start is not None:
         try:
             start_time = parse_time(start) if isinstance(start, str) else None
-        except ValueError:
+        except (ValueError, OverflowError):  # not a time, or one that cannot be told in UTC
             start_time = None
         if start_time is None:
             raise BadRequest("'schedule.start_date' must be an ISO 8601 time", field="schedule.start_date")
@@ -46,8 +48,20 @@ def check_schedule(raw: Any, now: datetime) -> dict[str, Any]:
                              field="schedule.start_date")
     if cron is None and start_time is None and not immediately:
         raise BadRequest("a schedule needs cron, start_date or immediately", field="schedule")
+    if cron is not None and first_tick(cron, max(now, start_time or now)) is None:
+        raise BadRequest(f"'schedule.cron' {cron!r} never fires" + (" after schedule.start_date" if start_time else ""),
+                         field="schedule.cron", code="invalid_cron")
     return {"immediately": immediately, "cron": cron, "runs": runs,
             "start_date": format_time(start_time) if start_time else None}
+
+
+def first_tick(cron: str, after: datetime) -> datetime | None:
+    """The first time ``cron`` fires after ``after``, or None if it never does. croniter's
+    search is bounded (it gives up after some decades without a match)."""
+    try:
+        return croniter(cron, after).get_next(datetime)
+    except (CroniterBadDateError, ValueError, OverflowError):  # no such date, or past year 9999
+        return None
 
 
 def next_due(schedule: dict[str, Any], *, created_at: str, last_due: str | None, runs_fired: int,

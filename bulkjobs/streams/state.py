@@ -5,13 +5,14 @@ all of them while a relationships job needs every object), fed by the changes to
 own writes are applied directly and skipped when the tail reads them back), together with the
 batches already applied, so that a redelivered batch is recognised and not applied again.
 ``JobStates`` is every job's state, fed by the status topic (its changelog), with the
-definitions whose schedules the worker's scheduler watches.
+definitions whose schedules the worker's scheduler watches and the jobs still being uploaded,
+which its upload watch watches.
 """
 
 from __future__ import annotations
 
 from bulkjobs.domain.counts import Counts
-from bulkjobs.domain.jobs import CANCELLED, DELETED, SCHEDULED, Job
+from bulkjobs.domain.jobs import SCHEDULED, Job
 from bulkjobs.domain.records import ObjectIndex
 from bulkjobs.streams.tail import TopicTail
 from bulkjobs.streams.topics import AppliedBatch, decode, job_from_status
@@ -80,8 +81,8 @@ class JobStates(RebuiltState):
 
     A worker is the only writer of the status partitions it owns: once a partition is synced
     it keeps that partition's jobs itself and the tail skips them, so a snapshot read back
-    late can never roll a job back. Jobs that are cancelled or deleted are remembered so
-    that their batches are no longer applied, whichever partition they live on.
+    late can never roll a job back. Jobs that are cancelled, failed or deleted are remembered
+    so that their batches are no longer applied, whichever partition they live on.
     """
 
     def __init__(self, brokers: str, topic: str) -> None:
@@ -90,6 +91,7 @@ class JobStates(RebuiltState):
         self.partitions: dict[str, int] = {}  # job id -> its partition of the job events and statuses
         self.stopped: set[str] = set()
         self._definitions: set[str] = set()
+        self._uploads: set[str] = set()
 
     def _on_message(self, partition: int, offset: int, value: bytes) -> None:
         if partition in self.synced:
@@ -99,16 +101,24 @@ class JobStates(RebuiltState):
     def put(self, job: Job, partition: int) -> None:
         self.jobs[job.id] = job
         self.partitions[job.id] = partition
-        if job.status in (CANCELLED, DELETED):
+        if job.stops_batches:
             self.stopped.add(job.id)
         if job.status == SCHEDULED:
             self._definitions.add(job.id)
         else:
             self._definitions.discard(job.id)
+        if job.uploading and not job.terminal:
+            self._uploads.add(job.id)
+        else:
+            self._uploads.discard(job.id)
 
     def definitions(self) -> list[Job]:
         """The definitions whose schedule is running (status scheduled)."""
         return [self.jobs[job_id] for job_id in self._definitions]
+
+    def uploads(self) -> list[Job]:
+        """The jobs whose submitter has not sealed them yet (and that have not ended)."""
+        return [self.jobs[job_id] for job_id in self._uploads]
 
     def get(self, job_id: str) -> Job:
         return self.jobs.get(job_id) or Job(id=job_id)

@@ -12,9 +12,16 @@ from typing import Any
 
 import orjson
 
+from bulkjobs.domain import jobs
 from bulkjobs.domain.counts import Counts
 from bulkjobs.domain.identity import ACTIONS
 from bulkjobs.domain.jobs import Job
+
+# Every producer's request limit (the API's aiokafka producer and the worker's Faust producer
+# both use it), and the largest value a message may have under it: the rest is left for the
+# key (a job id), headers and the record batch's framing.
+MAX_REQUEST_BYTES = 1_000_000
+MAX_VALUE_BYTES = MAX_REQUEST_BYTES - 4096
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,7 @@ class JobSubmitted:
     parent_id: str | None = None  # a run of a scheduled definition
     schedule: dict[str, Any] | None = None  # a definition: its batches are held for its runs
     suspended: bool = False  # submitted suspended: its batches are held until it is resumed
+    uploading: bool = False  # its batches follow, with ``beat`` commands, until a ``sealed`` command
     kind: str = "submitted"
 
 
@@ -100,15 +108,19 @@ class BatchDone:
     kind: str = "batch_done"
 
 
-COMMANDS = ("cancel", "delete", "fail", "suspend", "resume", "update", "fire", "delete_files")
+COMMANDS = ("cancel", "delete", "fail", "suspend", "resume", "update", "fire", "delete_files",
+            "beat", "sealed", "upload_timeout")
 
 
 @dataclass(frozen=True)
 class JobCommand:
     """A command to a job: ``cancel``, ``delete``, ``suspend``, ``resume``, ``update`` (with
     ``changes``), ``fail`` (with a reason: the job could not run) or ``fire`` (a definition's
-    schedule time ``due`` has come). Producers: the API; the batch applier (``fail``); the
-    scheduler (``fire``). Consumer: the job tracker."""
+    schedule time ``due`` has come). While the API sends an ``uploading`` job's batches it sends
+    ``beat`` every few seconds, then ``sealed`` once the broker has them all; the upload watch
+    sends ``upload_timeout`` for a job it has heard nothing of for too long. Producers: the API;
+    the batch applier (``fail``); the scheduler (``fire``, ``fail``); the upload watch
+    (``upload_timeout``). Consumer: the job tracker."""
 
     job_id: str
     tenant: str
@@ -342,11 +354,28 @@ class JobStatus:
     runs_fired: int = 0
     last_due: str | None = None
     parked: list[list[int]] = field(default_factory=list)
+    uploading: bool = False
 
 
 def status_of(job: Job) -> JobStatus:
     data = job.to_dict()
     return JobStatus(**data, progress=job.progress)
+
+
+def status_message(job: Job, at: str) -> tuple[Job, bytes]:
+    """The job's ``JobStatus`` as a message the producer accepts, and the job it tells. A status
+    over ``MAX_VALUE_BYTES`` (or that cannot be encoded) is not retried for ever: the job fails
+    with the reason and its status is sent without its details and with its description cut."""
+    try:
+        value = encode(status_of(job))
+    except orjson.JSONEncodeError as exc:
+        problem = f"it cannot be encoded ({exc})"
+    else:
+        if len(value) <= MAX_VALUE_BYTES:
+            return job, value
+        problem = f"it is {len(value)} bytes, over the limit of {MAX_VALUE_BYTES} bytes"
+    small = jobs.shrunk(job, at, f"the job's status cannot be published: {problem}")
+    return small, encode(status_of(small))
 
 
 def job_from_status(status: dict[str, Any]) -> Job:

@@ -5,6 +5,9 @@ object index and publishes what it did (one ``AppliedBatch`` and one ``BatchDone
 ``track_jobs`` owns partitions of the job-events topic: it folds job events into each job's
 state and publishes the new ``JobStatus`` to the same partition of the status topic, which is
 the jobs' changelog (see ``state.JobStates`` and docs/architecture.md for why not a Faust table).
+Two timers watch the jobs of the job-events partitions this worker owns: the scheduler fires
+definitions, the upload watch fails jobs whose upload was interrupted. An error handling one
+message or one job fails that job, with the reason; it never stops an agent or a timer.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import socket
 import time
 from dataclasses import replace
 from datetime import datetime, timezone
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import faust
 from faust.types import TP
@@ -34,6 +37,7 @@ from bulkjobs.streams.batching import Batcher
 from bulkjobs.streams.refetch import Refetcher
 from bulkjobs.streams.state import JobStates, ObjectState
 from bulkjobs.streams.topics import (
+    MAX_REQUEST_BYTES,
     AppliedBatch,
     BatchDone,
     BatchParked,
@@ -51,7 +55,7 @@ from bulkjobs.streams.topics import (
     encode,
     job_event_from,
     names_in,
-    status_of,
+    status_message,
 )
 
 log = logging.getLogger(__name__)
@@ -70,7 +74,7 @@ def next_job(job: jobs.Job, event: JobEvent, at: str) -> jobs.Job | None:
             job, tenant=event.tenant, type=event.type, action=event.action,
             description=event.description, total=event.total, batches=event.batches,
             created_at=event.created_at, details=event.details, parent_id=event.parent_id,
-            schedule=event.schedule, suspended=event.suspended,
+            schedule=event.schedule, suspended=event.suspended, uploading=event.uploading is True,
         )
     if isinstance(event, BatchDone):
         return jobs.batch_done(job, event.seq, Counts.from_dict(event.counts), event.at, event.host)
@@ -92,6 +96,8 @@ def next_job(job: jobs.Job, event: JobEvent, at: str) -> jobs.Job | None:
         return jobs.files_deleted(job, (event.changes or {}).get("names", []), event.at)
     if event.kind == "fail":
         return jobs.failed(job, event.at, event.reason or "the job could not run")
+    if event.kind == "sealed":
+        return jobs.sealed(job)
     if event.kind == "delete":
         return jobs.deleted(job, event.at)
     raise TypeError(f"next_job cannot fold a {event.kind!r} command")
@@ -117,6 +123,7 @@ def build_app(settings: Settings) -> faust.App:
         # One record per producer batch: Tansu reports a too-low end offset after a batch of
         # several records, which cuts our catch-up barriers short.
         producer_max_batch_size=1,
+        producer_max_request_size=MAX_REQUEST_BYTES,  # the same limit as the API's producer
         processing_guarantee="at_least_once",
         key_serializer="raw",
         value_serializer="raw",
@@ -133,6 +140,12 @@ def build_app(settings: Settings) -> faust.App:
     job_states = JobStates(settings.kafka_brokers, names.status)
     batches_back = Refetcher(settings.kafka_brokers, names.batches)
     fires_sent: dict[str, str] = {}  # definition -> the due time of the last fire command sent
+    fails_sent: set[str] = set()  # definitions whose schedule failed, and the fail command is sent
+    # Uploading job -> when (time.monotonic) the tracker last handled a sign of life from its
+    # submitter (its JobSubmitted or a beat). Kept in memory: a new owner starts each job's clock
+    # when it first sees the job, so it waits a whole timeout before it judges.
+    beats: dict[str, float] = {}
+    timeouts_sent: dict[str, float] = {}  # job -> the beat time its last upload_timeout was sent for
     host = socket.gethostname()
     worker_id = f"{host}-{os.getpid()}"
 
@@ -162,14 +175,24 @@ def build_app(settings: Settings) -> faust.App:
         fut = await dead_letters_topic.send(key=event.key, value=event.value, headers=headers, force=True)
         await fut
 
+    async def request_fail(job_id: str, tenant: str, reason: str) -> None:
+        """Ask the job's tracker to fail it (from outside the tracker: its events stay in order)."""
+        command = JobCommand(job_id=job_id, tenant=tenant, kind="fail", at=utc_now(), reason=reason)
+        await publish(job_events_topic, encode(command), key=job_id.encode())
+
     def refused(job_id: str | None, tenant: str | None, reason: str) -> jobs.Job | None:
         """The job a refused message names, failed with the reason (None if no job can be named)."""
+        return failed_by_message(job_id, tenant, f"a message of the job was refused: {reason}")
+
+    def failed_by_message(job_id: str | None, tenant: str | None, reason: str) -> jobs.Job | None:
+        """The job a message names (its key or ``job_id``), failed with the reason; None if no
+        job can be named, or it had ended."""
         if job_id is None:
             return None
         job, at = job_states.get(job_id), utc_now()
-        if not job.tenant and tenant:  # a request so malformed that the job never began
+        if not job.tenant and tenant:  # a message so malformed that the job never began
             job = replace(job, tenant=tenant, created_at=at)
-        return jobs.failed(job, at, f"a message of the job was refused: {reason}")
+        return jobs.failed(job, at, reason)
 
     async def route_part(job: jobs.Job, part: RecordPart) -> jobs.Job:
         """Route a requested job's part into batches, publish them, and count it as routed."""
@@ -247,22 +270,68 @@ def build_app(settings: Settings) -> faust.App:
         objects.record(partition, metadata.offset, applied, apply_ops=False)
         await batch_done(batch.job_id, batch.seq, outcome.counts)
 
+    async def handle_batch(event: faust.EventT) -> None:
+        try:
+            batch = RecordBatch(**decode(event.value))
+        except Exception as exc:
+            await dead_letter(event, f"unreadable record batch: {exc!r}")
+            job_id, _ = names_in(None, event.value)
+            if job_id is not None:
+                await request_fail(job_id, "", f"a batch of the job could not be read: {exc!r}")
+            return
+        await apply(event.message.partition, event.message.offset, batch)
+
     @app.agent(batches_topic)
     async def apply_batches(stream: faust.StreamT) -> AsyncIterator[None]:
         await start_tails()
         async for event in stream.events():
             try:
-                batch = RecordBatch(**decode(event.value))
-            except Exception as exc:
-                await dead_letter(event, f"unreadable record batch: {exc!r}")
-                job_id, _ = names_in(None, event.value)
+                await handle_batch(event)
+            except Exception as exc:  # the stream goes on: the batch's job fails with the reason
+                log.exception("the batch at %s@%d could not be handled", event.message.tp, event.message.offset)
+                job_id, tenant = names_in(None, event.value)
                 if job_id is not None:
-                    command = JobCommand(job_id=job_id, tenant="", kind="fail", at=utc_now(),
-                                         reason=f"a batch of the job could not be read: {exc!r}")
-                    await publish(job_events_topic, encode(command), key=job_id.encode())
-                continue
-            await apply(event.message.partition, event.message.offset, batch)
+                    await request_fail(job_id, tenant or "", f"a batch of the job could not be applied: {exc!r}")
             yield None
+
+    def upload_expired(job_id: str) -> float | None:
+        """How long the job's submitter has been silent, if longer than the upload timeout."""
+        silent = time.monotonic() - beats.setdefault(job_id, time.monotonic())
+        return silent if silent > settings.upload_timeout else None
+
+    async def track(event: faust.EventT) -> jobs.Job | None:
+        """The job as one job event leaves it (None: unchanged)."""
+        try:
+            job_event = job_event_from(event.key, event.value)
+        except ValueError as exc:
+            await dead_letter(event, str(exc))
+            return refused(*names_in(event.key, event.value), str(exc))
+        job = job_states.get(job_event.job_id)
+        command = job_event.kind if isinstance(job_event, JobCommand) else None
+        if isinstance(job_event, RecordPart):
+            if jobs.wants_part(job, job_event.part):
+                return await route_part(job, job_event)
+            if job.parts is None or job_event.part >= job.parts:
+                reason = f"part {job_event.part} of a job that did not request it"
+                await dead_letter(event, reason)
+                return refused(job_event.job_id, None, reason)
+            return None  # a part routed before: a producer's retry
+        if isinstance(job_event, BatchParked):
+            return await park(job, job_event)
+        if command == "fire":
+            return await fire(job, job_event.due or job_event.at, utc_now())
+        if command == "beat":
+            beats[job.id] = time.monotonic()
+            return None
+        if command == "upload_timeout":  # judged again here: a beat handled since it was sent wins
+            silent = upload_expired(job.id)
+            return jobs.upload_interrupted(job, utc_now(), silent) if silent is not None else None
+        if isinstance(job_event, JobSubmitted) and job_event.uploading:
+            beats[job.id] = time.monotonic()
+        changed = next_job(job, job_event, utc_now())
+        if changed is not None:  # a resume (or an update that resumes) sends held batches on
+            await release(jobs.released_batches(job, changed), job.id)
+        return changed
 
     @app.agent(job_events_topic)
     async def track_jobs(stream: faust.StreamT) -> AsyncIterator[None]:
@@ -271,62 +340,104 @@ def build_app(settings: Settings) -> faust.App:
             partition = event.message.partition
             await job_states.sync(partition)
             try:
-                job_event = job_event_from(event.key, event.value)
-            except ValueError as exc:
-                await dead_letter(event, str(exc))
-                changed = refused(*names_in(event.key, event.value), str(exc))
-            else:
-                job = job_states.get(job_event.job_id)
-                command = job_event.kind if isinstance(job_event, JobCommand) else None
-                if isinstance(job_event, RecordPart):
-                    changed = None
-                    if jobs.wants_part(job, job_event.part):
-                        changed = await route_part(job, job_event)
-                    elif job.parts is None or job_event.part >= job.parts:
-                        await dead_letter(event, f"part {job_event.part} of a job that did not request it")
-                elif isinstance(job_event, BatchParked):
-                    changed = await park(job, job_event)
-                elif isinstance(job_event, JobCommand) and command == "fire":
-                    changed = await fire(job, job_event.due or job_event.at, utc_now())
-                else:
-                    changed = next_job(job, job_event, utc_now())
-                    if changed is not None:  # a resume (or an update that resumes) sends held batches on
-                        await release(jobs.released_batches(job, changed), job.id)
+                changed = await track(event)
+            except Exception as exc:  # never stop the tracker: the job fails, the stream goes on
+                log.exception("job event at %s@%d could not be handled", event.message.tp, event.message.offset)
+                changed = failed_by_message(*names_in(event.key, event.value),
+                                            f"an event of the job could not be handled: {exc!r}")
             if changed is not None and changed.tenant:
-                job_states.put(changed, partition)
-                await status_topic.send(key=changed.id.encode(), value=encode(status_of(changed)),
-                                        partition=partition)
+                try:
+                    await publish_status(changed, partition)
+                except Exception:  # a status not even a small copy of can be sent: told in the log
+                    log.exception("the status of job %s could not be published", changed.id)
             yield None
+
+    async def publish_status(job: jobs.Job, partition: int) -> None:
+        """Keep the job's new state and send it as its ``JobStatus`` (failed and made small if
+        it is too large to send)."""
+        job, value = status_message(job, utc_now())
+        job_states.put(job, partition)
+        if not job.uploading or job.terminal:
+            beats.pop(job.id, None)
+            timeouts_sent.pop(job.id, None)
+        await status_topic.send(key=job.id.encode(), value=value, partition=partition)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(app: faust.App, revoked: set[TP], **kwargs: Any) -> None:
         objects.revoke({tp.partition for tp in revoked if tp.topic == names.batches})
-        job_states.revoke({tp.partition for tp in revoked if tp.topic == names.job_events})
+        lost = {tp.partition for tp in revoked if tp.topic == names.job_events}
+        job_states.revoke(lost)
+        for job_id in [job_id for job_id in beats if job_states.partitions.get(job_id) in lost]:
+            del beats[job_id]  # if the partition comes back, its uploads' clocks start again
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(app: faust.App, assigned: set[TP], **kwargs: Any) -> None:
         objects.assign({tp.partition for tp in assigned if tp.topic == names.batches})
 
-    @app.timer(SCHEDULER_INTERVAL)
-    async def scheduler() -> None:
-        """Fire the definitions of the job-events partitions this worker owns when they are due."""
+    async def owned_job_partitions() -> set[int]:
+        """The job-events partitions this worker owns, each with its jobs known (even if no
+        event of it has come since it was assigned)."""
         assignment = app.consumer.assignment() if app.consumer else set()
         owned = {tp.partition for tp in assignment if tp.topic == names.job_events}
-        if not owned:
-            return
-        await start_tails()
-        for partition in owned - job_states.synced:  # learn the partition's jobs even if no event comes
-            await job_states.sync(partition)
+        if owned:
+            await start_tails()
+            for partition in owned - job_states.synced:
+                await job_states.sync(partition)
+        return owned
+
+    @app.timer(SCHEDULER_INTERVAL)
+    async def scheduler() -> None:
+        await never_raising("scheduler", fire_due_definitions)
+
+    @app.timer(SCHEDULER_INTERVAL)
+    async def upload_watch() -> None:
+        await never_raising("upload watch", fail_silent_uploads)
+
+    async def never_raising(timer: str, look: Callable[[], Awaitable[None]]) -> None:
+        """A timer's look: an error in it is logged, and the next tick looks again (a Faust
+        timer that raises stops the worker)."""
+        try:
+            await look()
+        except Exception:
+            log.exception("the %s failed; it looks again in %.1f s", timer, SCHEDULER_INTERVAL)
+
+    async def fire_due_definitions() -> None:
+        """Fire the definitions of the job-events partitions this worker owns when they are due.
+        A definition whose schedule cannot be computed is failed with the reason (once); the
+        other definitions, and the worker, go on."""
+        owned = await owned_job_partitions()
         now = datetime.now(timezone.utc)
         for job in job_states.definitions():
             if job_states.partitions.get(job.id) not in owned or len(job.parked) < (job.batches or 0):
                 continue  # another worker's, or its batches are not all held yet
-            due = next_due(job.schedule or {}, created_at=job.created_at or utc_now(), last_due=job.last_due,
-                           runs_fired=job.runs_fired, now=now)
+            try:
+                due = next_due(job.schedule or {}, created_at=job.created_at or utc_now(), last_due=job.last_due,
+                               runs_fired=job.runs_fired, now=now)
+            except Exception as exc:
+                if job.id not in fails_sent:
+                    fails_sent.add(job.id)
+                    log.warning("definition %s: its schedule cannot run (%r); failing it", job.id, exc)
+                    await request_fail(job.id, job.tenant, f"the job's schedule cannot run: {exc!r}")
+                continue
             if due is None or fires_sent.get(job.id) == due:
                 continue
             fires_sent[job.id] = due
             command = JobCommand(job_id=job.id, tenant=job.tenant, kind="fire", at=utc_now(), due=due)
+            await publish(job_events_topic, encode(command), key=job.id.encode())
+
+    async def fail_silent_uploads() -> None:
+        """Ask the tracker to fail the uploading jobs of the partitions this worker owns whose
+        submitter has been silent for longer than the upload timeout. The tracker judges again
+        when the command comes in order after every beat sent before it, so a tracker that lags
+        behind its partition never fails a job whose beats are still waiting to be read."""
+        owned = await owned_job_partitions()
+        for job in job_states.uploads():
+            if job_states.partitions.get(job.id) not in owned or upload_expired(job.id) is None:
+                continue
+            if timeouts_sent.get(job.id) == beats[job.id]:
+                continue  # sent for this silence already
+            timeouts_sent[job.id] = beats[job.id]
+            command = JobCommand(job_id=job.id, tenant=job.tenant, kind="upload_timeout", at=utc_now())
             await publish(job_events_topic, encode(command), key=job.id.encode())
 
     @app.timer(settings.worker_heartbeat_seconds)

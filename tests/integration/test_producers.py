@@ -126,3 +126,20 @@ def test_malformed_messages_go_to_the_dead_letter_topic_and_the_worker_goes_on(s
     job_id = f"after-{uuid.uuid4().hex[:8]}"
     produce_with_example(stack, path, job_id, "post")
     assert wait_produced(api, job_id)["status"] == "succeeded"
+
+
+def test_a_part_the_job_did_not_request_fails_the_job_and_goes_to_the_dead_letters(stack: Stack, api: Client) -> None:
+    job_id = f"extra-{uuid.uuid4().hex[:8]}"
+    record = {"type": "extra", "external_id": "e-1"}
+    send_raw(stack, [
+        (job_id.encode(), json.dumps({"kind": "request", "job_id": job_id, "tenant": "tenant-a", "type": "resources",
+                                      "action": "external_id_set", "parts": 1}).encode()),
+        (job_id.encode(), json.dumps({"kind": "part", "job_id": job_id, "part": 3, "records": [record]}).encode()),
+    ])
+
+    job = wait_produced(api, job_id)
+    assert job["status"] == "failed" and job["error"]["code"] == "job_failed"
+    assert job["error"]["message"] == "a message of the job was refused: part 3 of a job that did not request it"
+    letters = wait_for(lambda: [h for key, _, h in dead_letters(stack) if key == job_id.encode()],
+                       what="the part's dead letter")
+    assert letters[0]["reason"] == b"part 3 of a job that did not request it"

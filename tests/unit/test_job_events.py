@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import orjson
@@ -11,7 +12,19 @@ from bulkjobs.domain import jobs
 from bulkjobs.domain.counts import Counts
 from bulkjobs.domain.jobs import FAILED, QUEUED, SUCCEEDED, Job
 from bulkjobs.streams.batching import Batcher
-from bulkjobs.streams.topics import JobRequest, RecordBatch, RecordPart, job_event_from, names_in
+from bulkjobs.streams.topics import (
+    MAX_REQUEST_BYTES,
+    MAX_VALUE_BYTES,
+    JobRequest,
+    RecordBatch,
+    RecordPart,
+    encode,
+    job_event_from,
+    job_from_status,
+    names_in,
+    status_message,
+    status_of,
+)
 
 T0, T1, T2 = "2026-01-01T00:00:00.000Z", "2026-01-01T00:00:01.000Z", "2026-01-01T00:00:02.000Z"
 REQUEST = {"kind": "request", "job_id": "job-1", "tenant": "acme", "type": "resources",
@@ -119,3 +132,26 @@ def test_routing_a_part_again_repeats_the_same_batches() -> None:
     assert [batch.seq for _, batch in first] == list(range(7, 7 + len(first)))
     indexes = sorted(item[0] for _, batch in first for item in batch.items)
     assert indexes == list(range(20, 35))
+
+
+def status_job(**values: object) -> Job:
+    return Job(**{"id": "j", "tenant": "acme", "type": "resources", "action": "post", "total": 1, "batches": 1,
+                  "created_at": "2026-01-01T00:00:00.000Z", **values})
+
+
+def test_a_status_that_fits_is_sent_as_it_is() -> None:
+    job = status_job(description="small")
+    assert status_message(job, "2026-01-01T00:00:01.000Z") == (job, encode(status_of(job)))
+
+
+@pytest.mark.parametrize("values, problem", [
+    ({"description": "d" * 1_010_000}, "bytes, over the limit of"),
+    ({"details": {"mapping": [{"index": i, "name": f"column-{i}"} for i in range(30_000)]}}, "bytes, over the limit of"),
+    ({"details": functools.reduce(lambda inner, _: {"a": inner}, range(300), {})}, "cannot be encoded"),
+])
+def test_a_status_too_large_for_the_producer_fails_the_job_and_is_sent_small(values: dict, problem: str) -> None:
+    job, value = status_message(status_job(**values), "2026-01-01T00:00:01.000Z")
+    assert len(value) < 10_000 < MAX_VALUE_BYTES < MAX_REQUEST_BYTES
+    sent = job_from_status(orjson.loads(value))
+    assert sent == job and sent.status == "failed" and sent.details is None
+    assert sent.error["code"] == "status_too_large" and problem in sent.error["message"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import orjson
 import pytest
 
@@ -346,3 +348,67 @@ def test_skipped_records_count_as_not_written() -> None:
     job = submit(Job("j1"), total=2, batches=1)
     job = done(job, 0, Counts(processed=2, skipped=2), T1)
     assert job.status == FAILED and job.error["code"] == "all_records_failed"
+
+
+def upload(batches: int = 3) -> Job:
+    return submitted(Job("j"), tenant="tenant-a", type="resources", action="post", description="load",
+                     total=batches * 10, batches=batches, created_at=T0, uploading=True)
+
+
+def test_a_sealed_upload_waits_for_nothing_more() -> None:
+    job = upload()
+    assert job.uploading and job.status == QUEUED
+    sealed = jobs.sealed(job)
+    assert sealed is not None and not sealed.uploading
+    assert jobs.sealed(sealed) is None  # a redelivered seal changes nothing
+    assert jobs.upload_interrupted(sealed, T1, 31) is None
+
+
+def test_a_redelivered_submitted_does_not_unseal_the_job() -> None:
+    job = jobs.sealed(upload())
+    assert job is not None
+    again = submitted(job, tenant="tenant-a", type="resources", action="post", description="load",
+                      total=30, batches=3, created_at=T0, uploading=True)
+    assert not again.uploading
+
+
+def test_an_interrupted_upload_fails_with_what_was_applied_and_stops_its_batches() -> None:
+    job = done(upload(), 0, batch(10), T1)
+    assert not job.stops_batches
+    interrupted = jobs.upload_interrupted(job, T2, 31)
+    assert interrupted is not None
+    assert interrupted.status == FAILED and interrupted.error["code"] == "upload_interrupted"
+    assert "applied by then (1)" in interrupted.error["message"] and "31 s" in interrupted.error["message"]
+    assert interrupted.counts == batch(10) and interrupted.completed_at == T2
+    assert interrupted.stops_batches
+    assert jobs.upload_interrupted(interrupted, T3, 40) is None
+
+
+def test_a_finished_upload_is_never_interrupted() -> None:
+    job = upload(batches=1)
+    finished = done(job, 0, batch(10), T1)
+    assert finished.status == SUCCEEDED and jobs.upload_interrupted(finished, T2, 31) is None
+
+
+def test_a_failed_or_cancelled_job_applies_no_more_batches() -> None:
+    failed_job = failed(upload(), T1, "a message of the job was refused")
+    assert failed_job is not None and failed_job.stops_batches
+    assert cancelled(upload(), T1).stops_batches
+    assert not upload().stops_batches and not jobs.sealed(upload()).stops_batches
+
+
+def test_a_too_large_job_is_shrunk_and_failed_with_the_reason() -> None:
+    job = replace(upload(), description="d" * 5000, details={"columns": ["c"] * 10_000})
+    small = jobs.shrunk(job, T1, "the job's status cannot be published: it is 2000000 bytes")
+    assert small.details is None and len(small.description) == jobs.MAX_SMALL_DESCRIPTION
+    assert small.stops_batches
+    assert small.status == FAILED and small.error == {"code": "status_too_large",
+                                                      "message": "the job's status cannot be published: "
+                                                                 "it is 2000000 bytes"}
+    ended = jobs.shrunk(replace(job, status=SUCCEEDED), T1, "too large")
+    assert ended.status == SUCCEEDED and ended.details is None
+
+
+def test_a_long_reason_is_cut() -> None:
+    failed_job = failed(upload(), T1, "x" * 100_000)
+    assert failed_job is not None and len(failed_job.error["message"]) == jobs.MAX_REASON

@@ -150,6 +150,28 @@ def test_bad_schedules_are_400(schedule: Any, field: str) -> None:
     assert err.value.details["field"] == field
 
 
+@pytest.mark.parametrize("schedule", [
+    {"cron": "0 0 31 2 *"}, {"cron": "0 0 30 2 * 0"}, {"cron": "* * 31 2 *", "immediately": True},
+    {"cron": "0 0 1 1 * 0 2020"}, {"cron": "0 0 1 1 * 0 2027", "start_date": "2027-06-01T00:00:00Z"},
+    {"cron": "* * * * *", "start_date": "9999-12-31T23:59:59.9999"},
+])
+def test_a_cron_that_never_fires_is_refused(schedule: dict[str, Any]) -> None:
+    with pytest.raises(BadRequest) as err:
+        check_schedule(schedule, NOW)
+    assert (err.value.code, err.value.details["field"]) == ("invalid_cron", "schedule.cron")
+    assert "never fires" in err.value.message
+
+
+def test_a_start_date_out_of_range_is_400() -> None:
+    with pytest.raises(BadRequest) as err:
+        check_schedule({"cron": "* * * * *", "start_date": "0001-01-01T00:00:00+01:00"}, NOW)
+    assert err.value.details["field"] == "schedule.start_date"
+
+
+def test_a_cron_that_fires_rarely_is_fine() -> None:
+    assert check_schedule({"cron": "0 0 29 2 *"}, NOW)["cron"] == "0 0 29 2 *"
+
+
 def test_a_past_start_date_is_fine_with_a_cron() -> None:
     checked = check_schedule({"cron": "*/5 * * * *", "start_date": "2025-12-31T00:00:00+01:00"}, NOW)
     assert checked == {"immediately": False, "cron": "*/5 * * * *", "runs": None,
