@@ -1,0 +1,26 @@
+"""Limits on the fields a job carries, checked at the door.
+
+A job's fields travel in every status message of the job (``JobSubmitted``, each
+``JobStatus``), whose size Kafka caps at about 1 MB: a field without a limit could be
+accepted and then never reported.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bulkjobs.errors import BadRequest
+
+MAX_DESCRIPTION_CHARS = 4096
+
+
+def check_description(value: Any) -> str | None:
+    """A job's description (absent is None); 400 when it is not a string or is too long."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BadRequest("'description' must be a string", field="description")
+    if len(value) > MAX_DESCRIPTION_CHARS:
+        raise BadRequest(f"'description' is longer than the limit of {MAX_DESCRIPTION_CHARS} characters",
+                         field="description", code="field_too_long", limit=MAX_DESCRIPTION_CHARS)
+    return value
