@@ -472,6 +472,8 @@ class ParsedBody:
 
     fields: dict[str, Any]
     chunks: AsyncIterator[Chunk]
+    envelope: bool  # the fields come from the body (else from the request's query)
+    has_data: bool  # records stream (a bare array, NDJSON, or an envelope's data array)
 
 
 class BodyReader:
@@ -519,7 +521,7 @@ async def parse_json(reader: BodyReader) -> ParsedBody:
         head += data
     head = head.lstrip()
     if head[:1] == b"[":
-        return ParsedBody({}, _bare_array_chunks(reader, head[1:]))
+        return ParsedBody({}, _bare_array_chunks(reader, head[1:]), envelope=False, has_data=True)
     if head[:1] != b"{":
         if head[:1] in _VALUE_STARTS:
             raise BadRequest("the body must be a JSON object with type, action and data")
@@ -528,11 +530,12 @@ async def parse_json(reader: BodyReader) -> ParsedBody:
     data = head
     while True:
         if await _off_loop(len(data), envelope.feed, data) == Envelope.DATA_BEGINS:
-            return ParsedBody(envelope.fields, _envelope_chunks(reader, envelope, envelope.take_rest()))
+            chunks = _envelope_chunks(reader, envelope, envelope.take_rest())
+            return ParsedBody(envelope.fields, chunks, envelope=True, has_data=True)
         data = await reader.read()
         if not data:
             envelope.finish()
-            return ParsedBody(envelope.fields, _no_chunks())
+            return ParsedBody(envelope.fields, _no_chunks(), envelope=True, has_data=False)
 
 
 async def _no_chunks() -> AsyncIterator[Chunk]:
@@ -590,7 +593,7 @@ async def parse_ndjson(reader: BodyReader) -> ParsedBody:
             if not data:
                 return
 
-    return ParsedBody({}, chunks())
+    return ParsedBody({}, chunks(), envelope=False, has_data=True)
 
 
 def _ndjson_records(lines: bytes) -> list[Any]:

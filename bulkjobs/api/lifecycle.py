@@ -18,6 +18,7 @@ from aiohttp import web
 
 import bulkjobs
 from bulkjobs.api.common import FILES, PUBLISHER, READER, find_job, json_response, paging
+from bulkjobs.api.decoding import read_all
 from bulkjobs.clock import parse_time, utc_now
 from bulkjobs.domain.exports import parse_export
 from bulkjobs.domain.jobs import EXPORT, LABELS, STATUSES, TERMINAL, allowed
@@ -65,7 +66,7 @@ async def cancel_job(request: web.Request) -> web.Response:
 
 async def _json_object(request: web.Request) -> dict[str, Any]:
     try:
-        body = orjson.loads(await request.read())
+        body = orjson.loads(await read_all(request))
     except orjson.JSONDecodeError as exc:
         raise InvalidJson(f"the body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
