@@ -251,7 +251,12 @@ async def _create_csv_job(request: web.Request, job_id: str, receiving: Awaitabl
                                           "character_encoding": upload.encoding, "rows": spool.records}}
     job = Job(id=job_id, type=RESOURCES, action=plan.action, description=upload.settings.description,
               details=details)
-    return await _submit(request, job, spool, upload.schedule)
+    try:
+        return await _submit(request, job, spool, upload.schedule)
+    except BulkJobsError as exc:
+        if exc.status < 500:  # refused (a schedule, its fields' size): nothing of it was published
+            files.remove(job_id)
+        raise
 
 
 async def _submit(request: web.Request, job: Job, spool: BatchSpool | None, schedule: Any) -> web.Response:

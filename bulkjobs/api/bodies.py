@@ -514,12 +514,11 @@ async def _array_chunks(reader: BodyReader, splitter: ArraySplitter, first: byte
 async def parse_json(reader: BodyReader) -> ParsedBody:
     """A JSON body: an envelope object whose ``data`` array streams, or a bare array."""
     head = b""
-    while not head.strip():
+    while not head:  # whitespace before the body is dropped as it comes
         data = await reader.read()
         if not data:
             raise BadRequest("the body is empty")
-        head += data
-    head = head.lstrip()
+        head = data.lstrip()
     if head[:1] == b"[":
         return ParsedBody({}, _bare_array_chunks(reader, head[1:]), envelope=False, has_data=True)
     if head[:1] != b"{":

@@ -45,3 +45,13 @@ def test_every_path_that_takes_a_description_applies_the_limit(parse: Callable[[
     with pytest.raises(BadRequest) as caught:
         parse({"description": "d" * (MAX_DESCRIPTION_CHARS + 1)})
     assert caught.value.code == "field_too_long"
+
+
+def test_an_update_applies_the_limit_too() -> None:
+    from bulkjobs.api.lifecycle import _changes
+
+    assert _changes({"type": "resources"}, {"description": "d" * MAX_DESCRIPTION_CHARS}) == \
+        {"description": "d" * MAX_DESCRIPTION_CHARS}
+    with pytest.raises(BadRequest) as caught:
+        _changes({"type": "resources"}, {"description": "d" * (MAX_DESCRIPTION_CHARS + 1)})
+    assert caught.value.code == "field_too_long"
