@@ -112,6 +112,8 @@ class ArraySplitter:
             self.rest += data
             return None
         self.buffer += data
+        if lead := _WHITESPACE.match(self.buffer).end():  # between elements: nothing to keep
+            self._take(lead)
         if not self._first_key_known:
             self._learn_first_key()
         if len(self.buffer) < self._retry_at:

@@ -525,3 +525,10 @@ async def test_whitespace_before_the_body_costs_no_memory(counting: CountingOrjs
     parsed_body, parsed, _ = await parse_all(parse_json, chunked_reader(body, 64 * 1024))
     assert parsed == PLAIN and parsed_body.fields == FIELDS
     assert counting.parsed < 4 * len(data_last(PLAIN))
+
+
+@pytest.mark.parametrize("form", [data_last, bare])
+async def test_whitespace_between_elements_costs_no_memory(form: Any) -> None:
+    body = form([{"a": 1}, {"b": 2}]).replace(b"},", b"}," + b" \n" * (8 << 20))
+    _, parsed, _ = await parse_all(parse_json, chunked_reader(body, 64 * 1024))
+    assert parsed == [{"a": 1}, {"b": 2}]
