@@ -156,7 +156,7 @@ async def _parse_body(request: web.Request, settings: Settings) -> ParsedBody:
     body = await parse(BodyReader(body_reader(request, READ_CHUNK), settings.max_body_bytes))
     if not body.envelope:  # a bare array or NDJSON: the job's fields are query parameters
         body.fields.update({key: request.query[key] for key in ("type", "action", "description") if key in request.query})
-        _job_fields(body.fields)  # before any record is read
+        _job_fields(body.fields)  # refused before the records are parsed
     return body
 
 
