@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import uuid
 from collections import OrderedDict
@@ -11,6 +10,7 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any, Awaitable, Callable
 
+import orjson
 from aiohttp import web
 
 from bulkjobs.api import downloads, lifecycle, live
@@ -36,12 +36,14 @@ from bulkjobs.api.csv_jobs import (
     receive_text,
     spool_rows,
 )
+from bulkjobs.api.decoding import body_reader, content_encoding
 from bulkjobs.api.publisher import JobPublisher
-from bulkjobs.api.spool import BatchSpool
+from bulkjobs.api.spool import BatchSpool, HeldChunks
 from bulkjobs.clock import parse_time, utc_now
 from bulkjobs.domain.identity import ACTIONS, RESOURCES
 from bulkjobs.domain.exports import parse_export
 from bulkjobs.domain.jobs import EXPORT, SCHEDULED, Job, public_body
+from bulkjobs.domain.limits import check_description, check_job_size
 from bulkjobs.domain.schedules import check_schedule
 from bulkjobs.errors import (
     BadRequest,
@@ -52,12 +54,13 @@ from bulkjobs.errors import (
     Unavailable,
     UnsupportedMediaType,
 )
+from bulkjobs.gcpause import without_gc
 from bulkjobs.settings import Settings
 from bulkjobs.store.files import UploadFiles
 from bulkjobs.store.reader import ViewReader
 from bulkjobs.store.schema import connect
 from bulkjobs.streams.admin import ensure_topics
-from bulkjobs.streams.topics import JobSubmitted, TopicNames
+from bulkjobs.streams.topics import JobSubmitted, TopicNames, encode
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +68,7 @@ NDJSON_TYPES = {"application/x-ndjson", "application/ndjson", "application/jsonl
 JSON_TYPES = {"application/json", "text/json", "application/octet-stream", ""}
 HEARTBEAT_MAX_AGE = timedelta(seconds=15)
 READ_CHUNK = 256 * 1024  # a chunk is parsed and routed without yielding: keep it short
+IMPORT = "import"
 
 
 @web.middleware
@@ -98,89 +102,120 @@ async def auth_middleware(request: web.Request, handler: Callable[[web.Request],
 
 
 def _job_fields(fields: dict[str, Any]) -> tuple[str, str, str | None]:
-    kind, action, description = fields.get("type"), fields.get("action"), fields.get("description")
+    kind, action = fields.get("type"), fields.get("action")
     if kind is None:
         raise BadRequest("'type' is required: one of " + ", ".join(ACTIONS), field="type")
+    if not isinstance(kind, str):
+        raise BadRequest("'type' must be a string: one of " + ", ".join(ACTIONS), field="type", code="invalid_field")
     if kind not in ACTIONS:
-        raise BadRequest(f"unknown type {kind!r}: one of " + ", ".join(ACTIONS), field="type", code="unknown_type")
+        raise BadRequest(f"unknown type {_shown(kind)}: one of " + ", ".join(ACTIONS), field="type", code="unknown_type")
     if action is None:
         raise BadRequest("'action' is required", field="action")
+    if not isinstance(action, str):
+        raise BadRequest("'action' must be a string", field="action", code="invalid_field")
     if not any(action in actions for actions in ACTIONS.values()):
-        raise BadRequest(f"unknown action {action!r}", field="action", code="unknown_action")
+        raise BadRequest(f"unknown action {_shown(action)}", field="action", code="unknown_action")
     if action not in ACTIONS[kind]:
         raise BadRequest(
             f"action {action!r} is not allowed for type {kind!r}: one of " + ", ".join(sorted(ACTIONS[kind])),
             field="action", code="action_not_allowed",
         )
-    if description is not None and not isinstance(description, str):
-        raise BadRequest("'description' must be a string", field="description")
-    return kind, action, description
+    return kind, action, check_description(fields.get("description"))
+
+
+def _kind(fields: dict[str, Any]) -> str:
+    """What the request asks for: an import (the default) or an export."""
+    kind = fields.get("kind")
+    if kind is None:
+        return IMPORT
+    if kind not in (IMPORT, EXPORT):
+        raise BadRequest(f"unknown kind {_shown(kind)}: import (the default) or export", field="kind")
+    return str(kind)
+
+
+def _shown(value: Any) -> str:
+    """A client's value in a message, cut short."""
+    text = repr(value)
+    return text if len(text) <= 100 else text[:100] + "..."
 
 
 async def _parse_body(request: web.Request, settings: Settings) -> ParsedBody:
     if request.content_length is not None and request.content_length > settings.max_body_bytes:
         raise TooLarge(f"the body is larger than the limit of {settings.max_body_bytes} bytes",
                        limit=settings.max_body_bytes)
-    reader = BodyReader(lambda: request.content.read(READ_CHUNK), settings.max_body_bytes)
     content_type = request.content_type.lower()
     if content_type in NDJSON_TYPES:
-        body = await parse_ndjson(reader)
+        parse = parse_ndjson
     elif content_type in JSON_TYPES:
-        body = await parse_json(reader)
+        parse = parse_json
     else:
         raise UnsupportedMediaType(
             f"content type {content_type!r} is not supported: send application/json, application/x-ndjson, "
             "text/csv or multipart/form-data"
         )
-    if not body.fields:  # a bare array or NDJSON: the job's fields are query parameters
+    body = await parse(BodyReader(body_reader(request, READ_CHUNK), settings.max_body_bytes))
+    if not body.envelope:  # a bare array or NDJSON: the job's fields are query parameters
         body.fields.update({key: request.query[key] for key in ("type", "action", "description") if key in request.query})
+        _job_fields(body.fields)  # refused before the records are parsed
     return body
 
 
 async def create_job(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     job_id = uuid.uuid4().hex
-    if request.content_type.lower() in CSV_TYPES or request.content_type.lower() == MULTIPART:
+    content_type = request.content_type.lower()
+    encoding = content_encoding(request)
+    if content_type == MULTIPART and encoding != "identity":
+        raise UnsupportedMediaType(f"content encoding {encoding!r} is not supported for multipart bodies: "
+                                   "send the CSV as text/csv to compress it", code="unsupported_content_encoding")
+    if content_type in CSV_TYPES or content_type == MULTIPART:
         return await _create_csv_job(request, job_id, receive(request, request.app[FILES], job_id,
                                                               settings.max_upload_bytes))
     body = await _parse_body(request, settings)
-    kind = body.fields.get("kind")
-    if kind not in (None, "import", EXPORT):
-        raise BadRequest(f"unknown kind {kind!r}: import (the default) or export", field="kind")
-    if kind == EXPORT:
+    if _kind(body.fields) == EXPORT:
+        if body.has_data:
+            raise BadRequest("an export takes no 'data'", field="data")
         export = parse_export(body.fields)
         job = Job(id=job_id, type=EXPORT, action=EXPORT, description=export.description, details=export.details())
         return await _submit(request, job, None, body.fields.get("schedule"))
     if "file_content" in body.fields:
+        if body.has_data:
+            raise BadRequest("a job takes either 'data' or 'file_content'", field="file_content")
         return await _create_csv_job(request, job_id, asyncio.to_thread(
             receive_text, body.fields, request.app[FILES], job_id, settings.max_upload_bytes))
     return await _create_json_job(request, job_id, body)
 
 
 async def _create_json_job(request: web.Request, job_id: str, body: ParsedBody) -> web.Response:
+    """Route the records into a spool as they are parsed. An envelope whose type and action
+    come after its data has its chunks held on disk until they are known."""
     settings, tenant = request.app[SETTINGS], request["tenant"]
     fields = body.fields
     spool: BatchSpool | None = None
-    held: list[tuple[list[Any], int]] = []  # records seen before type and action were known
-    gc.disable()  # the cyclic collector would rescan every parsed record many times over
+    held: HeldChunks | None = None
     try:
         async for chunk in body.chunks:
             if spool is None and "type" in fields and "action" in fields:
                 spool = _new_spool(settings, job_id, tenant, *_job_fields(fields)[:2])
-            if spool is None:
-                held.append((chunk.records, chunk.size))
+            if spool is not None:
+                await asyncio.to_thread(without_gc, spool.add, chunk.records, chunk.size)
             else:
-                await asyncio.to_thread(spool.add, chunk.records, chunk.size)
-            count = (spool.records if spool else 0) + sum(len(records) for records, _ in held)
+                held = held or HeldChunks(settings.data_dir / "spool")
+                await asyncio.to_thread(held.add, chunk)
+            count = (spool.records if spool else 0) + (held.records if held else 0)
             if count > settings.max_records:
                 raise TooLarge(f"the job has more than the limit of {settings.max_records} records",
                                limit=settings.max_records, code="too_many_records")
+        # Members after the data are known now: they must agree with it too.
+        if _kind(fields) == EXPORT:
+            raise BadRequest("an export takes no 'data'", field="data")
+        if "file_content" in fields:
+            raise BadRequest("a job takes either 'data' or 'file_content'", field="file_content")
         kind, action, description = _job_fields(fields)
         if spool is None:
             spool = _new_spool(settings, job_id, tenant, kind, action)
-        for records, size in held:
-            spool.add(records, size)
-        held.clear()
+        for raw, size in held or ():
+            await asyncio.to_thread(without_gc, _add_raw, spool, raw, size)
         if spool.records == 0:
             raise BadRequest("'data' must be a non-empty list of records", field="data")
         spool.close()
@@ -189,35 +224,38 @@ async def _create_json_job(request: web.Request, job_id: str, body: ParsedBody) 
             spool.discard()
         raise
     finally:
-        gc.enable()
+        if held is not None:
+            held.discard()
     job = Job(id=job_id, type=kind, action=action, description=description)
     return await _submit(request, job, spool, fields.get("schedule"))
+
+
+def _add_raw(spool: BatchSpool, raw: bytes, size: int) -> None:
+    spool.add(orjson.loads(raw), size)
 
 
 async def _create_csv_job(request: web.Request, job_id: str, receiving: Awaitable[Upload]) -> web.Response:
     """Save the file, plan the import from its header and spool its rows; a CSV job whose
     request is refused leaves no file behind."""
     settings, tenant, files = request.app[SETTINGS], request["tenant"], request.app[FILES]
-    gc.disable()
     try:
         upload = await receiving
         plan, spool = await asyncio.to_thread(
-            spool_rows, files, job_id, upload, settings.max_records,
+            without_gc, spool_rows, files, job_id, upload, settings.max_records,
             lambda action: _new_spool(settings, job_id, tenant, RESOURCES, action),
         )
     except BaseException:
         files.remove(job_id)
         raise
-    finally:
-        gc.enable()
     details = {**plan.details(), "file": {"name": upload.name, "size": upload.size,
                                           "character_encoding": upload.encoding, "rows": spool.records}}
     job = Job(id=job_id, type=RESOURCES, action=plan.action, description=upload.settings.description,
               details=details)
     try:
         return await _submit(request, job, spool, upload.schedule)
-    except BadRequest:  # refused before anything was published (its schedule)
-        files.remove(job_id)
+    except BulkJobsError as exc:
+        if exc.status < 500:  # refused (a schedule, its fields' size): nothing of it was published
+            files.remove(job_id)
         raise
 
 
@@ -235,6 +273,7 @@ async def _submit(request: web.Request, job: Job, spool: BatchSpool | None, sche
                                  description=job.description, total=total,
                                  batches=spool.batches if spool is not None else 0, created_at=created_at,
                                  details=job.details, schedule=checked)
+        check_job_size(len(encode(submitted)))
         await request.app[PUBLISHER].submit(submitted, spool)
     finally:
         if spool is not None:
@@ -303,7 +342,9 @@ async def health(request: web.Request) -> web.Response:
 
 
 def build_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[errors_middleware, auth_middleware], client_max_size=settings.max_body_bytes)
+    # Bodies are inflated by api.decoding, which answers every encoding problem in the JSON shape.
+    app = web.Application(middlewares=[errors_middleware, auth_middleware], client_max_size=settings.max_body_bytes,
+                          handler_args={"auto_decompress": False})
     app[SETTINGS] = settings
     app[ACCEPTED] = OrderedDict()
     app[FILES] = UploadFiles(settings.uploads_dir)

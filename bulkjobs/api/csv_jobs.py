@@ -16,6 +16,7 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.multipart import BadContentDispositionHeader
 
+from bulkjobs.api.decoding import body_reader
 from bulkjobs.api.spool import BatchSpool
 from bulkjobs.domain.csv_files import EncodingSniffer, RowReader, encoding_name
 from bulkjobs.domain.csv_import import (
@@ -100,7 +101,7 @@ async def receive(request: web.Request, files: UploadFiles, job_id: str, max_byt
                 raise TooLarge(f"the file is larger than the limit of {max_bytes} bytes", limit=max_bytes)
             fields = _fields_from_strings(dict(request.query))
             name = request.query.get("file_name")
-            await writer.copy(lambda: request.content.read(READ_CHUNK))
+            await writer.copy(body_reader(request, READ_CHUNK))  # inflated (api.decoding)
     finally:
         writer.close()
     return _upload(fields, name, writer)

@@ -18,9 +18,11 @@ from aiohttp import web
 
 import bulkjobs
 from bulkjobs.api.common import FILES, PUBLISHER, READER, find_job, json_response, paging
+from bulkjobs.api.decoding import read_all
 from bulkjobs.clock import parse_time, utc_now
 from bulkjobs.domain.exports import parse_export
 from bulkjobs.domain.jobs import EXPORT, LABELS, STATUSES, TERMINAL, allowed
+from bulkjobs.domain.limits import check_description
 from bulkjobs.domain.schedules import check_schedule
 from bulkjobs.errors import BadRequest, BulkJobsError, Conflict, InvalidJson, NotFound
 from bulkjobs.store.reader import JOB_SORTS
@@ -64,7 +66,7 @@ async def cancel_job(request: web.Request) -> web.Response:
 
 async def _json_object(request: web.Request) -> dict[str, Any]:
     try:
-        body = orjson.loads(await request.read())
+        body = orjson.loads(await read_all(request))
     except orjson.JSONDecodeError as exc:
         raise InvalidJson(f"the body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
@@ -79,9 +81,7 @@ def _changes(job: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
         raise BadRequest(f"{unknown[0]!r} cannot be updated: only " + ", ".join(UPDATE_FIELDS), field=unknown[0])
     changes: dict[str, Any] = {}
     if "description" in body:
-        if body["description"] is not None and not isinstance(body["description"], str):
-            raise BadRequest("'description' must be a string", field="description")
-        changes["description"] = body["description"]
+        changes["description"] = check_description(body["description"])
     if "schedule" in body:
         if not job.get("schedule"):
             raise BadRequest("only a scheduled job's schedule can change", field="schedule")

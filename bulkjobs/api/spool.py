@@ -11,9 +11,11 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterator
 
+from bulkjobs.api.bodies import Chunk
 from bulkjobs.streams.batching import Batcher
 
 _HEADER = struct.Struct("<HI")  # partition, payload length
+_HELD = struct.Struct("<II")  # body bytes, JSON length
 
 
 class BatchSpool:
@@ -51,6 +53,34 @@ class BatchSpool:
         while header := self._file.read(_HEADER.size):
             partition, length = _HEADER.unpack(header)
             yield partition, self._file.read(length)
+
+    def discard(self) -> None:
+        self._file.close()
+
+
+class HeldChunks:
+    """Chunks of records parsed before the job's type and action were known (an envelope whose
+    data comes first), kept on disk as the JSON array they came from until they can be routed,
+    so that memory does not grow with the body."""
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self._file: IO[bytes] = tempfile.TemporaryFile(dir=directory)
+        self.records = 0
+
+    def add(self, chunk: Chunk) -> None:
+        if chunk.raw is None:
+            raise ValueError("only chunks parsed from a JSON array can be held")
+        self._file.write(_HELD.pack(chunk.size, len(chunk.raw)))
+        self._file.write(chunk.raw)
+        self.records += len(chunk.records)
+
+    def __iter__(self) -> Iterator[tuple[bytes, int]]:
+        """(JSON array, body bytes) of every held chunk, in order."""
+        self._file.seek(0)
+        while header := self._file.read(_HELD.size):
+            size, length = _HELD.unpack(header)
+            yield self._file.read(length), size
 
     def discard(self) -> None:
         self._file.close()

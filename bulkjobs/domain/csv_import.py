@@ -28,6 +28,7 @@ from bulkjobs.domain.job_types import (
     Values,
     detect,
 )
+from bulkjobs.domain.limits import check_description
 from bulkjobs.domain.records import Refused
 from bulkjobs.errors import BadRequest
 
@@ -200,7 +201,7 @@ def parse_settings(fields: dict[str, Any]) -> ImportSettings:
         job_type=job_type,
         find_by=_optional_str(fields, "find_by", MAX_NAME_CHARS),
         field_mappings=mappings,
-        description=_optional_str(fields, "description"),
+        description=check_description(_optional_str(fields, "description")),
         character_encoding=_optional_str(fields, "character_encoding"),
     )
 

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from bulkjobs.clock import format_time, parse_time
+from bulkjobs.domain.limits import check_description
 from bulkjobs.errors import BadRequest
 
 OBJECTS = "objects"
@@ -148,9 +149,7 @@ def parse_export(fields: dict[str, Any]) -> ExportRequest:
     """An export request from the fields of ``POST /v1/jobs`` (or a job's details); BadRequest
     naming the field of the first mistake."""
     title = _required_text(fields, "title")
-    description = fields.get("description")
-    if description is not None and not isinstance(description, str):
-        raise BadRequest("'description' must be a string", field="description")
+    description = check_description(fields.get("description"))
     source = fields.get("source") or OBJECTS
     if source not in SOURCES:
         raise BadRequest(f"unknown source {source!r}: one of " + ", ".join(SOURCES), field="source")

@@ -20,6 +20,10 @@ from bulkjobs.streams.topics import RecordBatch, encode
 # batch message stays well under the 1 MB message limit to leave its AppliedBatch room too.
 MAX_MESSAGE_BYTES = 600 * 1024
 
+# orjson writes at most 255 levels of nesting and a batch wraps each record in 3 of them (the
+# batch, its items, the item): a record nested deeper is refused when its batch is encoded.
+MAX_RECORD_DEPTH = 251
+
 Emit = Callable[[int, bytes], None]  # (partition, encoded RecordBatch)
 
 
@@ -72,20 +76,28 @@ class Batcher:
         self._write(partition, items)
 
     def _write(self, partition: int, items: list[list[Any]]) -> None:
-        payload = self._encode(items)
-        if len(payload) > MAX_MESSAGE_BYTES:
+        """Emit ``items`` as one batch; halve a batch that is too large or holds a record that
+        cannot be encoded, down to the record that fails alone."""
+        try:
+            payload = self._encode(items)
+        except orjson.JSONEncodeError:  # nested deeper than orjson writes (parsing allows more)
+            payload, too_deep = b"", True
+        else:
+            too_deep = False
+        if too_deep or len(payload) > MAX_MESSAGE_BYTES:
             if len(items) > 1:
                 half = len(items) // 2
                 self._write(partition, items[:half])
                 self._write(partition, items[half:])
                 return
-            index, _, record = items[0][:3]
-            size = len(orjson.dumps(record))
-            payload = self._encode([Refused(f"record is {size} bytes, over the limit of {MAX_MESSAGE_BYTES} bytes")
-                                    .item(index)])
+            index, record = items[0][0], items[0][2]
+            reason = (f"record is nested deeper than the limit of {MAX_RECORD_DEPTH} levels" if too_deep else
+                      f"record is {len(orjson.dumps(record))} bytes, over the limit of {MAX_MESSAGE_BYTES} bytes")
+            payload = self._encode([Refused(reason).item(index)])
         self.emit(partition, payload)
         self.next_seq += 1
 
     def _encode(self, items: list[list[Any]]) -> bytes:
         return encode(RecordBatch(job_id=self.job_id, tenant=self.tenant, type=self.kind,
                                   action=self.action, seq=self.next_seq, items=items))
+

@@ -9,7 +9,16 @@ from typing import Any, Awaitable, Callable
 import orjson
 import pytest
 
-from bulkjobs.api.bodies import BodyReader, ParsedBody, parse_json, parse_ndjson
+from bulkjobs.api import bodies
+from bulkjobs.api.bodies import (
+    MAX_ELEMENT_BYTES,
+    MAX_FIELDS_BYTES,
+    ArraySplitter,
+    BodyReader,
+    ParsedBody,
+    parse_json,
+    parse_ndjson,
+)
 from bulkjobs.domain.records import Refused
 from bulkjobs.errors import BadRequest, InvalidJson, TooLarge
 
@@ -333,3 +342,193 @@ async def test_an_envelope_without_data_has_fields_and_no_records() -> None:
     parsed = await parse_json(chunked_reader(b'{"kind":"export","title":"t"}', 7))
     assert parsed.fields == {"kind": "export", "title": "t"}
     assert [record async for chunk in parsed.chunks for record in chunk.records] == []
+
+
+# --- hostile bodies: linear work, bounded memory, early answers -------------------------------
+
+class CountingOrjson:
+    """orjson, counting the bytes given to loads: the parsing work a body costs."""
+
+    JSONDecodeError = orjson.JSONDecodeError
+
+    def __init__(self) -> None:
+        self.parsed = 0
+
+    def loads(self, data: Any) -> Any:
+        self.parsed += len(data)
+        return orjson.loads(data)
+
+
+@pytest.fixture
+def counting(monkeypatch: pytest.MonkeyPatch) -> CountingOrjson:
+    counter = CountingOrjson()
+    monkeypatch.setattr(bodies, "orjson", counter)
+    return counter
+
+
+async def test_an_array_nested_250000_levels_is_refused_at_once(counting: CountingOrjson) -> None:
+    body = b"[" * 250_000 + b"]" * 250_000
+    with pytest.raises(InvalidJson, match="depth limit"):
+        await parse_all(parse_json, chunked_reader(body, 64 * 1024))
+    assert counting.parsed < 4 * len(body)
+
+
+@pytest.mark.parametrize("closed", [False, True], ids=["never-closed", "closed-at-the-end"])
+async def test_an_array_whose_first_string_runs_on_full_of_cuts_is_refused_in_linear_work(
+    counting: CountingOrjson, closed: bool
+) -> None:
+    body = b'[{"a": "' + b"}, {" * 6_000_000 + (b'"}]' if closed else b"")  # 24 MB
+    reader = chunked_reader(body, 256 * 1024)
+    with pytest.raises(TooLarge) as raised:
+        await parse_all(parse_json, reader)
+    assert raised.value.code == "element_too_large"
+    assert raised.value.details == {"limit": MAX_ELEMENT_BYTES}
+    assert reader.bytes_read <= MAX_ELEMENT_BYTES + 256 * 1024  # refused as soon as the element is too large
+    assert counting.parsed < 30 * MAX_ELEMENT_BYTES  # a few parses per doubling, not one per read
+
+
+@pytest.mark.parametrize("size", [4096, 256 * 1024])
+async def test_splitting_costs_a_bounded_number_of_parses_per_byte(counting: CountingOrjson, size: int) -> None:
+    records = [{"type": "t", "items": [{"k": j, "v": [{"a": 1}, {"b": 2}]} for j in range(10)]} for _ in range(3000)]
+    body = data_last(records)
+    _, parsed, counts = await parse_all(parse_json, chunked_reader(body, size))
+    assert parsed == records
+    assert len(counts) > 3
+    assert counting.parsed < 12 * len(body)
+
+
+async def test_records_that_do_not_begin_like_the_first_still_split(counting: CountingOrjson) -> None:
+    records = [{"n": i} if i == 0 else {"type": "t", "items": [{"k": j} for j in range(20)]} for i in range(2000)]
+    body = bare(records)
+    _, parsed, counts = await parse_all(parse_json, chunked_reader(body, 4096))
+    assert parsed == records
+    assert len(counts) > 3
+    assert counting.parsed < 12 * len(body)
+
+
+async def test_a_body_wrong_early_is_refused_before_the_rest_is_read() -> None:
+    body = b'[{"a": 1}, {"b": 2} {"c": 3}, ' + b'{"d": 4}, ' * 1_000_000 + b"{}]"
+    reader = chunked_reader(body, 64 * 1024)
+    with pytest.raises(InvalidJson):
+        await parse_all(parse_json, reader)
+    assert reader.bytes_read <= 128 * 1024
+
+
+async def test_an_element_over_the_limit_is_too_large_and_one_within_it_is_kept() -> None:
+    splitter = ArraySplitter(max_element_bytes=1000)
+    records: list[Any] = []
+    for piece in [orjson.dumps({"s": "x" * 900}) + b", ", b'{"s": "y"}, {"t": "' + b"z" * 500]:
+        if (chunk := splitter.feed(piece)) is not None:
+            records.extend(chunk.records)
+    assert records == [{"s": "x" * 900}, {"s": "y"}]
+    with pytest.raises(TooLarge):
+        splitter.feed(b"z" * 600)
+
+
+async def test_an_envelope_without_data_is_refused_once_its_fields_pass_the_limit() -> None:
+    body = b'{"type": "resources", "action": "post", "x": "' + b"a" * (96 << 20) + b'"}'
+    reader = chunked_reader(body, 64 * 1024)
+    with pytest.raises(TooLarge) as raised:
+        await parse_all(parse_json, reader)
+    assert raised.value.code == "fields_too_large"
+    assert reader.bytes_read <= MAX_FIELDS_BYTES + 64 * 1024
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+async def test_whitespace_between_members_costs_no_memory(where: str) -> None:
+    padding = b" \n" * (8 << 20)
+    body = (b'{"type": "resources",' + padding + b'"action": "post", "data": [{"a": 1}]}' if where == "before"
+            else b'{"data": [{"a": 1}],' + padding + b'"type": "resources", "action": "post"}')
+    parsed_body, parsed, _ = await parse_all(parse_json, chunked_reader(body, 64 * 1024))
+    assert parsed == [{"a": 1}]
+    assert parsed_body.fields == {"type": "resources", "action": "post"}
+
+
+async def test_a_file_content_may_pass_the_fields_limit() -> None:
+    csv = "name\n" + "x,\\\"y\n" * 100_000
+    body = orjson.dumps({"file_content": csv, "description": "d"})
+    parsed_body, parsed, _ = await parse_all(parse_json, chunked_reader(body, 4096))
+    assert parsed_body.fields == {"file_content": csv, "description": "d"} and parsed == []
+    assert not parsed_body.has_data
+
+
+ODD_FIELDS = {"n": -1.5e3, "t": True, "f": False, "z": None, "o": {"a": [1, {"b": "}]"}]}, "s": 'q"uo\\te ✓',
+              "k\u00e9y": [], "e": {}, "type": "resources", "action": "post"}
+
+
+@pytest.mark.parametrize("form", [data_last, data_first, data_between])
+async def test_members_of_every_kind_survive_every_two_piece_split(form: Any) -> None:
+    body = orjson.dumps({**ODD_FIELDS, "data": [{"x": 1}, {"y": 2}]}) if form is data_last else \
+        orjson.dumps({"data": [{"x": 1}, {"y": 2}], **ODD_FIELDS}) if form is data_first else \
+        orjson.dumps({"n": 7, "data": [{"x": 1}, {"y": 2}], **ODD_FIELDS})
+    expected = orjson.loads(body)
+    del expected["data"]
+    for k in range(1, len(body)):
+        parsed_body, parsed, _ = await parse_all(parse_json, pieces_reader([body[:k], body[k:]]))
+        assert parsed == [{"x": 1}, {"y": 2}], k
+        assert parsed_body.fields == expected, k
+
+
+@pytest.mark.parametrize("body", [
+    pytest.param(b'{"data": [1], "type": "resources", "data": [2]}', id="data-twice"),
+    pytest.param(b'{"data": null}', id="data-null"),
+])
+async def test_data_must_be_one_array(body: bytes) -> None:
+    with pytest.raises(BadRequest) as raised:
+        await parse_all(parse_json, chunked_reader(body, 7))
+    assert raised.value.details.get("field") == "data"
+
+
+@pytest.mark.parametrize("body", [
+    pytest.param(b'{"a": 1,}', id="trailing-comma"),
+    pytest.param(b'{"a" 1}', id="no-colon"),
+    pytest.param(b'{"a": }', id="no-value"),
+    pytest.param(b'{"a": 1 "b": 2}', id="no-comma"),
+    pytest.param(b'{"a": tru}', id="bad-literal"),
+    pytest.param(b'{"a": 1} x', id="after-the-object"),
+    pytest.param(b'{"a": [1, 2}', id="bad-nesting"),
+    pytest.param(b'{"a": "\x01"}', id="control-character"),
+    pytest.param(b'\xef\xbb\xbf{"a": 1}', id="byte-order-mark"),
+    pytest.param(b'{"a": "\xff"}', id="not-utf-8"),
+    pytest.param(b'[1, 2] [3]', id="array-then-more"),
+    pytest.param(b'[{"a": "\xff"}, {"b": 2}, {"c": 3}]', id="array-not-utf-8"),
+])
+@pytest.mark.parametrize("size", [1, 4096])
+async def test_more_malformed_bodies_are_invalid_json(body: bytes, size: int) -> None:
+    with pytest.raises(InvalidJson):
+        await parse_all(parse_json, chunked_reader(body, size))
+
+
+async def test_a_record_nested_deeper_than_a_batch_can_carry_still_parses() -> None:
+    body = b'[{"a": 1}, ' + b"[" * 1000 + b"]" * 1000 + b', {"b": 2}]'
+    _, parsed, _ = await parse_all(parse_json, chunked_reader(body, 4096))
+    assert len(parsed) == 3 and parsed[0] == {"a": 1} and parsed[2] == {"b": 2}  # the batch refuses it alone
+
+
+async def test_an_ndjson_line_over_the_limit_is_too_large(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bodies, "MAX_ELEMENT_BYTES", 1000)
+    _, parsed, _ = await parse_all(parse_ndjson, chunked_reader(b'{"a": "' + b"x" * 900 + b'"}\n{"b": 1}\n', 64))
+    assert len(parsed) == 2
+    with pytest.raises(TooLarge) as raised:
+        await parse_all(parse_ndjson, chunked_reader(b'{"a": 1}\n' + b"x" * 2000, 64))
+    assert raised.value.code == "element_too_large"
+
+
+async def test_a_chunk_carries_the_json_it_was_parsed_from() -> None:
+    body = await parse_json(chunked_reader(data_first(PLAIN), 4096))
+    async for chunk in body.chunks:
+        assert chunk.raw is not None and orjson.loads(chunk.raw) == chunk.records
+
+
+async def test_whitespace_before_the_body_costs_no_memory(counting: CountingOrjson) -> None:
+    body = b" \r\n\t" * (4 << 20) + data_last(PLAIN)
+    parsed_body, parsed, _ = await parse_all(parse_json, chunked_reader(body, 64 * 1024))
+    assert parsed == PLAIN and parsed_body.fields == FIELDS
+    assert counting.parsed < 4 * len(data_last(PLAIN))
+
+
+@pytest.mark.parametrize("form", [data_last, bare])
+async def test_whitespace_between_elements_costs_no_memory(form: Any) -> None:
+    body = form([{"a": 1}, {"b": 2}]).replace(b"},", b"}," + b" \n" * (8 << 20))
+    _, parsed, _ = await parse_all(parse_json, chunked_reader(body, 64 * 1024))
+    assert parsed == [{"a": 1}, {"b": 2}]

@@ -20,7 +20,7 @@ from bulkjobs.domain.identity import (
     route,
 )
 from bulkjobs.domain.records import Refused
-from bulkjobs.streams.batching import MAX_MESSAGE_BYTES
+from bulkjobs.streams.batching import MAX_MESSAGE_BYTES, MAX_RECORD_DEPTH
 from bulkjobs.streams.topics import RecordBatch
 
 TENANT = "tenant-a"
@@ -222,3 +222,25 @@ def test_fresh_ids_are_unique(tmp_path: Path) -> None:
     spool.add([{"type": "server"}] * 200, size=4000)
     fresh = [item[1] for _, item in all_items(drain(spool)).values()]
     assert len(set(fresh)) == 200 and None not in fresh
+
+
+def nested(levels: int) -> Any:
+    value: Any = "leaf"
+    for _ in range(levels):
+        value = {"a": value}
+    return value
+
+
+@pytest.mark.parametrize("levels", [MAX_RECORD_DEPTH + 1, 500, 1023])
+def test_a_record_nested_too_deep_to_encode_fails_alone(tmp_path: Path, levels: int) -> None:
+    spool = make_spool(tmp_path, partitions=1, batch_records=100)
+    records = [{"type": "server", "external_id": "e0"}, nested(levels), {"type": "server", "external_id": "e2"},
+               nested(MAX_RECORD_DEPTH)]
+    spool.add(records, size=400)
+
+    items = all_items(drain(spool))
+
+    assert sorted(items) == [0, 1, 2, 3]
+    assert items[1][1] == [1, None, None, f"record is nested deeper than the limit of {MAX_RECORD_DEPTH} levels"]
+    assert items[0][1][2] == records[0] and items[2][1][2] == records[2]
+    assert items[3][1][2] == records[3]  # the deepest record that fits travels as it is
