@@ -13,7 +13,6 @@ message or one job fails that job, with the reason; it never stops an agent or a
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import socket
@@ -31,6 +30,7 @@ from bulkjobs.domain.counts import Counts
 from bulkjobs.domain.identity import RELATIONSHIPS
 from bulkjobs.domain.records import apply_batch, fail_all, internal_error
 from bulkjobs.domain.schedules import next_due
+from bulkjobs.gcpause import gc_paused
 from bulkjobs.settings import Settings
 from bulkjobs.streams.admin import ensure_topics
 from bulkjobs.streams.batching import Batcher
@@ -254,14 +254,12 @@ def build_app(settings: Settings) -> faust.App:
         if batch.type == RELATIONSHIPS and batch.action == "post":
             await objects.sync_all(settings.partitions)  # sources and targets live anywhere
         at = utc_now()
-        gc.disable()
         try:
-            outcome = apply_batch(batch.type, batch.action, batch.tenant, batch.items, objects.index, at)
+            with gc_paused():
+                outcome = apply_batch(batch.type, batch.action, batch.tenant, batch.items, objects.index, at)
         except Exception as exc:
             log.exception("batch %s/%d could not be applied", batch.job_id, batch.seq)
             outcome = fail_all(batch.items, internal_error(f"batch could not be applied: {exc!r}"))
-        finally:
-            gc.enable()
         applied = AppliedBatch(
             job_id=batch.job_id, tenant=batch.tenant, seq=batch.seq, at=at,
             counts=outcome.counts.to_dict(), results=outcome.results, ops=outcome.ops, host=host,
