@@ -6,14 +6,13 @@ All values are JSON (orjson) objects; keys are UTF-8 job ids where a topic is ke
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from bulkjobs.domain.counts import Counts
-from bulkjobs.domain.identity import ACTIONS
+from bulkjobs.domain.identity import ACTIONS, JOB_ID_RULE, is_job_id
 from bulkjobs.domain.jobs import Job
 
 
@@ -184,7 +183,6 @@ class RecordPart:
 
 JobEvent = JobSubmitted | BatchDone | JobCommand | JobRequest | RecordPart | BatchParked | ExportProgress | ExportDone
 MAX_PARTS = 100_000
-_JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def _check_request(request: JobRequest) -> JobRequest:
@@ -239,8 +237,8 @@ def job_event_from(key: bytes | None, value: bytes) -> JobEvent:
             raise ValueError(f"unknown job event kind {kind!r}")
     except TypeError as exc:  # a field missing or unknown
         raise ValueError(f"a {kind!r} event with the wrong fields: {exc}") from None
-    if not isinstance(event.job_id, str) or not _JOB_ID.fullmatch(event.job_id):
-        raise ValueError("'job_id' must be 1-64 letters, digits, '_' or '-'")
+    if not is_job_id(event.job_id):
+        raise ValueError(f"'job_id' must be {JOB_ID_RULE}")
     if key != event.job_id.encode():
         raise ValueError("the message key must be the job id")
     return event
