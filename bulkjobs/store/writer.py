@@ -107,6 +107,7 @@ class ViewWriter:
             latest[status["id"]] = status
         gone_ids = {job_id for job_id, status in latest.items() if status["status"] == DELETED}
         gone = [(job_id,) for job_id in gone_ids]
+        tombstones = [(job_id, latest[job_id]["tenant"]) for job_id in gone_ids]
         jobs = [_job_row(status) for status in latest.values() if status["status"] != DELETED]
         # An export's file rows are replaced by those its latest status lists (fewer once some
         # were deleted, none once the job is); other jobs have none, so they are not touched.
@@ -139,6 +140,7 @@ class ViewWriter:
                 await db.executemany("DELETE FROM jobs WHERE id = ?", gone)
                 await db.executemany("DELETE FROM results WHERE job_id = ?", gone)
                 await db.executemany("DELETE FROM job_batches WHERE job_id = ?", gone)
+                await db.executemany("INSERT OR IGNORE INTO deleted_jobs (id, tenant) VALUES (?, ?)", tombstones)
             for beat in heartbeats:
                 await db.execute(
                     "INSERT OR REPLACE INTO workers (worker, host, pid, at, partitions) VALUES (?, ?, ?, ?, ?)",

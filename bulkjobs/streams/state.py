@@ -5,16 +5,18 @@ all of them while a relationships job needs every object), fed by the changes to
 own writes are applied directly and skipped when the tail reads them back), together with the
 batches already applied, so that a redelivered batch is recognised and not applied again.
 ``JobStates`` is every job's state, fed by the status topic (its changelog), with the
-definitions whose schedules the worker's scheduler watches.
+definitions whose schedules the worker's scheduler watches. ``JobCommands`` is what the cancels
+and suspends in the job-events topic say, read as they are written, before the tracker applies
+them.
 """
 
 from __future__ import annotations
 
 from bulkjobs.domain.counts import Counts
-from bulkjobs.domain.jobs import CANCELLED, DELETED, SCHEDULED, Job
+from bulkjobs.domain.jobs import CANCELLED, DELETED, GO_ON, HOLD, SCHEDULED, STOP, Job, notice
 from bulkjobs.domain.records import ObjectIndex
 from bulkjobs.streams.tail import TopicTail
-from bulkjobs.streams.topics import AppliedBatch, decode, job_from_status
+from bulkjobs.streams.topics import COMMANDS, AppliedBatch, decode, job_from_status
 
 
 class RebuiltState:
@@ -112,3 +114,32 @@ class JobStates(RebuiltState):
 
     def get(self, job_id: str) -> Job:
         return self.jobs.get(job_id) or Job(id=job_id)
+
+
+class JobCommands:
+    """The jobs whose batches a command already in the job-events topic stops or holds.
+
+    The tracker applies a command only after the events of the job ahead of it in its
+    partition, and the appliers learn the new status from the status topic after that: half a
+    second in which hundreds of batches could still be applied. This tail reads the commands
+    as they are written, from the moment the worker starts (older ones are in the statuses by
+    then), so the appliers stop at once (``domain.jobs.notice``).
+    """
+
+    def __init__(self, brokers: str, topic: str) -> None:
+        self.stopped: set[str] = set()
+        self.held: set[str] = set()
+        self.tail = TopicTail(brokers, topic, self._on_message)
+
+    def _on_message(self, partition: int, offset: int, value: bytes) -> None:
+        event = decode(value)
+        if not isinstance(event, dict) or event.get("kind") not in COMMANDS or not isinstance(event.get("job_id"), str):
+            return
+        changes = event.get("changes")
+        meaning = notice(event["kind"], changes if isinstance(changes, dict) else None)
+        if meaning == STOP:
+            self.stopped.add(event["job_id"])
+        elif meaning == HOLD:
+            self.held.add(event["job_id"])
+        elif meaning == GO_ON:
+            self.held.discard(event["job_id"])

@@ -100,6 +100,10 @@ class BatchDone:
 
 
 COMMANDS = ("cancel", "delete", "fail", "suspend", "resume", "update", "fire", "delete_files")
+# Before it applies a batch, a batch applier knows every command written to the job-events
+# topic more than this many seconds ago; the API answers a cancel or a suspend no sooner than
+# this after writing it, so no batch of the job starts being applied after the answer.
+COMMAND_NOTICE = 0.3
 
 
 @dataclass(frozen=True)
