@@ -79,6 +79,8 @@ def test_a_deleted_job_is_gone_on_the_next_read_of_every_api_process(api: Client
 def test_an_update_answers_the_job_as_the_next_read_of_any_process_shows_it(api: Client, other_api: Client) -> None:
     later = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
     job = api.submit({**small_job("ryw-later"), "description": "before", "schedule": {"start_date": later}})
+    wait_for(lambda: other_api.get(f"/v1/jobs/{job['id']}").status == 200,  # a 202 is per process (README)
+             what="the other process to see the job")
 
     resp = other_api.put(f"/v1/jobs/{job['id']}", json_body={"description": "after"})
 
