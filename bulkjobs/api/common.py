@@ -89,16 +89,16 @@ async def find_job(request: web.Request) -> dict[str, Any]:
     raise NotFound(f"job {job_id!r} not found")
 
 
-async def until_shown(look: Callable[[], Awaitable[T | None]], timeout: float = VIEW_WAIT) -> T | None:
+async def until_shown(look: Callable[[], Awaitable[T | None]], timeout: float | None = None) -> T | None:
     """What ``look`` finds in the view once it finds something, looking again at once and then
-    at most every ``VIEW_POLL`` s; None if ``timeout`` passes first.
+    at most every ``VIEW_POLL`` s; None if ``timeout`` (``VIEW_WAIT``) passes first.
 
     A command is published to Kafka and applied by the tracker, and the store writes the outcome
     into the view: waiting here until the view shows it lets the answer say what the next read,
     through any API process, will show.
     """
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + (VIEW_WAIT if timeout is None else timeout)
     pause = 0.005
     while True:
         found = await look()

@@ -121,3 +121,17 @@ def test_a_bulk_delete_checks_every_id_before_deleting_any(api: Client) -> None:
         resp = api.delete(f"/v1/jobs?ids={query}")
         assert resp.status == status and resp.body["error"]["code"], resp.body
     assert api.get(f"/v1/jobs/{done['id']}").status == 200  # none of those deleted anything
+
+
+def test_an_exports_new_params_show_in_the_answer_and_the_next_read(api: Client, other_api: Client) -> None:
+    later = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
+    job = api.submit({"kind": "export", "title": "later", "object_type": "ryw-export",
+                      "schedule": {"start_date": later}})
+    wait_for(lambda: other_api.get(f"/v1/jobs/{job['id']}").status == 200, what="the other process to see the job")
+
+    resp = other_api.put(f"/v1/jobs/{job['id']}", json_body={"params": {"format": "csv", "file_split_size": 7}})
+
+    assert resp.status == 200, resp.body
+    assert resp.body["params"]["format"] == "csv" and resp.body["params"]["file_split_size"] == 7
+    assert api.job(job["id"]) == resp.body
+    assert api.post(f"/v1/jobs/{job['id']}/cancel").status == 200

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import time
 
+import orjson
+import pytest
+
+from bulkjobs.api import common
 from bulkjobs.api.common import until_shown
 
 
@@ -25,3 +29,18 @@ async def test_until_shown_gives_up_after_the_timeout() -> None:
     started = time.monotonic()
     assert await until_shown(never, timeout=0.3) is None
     assert 0.3 <= time.monotonic() - started < 0.5
+
+
+async def test_a_delete_the_view_does_not_show_in_time_answers_202_with_what_is_pending(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(common, "VIEW_WAIT", 0.2)
+    still = {"b"}
+
+    async def shown(tenant: str, names: list[str]) -> set[str]:
+        return still & set(names)
+
+    resp = await common.answer_deleted(shown, "t", ["a", "b"])
+    assert resp.status == 202 and orjson.loads(resp.body)["pending"] == ["b"]
+
+    still.clear()
+    assert (await common.answer_deleted(shown, "t", ["a", "b"])).status == 204
