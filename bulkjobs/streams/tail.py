@@ -78,10 +78,14 @@ class TopicTail:
         await consumer.start()
         tps = [TopicPartition(self.topic, p) for p in range(partitions)]
         consumer.assign(tps)
-        starts = await consumer.end_offsets(tps) if from_end else {tp: 0 for tp in tps}
-        for tp, offset in starts.items():
-            consumer.seek(tp, offset)
-        self.positions = {tp.partition: offset for tp, offset in starts.items()}
+        if from_end:
+            ends = await consumer.end_offsets(tps)
+            for tp, offset in ends.items():
+                consumer.seek(tp, offset)
+            self.positions = {tp.partition: offset for tp, offset in ends.items()}
+        else:
+            await consumer.seek_to_beginning(*tps)
+            self.positions = {p: 0 for p in range(partitions)}
         self.wanted = set() if lazy else set(range(partitions))
         consumer.pause(*[tp for tp in tps if tp.partition not in self.wanted])
         self._consumer = consumer
