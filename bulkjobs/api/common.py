@@ -10,6 +10,7 @@ import orjson
 from aiohttp import web
 
 from bulkjobs.api.publisher import JobPublisher
+from bulkjobs.domain.identity import is_job_id
 from bulkjobs.errors import BadRequest, NotFound
 from bulkjobs.settings import Settings
 from bulkjobs.store.files import UploadFiles
@@ -74,8 +75,12 @@ def remember(app: web.Application, tenant: str, job: dict[str, Any]) -> None:
         accepted.popitem(last=False)
 
 
-async def find_job(request: web.Request) -> dict[str, Any]:
-    job_id, tenant = request.match_info["job_id"], request["tenant"]
+async def job_of(request: web.Request, job_id: str) -> dict[str, Any] | None:
+    """The tenant's job ``job_id`` as the view shows it, or as this process accepted it while the
+    view does not have it yet; None if there is none (an id that breaks the job id rule never is)."""
+    tenant = request["tenant"]
+    if not is_job_id(job_id):
+        return None
     job = await request.app[READER].job(tenant, job_id)
     accepted = request.app[ACCEPTED]
     if job is not None:
@@ -86,7 +91,15 @@ async def find_job(request: web.Request) -> dict[str, Any]:
         if not await request.app[READER].deleted(tenant, job_id):  # deleted through another API process
             return dict(remembered[1])
         accepted.pop(job_id, None)
-    raise NotFound(f"job {job_id!r} not found")
+    return None
+
+
+async def find_job(request: web.Request) -> dict[str, Any]:
+    job_id = request.match_info["job_id"]
+    job = await job_of(request, job_id)
+    if job is None:
+        raise NotFound(f"job {job_id!r} not found")
+    return job
 
 
 async def until_shown(look: Callable[[], Awaitable[T | None]], timeout: float | None = None) -> T | None:

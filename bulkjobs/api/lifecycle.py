@@ -28,6 +28,7 @@ from bulkjobs.api.common import (
     READER,
     answer_deleted,
     find_job,
+    job_of,
     json_response,
     paging,
     until_shown,
@@ -202,7 +203,7 @@ async def _found(request: web.Request, ids: list[str]) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     missing: list[str] = []
     for job_id in ids:
-        job = await request.app[READER].job(request["tenant"], job_id)
+        job = await job_of(request, job_id)
         if job is None:
             missing.append(job_id)
         else:
