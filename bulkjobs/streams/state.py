@@ -92,6 +92,7 @@ class JobStates(RebuiltState):
         self.partitions: dict[str, int] = {}  # job id -> its partition of the job events and statuses
         self.stopped: set[str] = set()
         self._definitions: set[str] = set()
+        self._all_read = False
 
     def _on_message(self, partition: int, offset: int, value: bytes) -> None:
         if partition in self.synced:
@@ -107,6 +108,14 @@ class JobStates(RebuiltState):
             self._definitions.add(job.id)
         else:
             self._definitions.discard(job.id)
+
+    async def read_all(self, partitions: int) -> None:
+        """Wait, the first time, until every status written before the call is known: the
+        appliers' barrier at start, so that a job stopped before the worker started is known
+        before any batch is applied (later commands come through ``JobCommands``)."""
+        if not self._all_read:
+            await self.tail.caught_up(range(partitions))
+            self._all_read = True
 
     def definitions(self) -> list[Job]:
         """The definitions whose schedule is running (status scheduled)."""

@@ -225,6 +225,7 @@ def build_app(settings: Settings) -> faust.App:
         if already is not None:  # redelivered after a crash: its effects are in Kafka already
             await batch_done(batch.job_id, batch.seq, already)
             return
+        await job_states.read_all(settings.partitions)  # jobs stopped before the worker started
         await commands.tail.fresh(COMMAND_NOTICE)  # a cancel or suspend answered by the API is known
         if batch.job_id in job_states.stopped or batch.job_id in commands.stopped:
             return
