@@ -23,8 +23,8 @@ def other_api(stack: Stack) -> Iterator[Client]:
     """A second API process on the shared stack (its own memory, the same view)."""
     port = free_port()
     with open(stack.data_dir / "api-other.log", "ab") as log:
-        process = subprocess.Popen([sys.executable, "-m", "bulkjobs", "api"], env={**stack.env, "BULKJOBS_PORT": str(port)},
-                                   stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen([sys.executable, "-m", "bulkjobs", "api"],
+                                   env={**stack.env, "BULKJOBS_PORT": str(port)}, stdout=log, stderr=subprocess.STDOUT)
     client = Client(f"http://127.0.0.1:{port}", "key-a")
 
     def up() -> bool:
