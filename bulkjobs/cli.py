@@ -313,8 +313,8 @@ def cancel(settings: ClientSettings, job_id: str) -> int:
     """Cancel a job that has not ended."""
 
     async def work(client: BulkJobsClient) -> int:
-        job = await client.cancel(job_id)
-        click.echo(f"{job['id']} cancel requested")
+        job = await client.cancel(job_id)  # the job as the next read shows it, or as it was (a 202)
+        click.echo(f"{job['id']} " + ("cancelled" if job["status"] == "cancelled" else "cancel requested"))
         return 0
 
     return _call(settings, work)

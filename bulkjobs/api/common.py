@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Awaitable, Callable, TypeVar
 
 import orjson
 from aiohttp import web
 
 from bulkjobs.api.publisher import JobPublisher
+from bulkjobs.domain.identity import is_job_id
 from bulkjobs.errors import BadRequest, NotFound
 from bulkjobs.settings import Settings
 from bulkjobs.store.files import UploadFiles
@@ -21,6 +23,10 @@ ACCEPTED = web.AppKey("accepted", OrderedDict)
 FILES = web.AppKey("files", UploadFiles)
 
 ACCEPTED_MEMORY = 10_000
+VIEW_WAIT = 10.0  # seconds a command waits for the view to show it before answering 202 (README)
+VIEW_POLL = 0.05  # the longest pause between two looks at the view while waiting
+
+T = TypeVar("T")
 
 
 def json_response(body: Any, status: int = 200) -> web.Response:
@@ -69,8 +75,12 @@ def remember(app: web.Application, tenant: str, job: dict[str, Any]) -> None:
         accepted.popitem(last=False)
 
 
-async def find_job(request: web.Request) -> dict[str, Any]:
-    job_id, tenant = request.match_info["job_id"], request["tenant"]
+async def job_of(request: web.Request, job_id: str) -> dict[str, Any] | None:
+    """The tenant's job ``job_id`` as the view shows it, or as this process accepted it while the
+    view does not have it yet; None if there is none (an id that breaks the job id rule never is)."""
+    tenant = request["tenant"]
+    if not is_job_id(job_id):
+        return None
     job = await request.app[READER].job(tenant, job_id)
     accepted = request.app[ACCEPTED]
     if job is not None:
@@ -78,5 +88,54 @@ async def find_job(request: web.Request) -> dict[str, Any]:
         return job
     remembered = accepted.get(job_id)
     if remembered is not None and remembered[0] == tenant:
-        return dict(remembered[1])
-    raise NotFound(f"job {job_id!r} not found")
+        if not await request.app[READER].deleted(tenant, job_id):  # deleted through another API process
+            return dict(remembered[1])
+        accepted.pop(job_id, None)
+    return None
+
+
+async def find_job(request: web.Request) -> dict[str, Any]:
+    job_id = request.match_info["job_id"]
+    job = await job_of(request, job_id)
+    if job is None:
+        raise NotFound(f"job {job_id!r} not found")
+    return job
+
+
+async def until_shown(look: Callable[[], Awaitable[T | None]], timeout: float | None = None) -> T | None:
+    """What ``look`` finds in the view once it finds something, looking again at once and then
+    at most every ``VIEW_POLL`` s; None if ``timeout`` (``VIEW_WAIT``) passes first.
+
+    A command is published to Kafka and applied by the tracker, and the store writes the outcome
+    into the view: waiting here until the view shows it lets the answer say what the next read,
+    through any API process, will show.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + (VIEW_WAIT if timeout is None else timeout)
+    pause = 0.005
+    while True:
+        found = await look()
+        if found is not None:
+            return found
+        left = deadline - loop.time()
+        if left <= 0:
+            return None
+        await asyncio.sleep(min(pause, left))
+        pause = min(pause * 2, VIEW_POLL)
+
+
+async def answer_deleted(shown: Callable[[str, list[str]], Awaitable[set[str]]], tenant: str,
+                         names: list[str]) -> web.Response:
+    """204 once ``shown`` (which of the names the view still shows) finds none of them; 202
+    listing them as ``pending`` if it still does after ``VIEW_WAIT``."""
+    left = set(names)
+
+    async def gone() -> bool | None:
+        left.intersection_update(await shown(tenant, sorted(left)))
+        return True if not left else None
+
+    if await until_shown(gone) is None:
+        return json_response({"status": "accepted", "pending": sorted(left),
+                              "message": "the deletion is sent but the view does not show it yet: look again soon"},
+                             202)
+    return web.Response(status=204)

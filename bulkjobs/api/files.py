@@ -2,19 +2,28 @@
 one, delete some.
 
 A file is listed once its export has succeeded and the store has written that status. A
-delete sends a ``delete_files`` command to each job concerned; the file leaves the list and
-the disk once the store has applied the job's next status, usually within a second (as a
-deleted job does).
+delete sends a ``delete_files`` command to each job concerned and answers once the view lists
+none of the files (the store removes them from disk as it applies the job's next status).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from typing import Any
 
 from aiohttp import web
 
-from bulkjobs.api.common import PUBLISHER, READER, SETTINGS, attachment, find_job, json_response, paging
+from bulkjobs.api.common import (
+    PUBLISHER,
+    READER,
+    SETTINGS,
+    answer_deleted,
+    attachment,
+    find_job,
+    json_response,
+    paging,
+)
 from bulkjobs.domain.exports import CONTENT_TYPES, FORMATS, parse_instant
 from bulkjobs.errors import BadRequest, NotFound
 from bulkjobs.store.files import ExportFiles
@@ -77,9 +86,14 @@ async def _delete(request: web.Request, names: list[str]) -> web.Response:
     by_job: dict[str, list[str]] = defaultdict(list)
     for file in await _found(request, names):
         by_job[file["job_id"]].append(file["name"])
-    for job_id, job_names in by_job.items():
-        await request.app[PUBLISHER].command(job_id, request["tenant"], "delete_files", changes={"names": job_names})
-    return web.Response(status=204)
+    publisher, tenant = request.app[PUBLISHER], request["tenant"]
+    await asyncio.gather(*(publisher.command(job_id, tenant, "delete_files", changes={"names": job_names})
+                           for job_id, job_names in by_job.items()))
+
+    async def shown(tenant: str, names: list[str]) -> set[str]:
+        return {file["name"] for file in await request.app[READER].files_named(tenant, names)}
+
+    return await answer_deleted(shown, tenant, names)
 
 
 async def delete_file(request: web.Request) -> web.Response:

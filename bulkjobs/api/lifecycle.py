@@ -3,31 +3,67 @@ scheduled definition and the history of every execution; the statuses and the ve
 
 Each command is checked against the job state machine's table (``domain.jobs.ALLOWED``) on
 the job as the view shows it, answered 409 with the current status when not allowed, and
-otherwise published for the job tracker, which applies it (and checks again).
+otherwise published for the job tracker, which applies it (and checks again). The answer waits
+until the view shows the outcome (``common.until_shown``), so that the next read, through any
+API process, shows what the answer said: 200 with the job (204 for a delete) once it does, 409
+if the tracker refused the command because the job changed meanwhile (it ended before a cancel
+reached it), 202 if the view does not show it within ``VIEW_WAIT``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 from aiohttp import web
 
 import bulkjobs
-from bulkjobs.api.common import FILES, PUBLISHER, READER, find_job, json_response, paging
-from bulkjobs.api.decoding import read_all
+from bulkjobs.api.common import (
+    FILES,
+    PUBLISHER,
+    READER,
+    answer_deleted,
+    find_job,
+    job_of,
+    json_response,
+    paging,
+    until_shown,
+)
 from bulkjobs.clock import parse_time, utc_now
 from bulkjobs.domain.exports import parse_export
-from bulkjobs.domain.jobs import EXPORT, LABELS, STATUSES, TERMINAL, allowed
+from bulkjobs.domain.jobs import (
+    CANCELLED,
+    EXPORT,
+    HOLD,
+    LABELS,
+    STATUSES,
+    STOP,
+    SUSPENDED,
+    TERMINAL,
+    allowed,
+    notice,
+)
+from bulkjobs.api.decoding import read_all
 from bulkjobs.domain.limits import check_description
 from bulkjobs.domain.schedules import check_schedule
 from bulkjobs.errors import BadRequest, BulkJobsError, Conflict, InvalidJson, NotFound
 from bulkjobs.store.reader import JOB_SORTS
+from bulkjobs.streams.topics import COMMAND_NOTICE
 
 UPDATE_FIELDS = ("description", "schedule", "params", "suspended")
+MAX_IDS = 100  # jobs in one request
+
+# Whether the job as the view shows it, once the command can no longer be sent to it, got
+# there by the command (otherwise the tracker refused it: the job had changed meanwhile).
+APPLIED: dict[str, Callable[[dict[str, Any]], bool]] = {
+    "cancel": lambda job: job["status"] == CANCELLED,
+    "suspend": lambda job: job["status"] == SUSPENDED,
+    "resume": lambda job: job["status"] not in (SUSPENDED, CANCELLED),
+}
 
 
 def started(job: dict[str, Any]) -> bool:
@@ -45,11 +81,39 @@ def check(job: dict[str, Any], command: str) -> None:
     raise Conflict(f"job {job['id']!r} {state}: it cannot be sent '{command}'", status=job["status"])
 
 
+def _sendable(job: dict[str, Any], command: str) -> bool:
+    return allowed(job["status"], started(job), command)
+
+
+async def _answer(request: web.Request, job: dict[str, Any], command: str,
+                  applied: Callable[[dict[str, Any]], bool]) -> web.Response:
+    """The answer to a published command, once the view shows the job ``applied`` or no
+    longer open to the command: 200 with the job as the view shows it, or 409 if the command
+    was refused; 202 with the job as it was if the view shows neither within ``VIEW_WAIT``."""
+    reader, tenant = request.app[READER], request["tenant"]
+
+    async def settled() -> dict[str, Any] | None:
+        shown = await reader.job(tenant, job["id"])
+        return shown if shown is not None and (applied(shown) or not _sendable(shown, command)) else None
+
+    shown = await until_shown(settled)
+    if shown is None:
+        return json_response(job, 202)
+    if not applied(shown):
+        check(shown, command)
+    return json_response(shown)
+
+
 async def _command(request: web.Request, command: str) -> web.Response:
     job = await find_job(request)
     check(job, command)
+    loop = asyncio.get_running_loop()
     await request.app[PUBLISHER].command(job["id"], request["tenant"], command)
-    return json_response(job, 202)
+    written = loop.time()
+    answer = await _answer(request, job, command, APPLIED[command])
+    if notice(command) in (STOP, HOLD):  # every batch applier knows it by then (topics.COMMAND_NOTICE)
+        await asyncio.sleep(max(0.0, written + COMMAND_NOTICE - loop.time()))
+    return answer
 
 
 async def suspend_job(request: web.Request) -> web.Response:
@@ -100,6 +164,15 @@ def _changes(job: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
     return changes
 
 
+def _shows(job: dict[str, Any], changes: dict[str, Any]) -> bool:
+    """Whether the job as the view shows it has the ``update`` changes."""
+    if "suspended" in changes and (job["status"] == SUSPENDED) != changes["suspended"]:
+        return False
+    details = changes.get("details") or {}
+    return (all(job.get(name) == changes[name] for name in ("description", "schedule") if name in changes)
+            and all(job.get(name) == value for name, value in details.items()))
+
+
 def job_details(job: dict[str, Any]) -> dict[str, Any]:
     """An export job's details as its body shows them (the keys ``ExportRequest.details`` makes)."""
     return {key: job[key] for key in ("title", "source", "object_type", "time_frame", "params") if key in job}
@@ -113,14 +186,16 @@ async def update_job(request: web.Request) -> web.Response:
     check(job, "update")
     changes = _changes(job, body)
     await request.app[PUBLISHER].command(job["id"], request["tenant"], "update", changes=changes)
-    return json_response({**job, **{k: v for k, v in changes.items() if k in ("description", "schedule")}}, 202)
+    return await _answer(request, job, "update", lambda shown: _shows(shown, changes))
 
 
 def _ids(request: web.Request, name: str) -> list[str]:
-    ids = [part.strip() for part in request.query.get(name, "").split(",") if part.strip()]
+    ids = list(dict.fromkeys(part.strip() for part in request.query.get(name, "").split(",") if part.strip()))
     if not ids:
         raise BadRequest(f"'{name}' must list one or more ids, separated by commas", field=name)
-    return list(dict.fromkeys(ids))
+    if len(ids) > MAX_IDS:
+        raise BadRequest(f"at most {MAX_IDS} jobs can be deleted at once", field=name)
+    return ids
 
 
 async def _found(request: web.Request, ids: list[str]) -> list[dict[str, Any]]:
@@ -128,7 +203,7 @@ async def _found(request: web.Request, ids: list[str]) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     missing: list[str] = []
     for job_id in ids:
-        job = await request.app[READER].job(request["tenant"], job_id)
+        job = await job_of(request, job_id)
         if job is None:
             missing.append(job_id)
         else:
@@ -140,15 +215,17 @@ async def _found(request: web.Request, ids: list[str]) -> list[dict[str, Any]]:
 
 async def _delete(request: web.Request, jobs: list[dict[str, Any]], running: type[BulkJobsError]) -> web.Response:
     """Delete jobs that have all ended (their results and files go too); ``running`` is the
-    error for any that has not, and then nothing is deleted."""
+    error for any that has not, and then nothing is deleted. 204 once the view shows none of
+    them; 202 listing those it still shows (``pending``) if it does not within ``VIEW_WAIT``."""
     busy = [job for job in jobs if job["status"] not in TERMINAL]
     if busy:
         raise running(f"{len(busy)} of the jobs have not ended: cancel them first",
                       running={job["id"]: job["status"] for job in busy})
-    for job in jobs:
-        await request.app[PUBLISHER].command(job["id"], request["tenant"], "delete")
-        request.app[FILES].remove(job["id"])
-    return web.Response(status=204)
+    tenant, ids = request["tenant"], [job["id"] for job in jobs]
+    await asyncio.gather(*(request.app[PUBLISHER].command(job_id, tenant, "delete") for job_id in ids))
+    for job_id in ids:
+        request.app[FILES].remove(job_id)
+    return await answer_deleted(request.app[READER].job_ids, tenant, ids)
 
 
 async def delete_job(request: web.Request) -> web.Response:

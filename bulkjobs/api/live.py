@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 SEND_INTERVAL = 0.1  # at most ten messages a second per job and socket; the latest state always goes
 NOT_FOUND_CLOSE = 4404  # an application close code (4000-4999): no such job for this tenant
+READ_RETRY = 0.5  # seconds before reading the status topic again after a failed read
 
 
 class Follower:
@@ -66,17 +67,33 @@ class StatusFeed:
         await self.consumer.stop()
 
     async def _run(self) -> None:
+        """Read for as long as the API runs: a failed read is tried again, and a message that
+        is not a status is logged and skipped, so the feed never stops for every socket."""
         while True:
-            fetched = await self.consumer.getmany(timeout_ms=1000)
+            try:
+                fetched = await self.consumer.getmany(timeout_ms=1000)
+            except Exception:
+                log.exception("reading %s failed; trying again", self.topic)
+                await asyncio.sleep(READ_RETRY)
+                continue
             if not (self.by_job or self.by_tenant):
                 continue
             for messages in fetched.values():
                 for message in messages:
-                    if message.key is None or message.value is None:
-                        continue
-                    followed = message.key.decode() in self.by_job
-                    if followed or self.by_tenant:  # a tenant's followers need the status to tell
-                        self._offer(decode(message.value))
+                    try:
+                        self._read(message.key, message.value)
+                    except Exception:
+                        log.exception("skipping a status that cannot be read: %s@%d", self.topic, message.offset)
+
+    def _read(self, key: bytes | None, value: bytes | None) -> None:
+        if key is None or value is None:
+            return
+        if key.decode() not in self.by_job and not self.by_tenant:
+            return  # a tenant's followers need the status to tell whose it is
+        status = decode(value)
+        if not isinstance(status, dict) or not all(isinstance(status.get(k), str) for k in ("id", "tenant", "status")):
+            raise ValueError("not a job status: it needs an id, a tenant and a status")
+        self._offer(status)
 
     def _offer(self, status: dict[str, Any]) -> None:
         for follower in self.by_job.get(status["id"], set()) | self.by_tenant.get(status["tenant"], set()):
@@ -136,7 +153,13 @@ async def _send_changes(request: web.Request, ws: web.WebSocketResponse, followe
             await follower.changed.wait()
         follower.changed.clear()
         for job_id, status in list(follower.pending.items()):
-            body = await _visible(request, status)
+            try:
+                body = await _visible(request, status)
+            except Exception:  # this status cannot be shown: the next one of the job may
+                log.exception("cannot show a status of job %s", job_id)
+                if follower.pending.get(job_id) is status:
+                    del follower.pending[job_id]
+                continue
             if body is None:
                 if status["status"] == DELETED:
                     del follower.pending[job_id]

@@ -11,6 +11,7 @@ and the record's index: unique, and the same when a record is routed again.
 from __future__ import annotations
 
 import hashlib
+import re
 import zlib
 from typing import Any
 
@@ -24,6 +25,16 @@ ACTIONS: dict[str, frozenset[str]] = {
 
 # Actions whose records name their object by (type, external_id).
 BY_EXTERNAL_ID = frozenset({"external_id_set", "external_id_update", "external_id_delete"})
+
+# A job id: 32 hex digits from the API, or what an outside producer chose within this rule.
+# Ids also name files and directories (a CSV job's upload, an export's files), so the rule
+# keeps them plain names.
+_JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+JOB_ID_RULE = "1-64 letters, digits, '_' or '-'"
+
+
+def is_job_id(value: object) -> bool:
+    return isinstance(value, str) and _JOB_ID.fullmatch(value) is not None
 
 
 def _key(tenant: str, object_type: str, external_id: str) -> bytes:

@@ -242,6 +242,29 @@ def resumed(job: Job, at: str) -> Job | None:
     return replace(job, status=status, parked=[] if not job.schedule else job.parked, updated_at=at)
 
 
+# What a command tells the batch appliers as soon as it is in Kafka (``notice``).
+STOP, HOLD, GO_ON = "stop", "hold", "go_on"
+
+
+def notice(kind: str, changes: dict[str, Any] | None = None) -> str | None:
+    """What a command means for a job's batches before the tracker has applied it: a cancel or
+    a delete stops them for good, a suspend holds them, a resume (or an update that resumes)
+    lets them go on; anything else waits for the tracker.
+
+    Acting early is safe because the tracker refuses a cancel or a suspend only when the job
+    has ended (none of its batches is due) or is suspended already. An update that suspends is
+    left to the tracker: it is refused once the job has started, and a hold the tracker does
+    not share would park and release the same batches for ever.
+    """
+    if kind in ("cancel", "delete"):
+        return STOP
+    if kind == "suspend":
+        return HOLD
+    if kind == "resume" or (kind == "update" and (changes or {}).get("suspended") is False):
+        return GO_ON
+    return None
+
+
 UPDATABLE = ("description", "schedule", "details")
 
 

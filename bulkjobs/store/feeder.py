@@ -14,6 +14,7 @@ import gc
 import logging
 import signal
 
+import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from bulkjobs.settings import Settings
@@ -48,11 +49,18 @@ async def _write(writer: ViewWriter, names: TopicNames,
     try:
         for tp, messages in sorted(fetched.items(), key=lambda item: (item[0].topic, item[0].partition)):
             target = applied if tp.topic == names.changes else statuses if tp.topic == names.status else beats
-            target.extend(decode(m.value) for m in messages)
-        await writer.write(applied, statuses, beats)
+            for message in messages:
+                try:
+                    value = decode(message.value)
+                except (orjson.JSONDecodeError, TypeError):
+                    value = None
+                if isinstance(value, dict):
+                    target.append(value)
+                else:  # not written by bulkjobs: the view goes on without it
+                    log.warning("skipping a message that is not a JSON object: %s@%d", tp, message.offset)
+        return await writer.write(applied, statuses, beats)
     finally:
         gc.enable()
-    return statuses
 
 
 async def feed(settings: Settings, stop: asyncio.Event) -> None:

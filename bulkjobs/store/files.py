@@ -14,7 +14,17 @@ import shutil
 from pathlib import Path
 from typing import IO, Iterator
 
+from bulkjobs.domain.identity import is_job_id
+
 READ_CHUNK = 256 * 1024
+
+
+def _checked(job_id: str) -> str:
+    """A job id, as a name in a directory: the one rule every job id follows keeps it a plain
+    name, so an id can never name a path elsewhere."""
+    if not is_job_id(job_id):
+        raise ValueError(f"not a job id: {job_id!r}")
+    return job_id
 
 
 class UploadFiles:
@@ -22,9 +32,7 @@ class UploadFiles:
         self.directory = directory
 
     def path(self, job_id: str) -> Path:
-        if not job_id.isalnum():  # job ids are hex: never let one name a path elsewhere
-            raise ValueError(f"not a job id: {job_id!r}")
-        return self.directory / job_id
+        return self.directory / _checked(job_id)
 
     def create(self, job_id: str) -> IO[bytes]:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -43,8 +51,6 @@ class UploadFiles:
             self.path(job_id).unlink()
 
 
-# Job ids of exports come from the API (hex), but any id a topic allows must stay a plain name.
-_JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _FILE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}-[0-9]{1,9}\.[a-z]{1,8}")
 
 
@@ -55,9 +61,7 @@ class ExportFiles:
         self.directory = data_dir / "exports"
 
     def job_dir(self, job_id: str) -> Path:
-        if not _JOB_ID.fullmatch(job_id):  # never let an id name a path elsewhere
-            raise ValueError(f"not a job id: {job_id!r}")
-        return self.directory / job_id
+        return self.directory / _checked(job_id)
 
     def path(self, job_id: str, name: str) -> Path:
         if not _FILE_NAME.fullmatch(name):

@@ -106,6 +106,17 @@ class ViewReader:
         row = await self._one("jobs", _JOB_COLUMNS, tenant, job_id)
         return _job(row) if row else None
 
+    async def job_ids(self, tenant: str, job_ids: list[str]) -> set[str]:
+        """Which of ``job_ids`` the view shows for the tenant; keep the list short (the API
+        takes at most 100): each id is a parameter of one statement."""
+        rows = await self._all(f"SELECT id FROM jobs WHERE tenant = ? AND id IN ({', '.join('?' * len(job_ids))})",
+                               (tenant, *job_ids))
+        return {row["id"] for row in rows}
+
+    async def deleted(self, tenant: str, job_id: str) -> bool:
+        """Whether the tenant's job ``job_id`` has been deleted."""
+        return bool(await self._all("SELECT 1 FROM deleted_jobs WHERE id = ? AND tenant = ?", (job_id, tenant)))
+
     async def jobs(self, tenant: str, *, status: str | None = None, search: str | None = None,
                    sort: str = "created_at", descending: bool = True, limit: int = 100, offset: int = 0,
                    parent_id: str | None = None, executions_only: bool = False) -> tuple[list[dict[str, Any]], int]:

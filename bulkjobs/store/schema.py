@@ -10,7 +10,7 @@ import aiosqlite
 log = logging.getLogger(__name__)
 
 # Raise it with every change below: a view of another version is dropped (see _migrate).
-VERSION = 4
+VERSION = 5
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -96,6 +96,13 @@ CREATE TABLE IF NOT EXISTS files (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS files_by_tenant ON files (tenant, created_at DESC);
 CREATE INDEX IF NOT EXISTS files_by_job ON files (job_id);
+-- The ids of deleted jobs: an API process that still remembers a job it accepted (see
+-- api.common.remember) must not show it again once it is gone.
+CREATE TABLE IF NOT EXISTS deleted_jobs (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL
+) WITHOUT ROWID;
+
 CREATE TABLE IF NOT EXISTS workers (
     worker TEXT PRIMARY KEY,
     host TEXT NOT NULL,
@@ -106,7 +113,7 @@ CREATE TABLE IF NOT EXISTS workers (
 """
 
 
-TABLES = ("jobs", "job_batches", "results", "objects", "relationships", "files", "workers")
+TABLES = ("jobs", "job_batches", "results", "objects", "relationships", "files", "deleted_jobs", "workers")
 
 
 async def _migrate(db: aiosqlite.Connection, path: Path) -> None:

@@ -6,6 +6,7 @@ of messages replayed after a crash leaves the view as it was.
 
 from __future__ import annotations
 
+import logging
 from itertools import groupby
 from typing import Any, Iterable
 
@@ -21,6 +22,8 @@ from bulkjobs.domain.records import (
     OP_REL_CREATE,
     OP_REL_DELETE,
 )
+
+log = logging.getLogger(__name__)
 
 _OP_SQL = {
     OP_CREATE: "INSERT OR REPLACE INTO objects (id, tenant, type, external_id, attributes, created_at, updated_at) "
@@ -90,29 +93,43 @@ class ViewWriter:
         applied_batches: Iterable[dict[str, Any]],
         statuses: Iterable[dict[str, Any]],
         heartbeats: Iterable[dict[str, Any]],
-    ) -> None:
-        """Apply changes (in their order), then job snapshots, then worker heartbeats, in one commit."""
+    ) -> list[dict[str, Any]]:
+        """Apply changes (in their order), then job snapshots, then worker heartbeats, in one
+        commit; the latest status of each job written. A message that is not what its topic
+        carries is logged and skipped."""
         batch_rows: list[tuple[Any, ...]] = []
         result_rows: list[tuple[Any, ...]] = []
         ops: list[list[Any]] = []
         for applied in applied_batches:
-            job_id = applied["job_id"]
-            batch_rows.append((job_id, applied["seq"], len(applied["results"]), applied["at"],
-                               applied.get("host"), _json(applied["counts"])))
-            for index, success, object_id, errors, outcome in applied["results"]:
-                result_rows.append((job_id, index, 1 if success else 0, object_id, _json(errors), outcome))
-            ops.extend(applied["ops"])
-        latest: dict[str, dict[str, Any]] = {}
+            try:
+                job_id = applied["job_id"]
+                batch_row = (job_id, applied["seq"], len(applied["results"]), applied["at"], applied.get("host"),
+                             _json(applied["counts"]))
+                results = [(job_id, index, 1 if success else 0, object_id, _json(errors), outcome)
+                           for index, success, object_id, errors, outcome in applied["results"]]
+                applied_ops = list(applied["ops"])
+            except (KeyError, TypeError, ValueError):  # not written by a worker: the view goes on
+                log.exception("skipping a change that is not an applied batch")
+                continue
+            batch_rows.append(batch_row)
+            result_rows.extend(results)
+            ops.extend(applied_ops)
+        latest: dict[str, tuple[dict[str, Any], tuple[Any, ...], list[tuple[Any, ...]]]] = {}
         for status in statuses:
-            latest[status["id"]] = status
-        gone_ids = {job_id for job_id, status in latest.items() if status["status"] == DELETED}
+            try:
+                latest[status["id"]] = (status, _job_row(status),
+                                        _file_rows(status) if status["type"] == EXPORT else [])
+            except (KeyError, TypeError, ValueError, AttributeError):
+                log.exception("skipping a message that is not a job status")
+        gone_ids = {job_id for job_id, (status, _, _) in latest.items() if status["status"] == DELETED}
         gone = [(job_id,) for job_id in gone_ids]
-        jobs = [_job_row(status) for status in latest.values() if status["status"] != DELETED]
+        tombstones = [(job_id, latest[job_id][0]["tenant"]) for job_id in gone_ids]
+        jobs = [row for job_id, (_, row, _) in latest.items() if job_id not in gone_ids]
         # An export's file rows are replaced by those its latest status lists (fewer once some
         # were deleted, none once the job is); other jobs have none, so they are not touched.
-        exports = [(job_id,) for job_id, status in latest.items() if status["type"] == EXPORT or job_id in gone_ids]
-        file_rows = [row for status in latest.values() if status["type"] == EXPORT and status["status"] != DELETED
-                     for row in _file_rows(status)]
+        exports = [(job_id,) for job_id, (status, _, _) in latest.items()
+                   if status["type"] == EXPORT or job_id in gone_ids]
+        file_rows = [row for job_id, (_, _, rows) in latest.items() if job_id not in gone_ids for row in rows]
 
         db = self.db
         await db.execute("BEGIN")
@@ -139,6 +156,7 @@ class ViewWriter:
                 await db.executemany("DELETE FROM jobs WHERE id = ?", gone)
                 await db.executemany("DELETE FROM results WHERE job_id = ?", gone)
                 await db.executemany("DELETE FROM job_batches WHERE job_id = ?", gone)
+                await db.executemany("INSERT OR IGNORE INTO deleted_jobs (id, tenant) VALUES (?, ?)", tombstones)
             for beat in heartbeats:
                 await db.execute(
                     "INSERT OR REPLACE INTO workers (worker, host, pid, at, partitions) VALUES (?, ?, ?, ?, ?)",
@@ -148,3 +166,4 @@ class ViewWriter:
         except BaseException:
             await db.execute("ROLLBACK")
             raise
+        return [status for status, _, _ in latest.values()]

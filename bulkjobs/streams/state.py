@@ -6,16 +6,17 @@ own writes are applied directly and skipped when the tail reads them back), toge
 batches already applied, so that a redelivered batch is recognised and not applied again.
 ``JobStates`` is every job's state, fed by the status topic (its changelog), with the
 definitions whose schedules the worker's scheduler watches and the jobs still being uploaded,
-which its upload watch watches.
+which its upload watch watches. ``JobCommands`` is what the cancels and suspends in the
+job-events topic say, read as they are written, before the tracker applies them.
 """
 
 from __future__ import annotations
 
 from bulkjobs.domain.counts import Counts
-from bulkjobs.domain.jobs import SCHEDULED, Job
+from bulkjobs.domain.jobs import GO_ON, HOLD, SCHEDULED, STOP, Job, notice
 from bulkjobs.domain.records import ObjectIndex
 from bulkjobs.streams.tail import TopicTail
-from bulkjobs.streams.topics import AppliedBatch, decode, job_from_status
+from bulkjobs.streams.topics import COMMANDS, AppliedBatch, decode, job_from_status
 
 
 class RebuiltState:
@@ -92,6 +93,7 @@ class JobStates(RebuiltState):
         self.stopped: set[str] = set()
         self._definitions: set[str] = set()
         self._uploads: set[str] = set()
+        self._all_read = False
 
     def _on_message(self, partition: int, offset: int, value: bytes) -> None:
         if partition in self.synced:
@@ -112,6 +114,14 @@ class JobStates(RebuiltState):
         else:
             self._uploads.discard(job.id)
 
+    async def read_all(self, partitions: int) -> None:
+        """Wait, the first time, until every status written before the call is known: the
+        appliers' barrier at start, so that a job stopped before the worker started is known
+        before any batch is applied (later commands come through ``JobCommands``)."""
+        if not self._all_read:
+            await self.tail.caught_up(range(partitions))
+            self._all_read = True
+
     def definitions(self) -> list[Job]:
         """The definitions whose schedule is running (status scheduled)."""
         return [self.jobs[job_id] for job_id in self._definitions]
@@ -122,3 +132,32 @@ class JobStates(RebuiltState):
 
     def get(self, job_id: str) -> Job:
         return self.jobs.get(job_id) or Job(id=job_id)
+
+
+class JobCommands:
+    """The jobs whose batches a command already in the job-events topic stops or holds.
+
+    The tracker applies a command only after the events of the job ahead of it in its
+    partition, and the appliers learn the new status from the status topic after that: half a
+    second in which hundreds of batches could still be applied. This tail reads the commands
+    as they are written, from the moment the worker starts (older ones are in the statuses by
+    then), so the appliers stop at once (``domain.jobs.notice``).
+    """
+
+    def __init__(self, brokers: str, topic: str) -> None:
+        self.stopped: set[str] = set()
+        self.held: set[str] = set()
+        self.tail = TopicTail(brokers, topic, self._on_message)
+
+    def _on_message(self, partition: int, offset: int, value: bytes) -> None:
+        event = decode(value)
+        if not isinstance(event, dict) or event.get("kind") not in COMMANDS or not isinstance(event.get("job_id"), str):
+            return
+        changes = event.get("changes")
+        meaning = notice(event["kind"], changes if isinstance(changes, dict) else None)
+        if meaning == STOP:
+            self.stopped.add(event["job_id"])
+        elif meaning == HOLD:
+            self.held.add(event["job_id"])
+        elif meaning == GO_ON:
+            self.held.discard(event["job_id"])

@@ -3,7 +3,8 @@
 Workers use it for state rebuilt from a topic: the object index (read lazily, a partition from
 the moment the worker needs it) and every job's state. ``caught_up`` is the barrier that makes
 a freshly assigned partition safe to write: it waits until everything in the topic, as of the
-call, has been handed to the callback.
+call, has been handed to the callback. A tail can also start at the topic's end, and tell how
+recent it is (``fresh``): it has handled everything written more than so long ago.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Callable, Iterable
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 log = logging.getLogger(__name__)
+
+FRESH_INTERVAL = 0.05  # seconds between two rounds of the freshness check (``fresh``)
 
 OnMessage = Callable[[int, int, bytes], None]  # partition, offset, value
 
@@ -30,16 +33,20 @@ class TopicTail:
         self._moved = asyncio.Condition()
         self._starting = asyncio.Lock()
         self.wanted: set[int] = set()
+        self._fresh_at = float("-inf")  # loop time of the latest end offsets the tail has reached
+        self._refreshed = asyncio.Condition()
+        self._fresh_task: asyncio.Task[None] | None = None
 
     @property
     def started(self) -> bool:
         return self._consumer is not None
 
-    async def ensure_started(self, partitions: int, *, lazy: bool = False) -> None:
-        """Start reading; with ``lazy``, a partition is read only once ``want`` names it."""
+    async def ensure_started(self, partitions: int, *, lazy: bool = False, from_end: bool = False) -> None:
+        """Start reading; with ``lazy``, a partition is read only once ``want`` names it; with
+        ``from_end``, only what is written from now on is read."""
         async with self._starting:
             if self._consumer is None:
-                await self._start(partitions, lazy)
+                await self._start(partitions, lazy, from_end)
 
     def want(self, partitions: Iterable[int]) -> None:
         """Read these partitions too, from their beginning."""
@@ -60,7 +67,7 @@ class TopicTail:
         if gone:
             self._consumer.pause(*gone)
 
-    async def _start(self, partitions: int, lazy: bool) -> None:
+    async def _start(self, partitions: int, lazy: bool, from_end: bool) -> None:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.brokers,
             enable_auto_commit=False,
@@ -71,8 +78,14 @@ class TopicTail:
         await consumer.start()
         tps = [TopicPartition(self.topic, p) for p in range(partitions)]
         consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        self.positions = {p: 0 for p in range(partitions)}
+        if from_end:
+            ends = await consumer.end_offsets(tps)
+            for tp, offset in ends.items():
+                consumer.seek(tp, offset)
+            self.positions = {tp.partition: offset for tp, offset in ends.items()}
+        else:
+            await consumer.seek_to_beginning(*tps)
+            self.positions = {p: 0 for p in range(partitions)}
         self.wanted = set() if lazy else set(range(partitions))
         consumer.pause(*[tp for tp in tps if tp.partition not in self.wanted])
         self._consumer = consumer
@@ -119,3 +132,28 @@ class TopicTail:
                     log.warning("still catching up on %s: at %s, to reach %s", self.topic,
                                 {p: self.positions.get(p) for p in (tp.partition for tp in tps)},
                                 {tp.partition: end for tp, end in ends.items()})
+
+    async def fresh(self, age: float) -> None:
+        """Return once the tail has handled everything written to its partitions more than
+        ``age`` seconds ago (a background check asks for the end offsets every
+        ``FRESH_INTERVAL`` and waits until the tail has read up to them)."""
+        loop = asyncio.get_running_loop()
+        if self._fresh_task is None:
+            self._fresh_task = asyncio.create_task(self._keep_fresh(), name=f"fresh:{self.topic}")
+        async with self._refreshed:
+            while loop.time() - self._fresh_at > age:
+                await self._refreshed.wait()
+
+    async def _keep_fresh(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            asked = loop.time()
+            try:
+                await self.caught_up(self.wanted)
+            except Exception:
+                log.exception("checking how recent the tail of %s is failed; retrying", self.topic)
+            else:
+                async with self._refreshed:
+                    self._fresh_at = asked
+                    self._refreshed.notify_all()
+            await asyncio.sleep(FRESH_INTERVAL)

@@ -6,7 +6,6 @@ All values are JSON (orjson) objects; keys are UTF-8 job ids where a topic is ke
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +13,7 @@ import orjson
 
 from bulkjobs.domain import jobs
 from bulkjobs.domain.counts import Counts
-from bulkjobs.domain.identity import ACTIONS
+from bulkjobs.domain.identity import ACTIONS, JOB_ID_RULE, is_job_id
 from bulkjobs.domain.jobs import Job
 
 # Every producer's request limit (the API's aiokafka producer and the worker's Faust producer
@@ -110,6 +109,10 @@ class BatchDone:
 
 COMMANDS = ("cancel", "delete", "fail", "suspend", "resume", "update", "fire", "delete_files",
             "beat", "sealed", "upload_timeout")
+# Before it applies a batch, a batch applier knows every command written to the job-events
+# topic more than this many seconds ago; the API answers a cancel or a suspend no sooner than
+# this after writing it, so no batch of the job starts being applied after the answer.
+COMMAND_NOTICE = 0.3
 
 
 @dataclass(frozen=True)
@@ -196,7 +199,6 @@ class RecordPart:
 
 JobEvent = JobSubmitted | BatchDone | JobCommand | JobRequest | RecordPart | BatchParked | ExportProgress | ExportDone
 MAX_PARTS = 100_000
-_JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def _check_request(request: JobRequest) -> JobRequest:
@@ -251,8 +253,8 @@ def job_event_from(key: bytes | None, value: bytes) -> JobEvent:
             raise ValueError(f"unknown job event kind {kind!r}")
     except TypeError as exc:  # a field missing or unknown
         raise ValueError(f"a {kind!r} event with the wrong fields: {exc}") from None
-    if not isinstance(event.job_id, str) or not _JOB_ID.fullmatch(event.job_id):
-        raise ValueError("'job_id' must be 1-64 letters, digits, '_' or '-'")
+    if not is_job_id(event.job_id):
+        raise ValueError(f"'job_id' must be {JOB_ID_RULE}")
     if key != event.job_id.encode():
         raise ValueError("the message key must be the job id")
     return event

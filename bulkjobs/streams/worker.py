@@ -35,9 +35,10 @@ from bulkjobs.settings import Settings
 from bulkjobs.streams.admin import ensure_topics
 from bulkjobs.streams.batching import Batcher
 from bulkjobs.streams.refetch import Refetcher
-from bulkjobs.streams.state import JobStates, ObjectState
+from bulkjobs.streams.state import JobCommands, JobStates, ObjectState
 from bulkjobs.streams.topics import (
     MAX_REQUEST_BYTES,
+    COMMAND_NOTICE,
     AppliedBatch,
     BatchDone,
     BatchParked,
@@ -138,6 +139,7 @@ def build_app(settings: Settings) -> faust.App:
     dead_letters_topic = app.topic(names.dead_letters, partitions=settings.partitions, internal=False)
     objects = ObjectState(settings.kafka_brokers, names.changes)
     job_states = JobStates(settings.kafka_brokers, names.status)
+    commands = JobCommands(settings.kafka_brokers, names.job_events)
     batches_back = Refetcher(settings.kafka_brokers, names.batches)
     fires_sent: dict[str, str] = {}  # definition -> the due time of the last fire command sent
     fails_sent: set[str] = set()  # definitions whose schedule failed, and the fail command is sent
@@ -152,6 +154,7 @@ def build_app(settings: Settings) -> faust.App:
     async def start_tails() -> None:
         await objects.tail.ensure_started(settings.partitions, lazy=True)
         await job_states.tail.ensure_started(settings.partitions)
+        await commands.tail.ensure_started(settings.partitions, from_end=True)
 
     async def publish(topic: faust.TopicT, value: bytes, *, key: bytes | None = None,
                       partition: int | None = None) -> Any:
@@ -245,9 +248,11 @@ def build_app(settings: Settings) -> faust.App:
         if already is not None:  # redelivered after a crash: its effects are in Kafka already
             await batch_done(batch.job_id, batch.seq, already)
             return
-        if batch.job_id in job_states.stopped:
+        await job_states.read_all(settings.partitions)  # jobs stopped before the worker started
+        await commands.tail.fresh(COMMAND_NOTICE)  # a cancel or suspend answered by the API is known
+        if batch.job_id in job_states.stopped or batch.job_id in commands.stopped:
             return
-        if batch.hold or job_states.get(batch.job_id).holds_batches:
+        if batch.hold or job_states.get(batch.job_id).holds_batches or batch.job_id in commands.held:
             held = BatchParked(job_id=batch.job_id, seq=batch.seq, partition=partition, offset=offset)
             await publish(job_events_topic, encode(held), key=batch.job_id.encode())
             return

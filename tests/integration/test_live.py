@@ -10,7 +10,9 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+from aiokafka import AIOKafkaProducer
 
+from bulkjobs.streams.topics import TopicNames
 from tests.support import Client, Stack
 
 TERMINAL = {"succeeded", "partially_succeeded", "failed", "cancelled"}
@@ -114,3 +116,45 @@ def test_the_tenant_socket_sees_every_job_of_the_tenant_only(stack: Stack, api: 
 def test_only_the_live_routes_skip_the_auth_middleware(stack: Stack) -> None:
     assert stack.client(None).get("/v1/objects/live").status == 401
     assert stack.client(None).get("/v1/jobs/live").status == 401
+
+
+def produce_to_status_topic(stack: Stack, messages: list[tuple[bytes | None, bytes]]) -> None:
+    async def send() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=stack.brokers, acks="all", max_batch_size=1)
+        await producer.start()
+        try:
+            for key, value in messages:
+                await producer.send_and_wait(TopicNames(stack.prefix).status, value, key=key)
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+
+
+MALFORMED_STATUSES = [
+    (b"junk", b"not json"),
+    (b"junk", b"[1, 2]"),
+    (None, b"{}"),
+    (b"\xff\xfe", b'{"id": 5}'),
+    (b"bad-counts", b'{"id": "bad-counts", "tenant": "tenant-a", "status": "processing", "counts": "lots"}'),
+]
+
+
+def test_malformed_statuses_are_skipped_and_live_updates_go_on(stack: Stack, api: Client) -> None:
+    async def run() -> tuple[list[dict[str, Any]], str]:
+        received: list[dict[str, Any]] = []
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(ws_url(stack, "/v1/live?api_key=key-a")) as ws:
+                await asyncio.to_thread(produce_to_status_topic, stack, MALFORMED_STATUSES)
+                job = await asyncio.to_thread(api.submit, big_job(f"live-after-junk-{uuid.uuid4().hex[:8]}", 2000))
+                async with asyncio.timeout(120):
+                    while not received or received[-1]["id"] != job["id"] or received[-1]["status"] not in TERMINAL:
+                        received.append(orjson.loads((await ws.receive()).data))
+        return received, job["id"]
+
+    received, job_id = asyncio.run(run())
+
+    assert received[-1]["status"] == "succeeded" and received[-1]["counts"]["processed"] == 2000
+    assert "bad-counts" not in {m["id"] for m in received}
+    assert api.wait_done(job_id)["status"] == "succeeded"  # the store skipped them too
+    assert stack.client(None).get("/v1/health").status == 200

@@ -14,6 +14,7 @@ from bulkjobs.domain.identity import (
     RESOURCES,
     derived_id,
     fresh_id,
+    is_job_id,
     partition_of,
     route,
 )
@@ -184,3 +185,24 @@ def test_route_is_tenant_scoped_for_external_ids() -> None:
     assert ours == partition_of(derived_id(TENANT, "server", "srv-1"), 1 << 16)
     assert theirs == partition_of(derived_id("tenant-b", "server", "srv-1"), 1 << 16)
     assert ours != theirs
+
+
+# --- job ids ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("job_id, ok", [
+    ("0123456789abcdef0123456789abcdef", True),
+    ("nightly-2026-11-25", True),
+    ("a_b-C", True),
+    ("x" * 64, True),
+    ("x" * 65, False),
+    ("", False),
+    ("../etc", False),
+    ("a/b", False),
+    ("a b", False),
+    ("é", False),
+    ("abc\n", False),
+    (5, False),
+    (None, False),
+])
+def test_a_job_id_is_1_to_64_letters_digits_dashes_or_underscores(job_id: object, ok: bool) -> None:
+    assert is_job_id(job_id) is ok

@@ -195,3 +195,30 @@ def test_next_due() -> None:
     assert due({"start_date": "2026-01-01T00:11:00Z"}) is None
     assert due({"cron": "* * * * * */2"}, last_due="2026-01-01T00:09:58.000Z", runs_fired=1) == \
         "2026-01-01T00:10:00.000Z"
+
+
+@pytest.mark.parametrize("kind, changes, meaning", [
+    ("cancel", None, jobs.STOP),
+    ("delete", None, jobs.STOP),
+    ("suspend", None, jobs.HOLD),
+    ("resume", None, jobs.GO_ON),
+    ("update", {"suspended": False}, jobs.GO_ON),
+    ("update", {"suspended": True}, None),  # refused once the job has started: left to the tracker
+    ("update", {"description": "x"}, None),
+    ("fail", None, None),
+    ("fire", None, None),
+    ("delete_files", {"names": ["a-1.csv"]}, None),
+])
+def test_what_a_command_tells_the_batch_appliers_at_once(kind: str, changes: dict[str, Any] | None,
+                                                         meaning: str | None) -> None:
+    assert jobs.notice(kind, changes) == meaning
+
+
+@pytest.mark.parametrize("status", [*STATUSES, jobs.DELETED])
+def test_a_cancel_or_suspend_the_tracker_refuses_leaves_nothing_to_apply(status: str) -> None:
+    """Why appliers may act on a cancel or a suspend before the tracker: it refuses them only
+    for a job that has ended or is suspended already."""
+    for command in ("cancel", "suspend"):
+        for started in (False, True):
+            if not allowed(status, started, command):
+                assert status in TERMINAL or status == SUSPENDED
