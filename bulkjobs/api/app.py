@@ -40,8 +40,8 @@ from bulkjobs.api.decoding import body_reader, content_encoding
 from bulkjobs.api.publisher import JobPublisher
 from bulkjobs.api.spool import BatchSpool, HeldChunks
 from bulkjobs.clock import parse_time, utc_now
-from bulkjobs.domain.identity import ACTIONS, RESOURCES
 from bulkjobs.domain.exports import parse_export
+from bulkjobs.domain.identity import ACTIONS, RESOURCES
 from bulkjobs.domain.jobs import EXPORT, SCHEDULED, Job, public_body
 from bulkjobs.domain.limits import check_description, check_job_size
 from bulkjobs.domain.schedules import check_schedule
@@ -55,12 +55,12 @@ from bulkjobs.errors import (
     UnsupportedMediaType,
 )
 from bulkjobs.gcpause import without_gc
+from bulkjobs.kafka.admin import ensure_topics
+from bulkjobs.kafka.topics import JobSubmitted, TopicNames, encode
 from bulkjobs.settings import Settings
 from bulkjobs.store.files import UploadFiles
 from bulkjobs.store.reader import ViewReader
 from bulkjobs.store.schema import connect
-from bulkjobs.streams.admin import ensure_topics
-from bulkjobs.streams.topics import JobSubmitted, TopicNames, encode
 
 log = logging.getLogger(__name__)
 

@@ -33,6 +33,7 @@ from bulkjobs.api.common import (
     paging,
     until_shown,
 )
+from bulkjobs.api.decoding import read_all
 from bulkjobs.clock import parse_time, utc_now
 from bulkjobs.domain.exports import parse_export
 from bulkjobs.domain.jobs import (
@@ -47,12 +48,11 @@ from bulkjobs.domain.jobs import (
     allowed,
     notice,
 )
-from bulkjobs.api.decoding import read_all
 from bulkjobs.domain.limits import check_description
 from bulkjobs.domain.schedules import check_schedule
 from bulkjobs.errors import BadRequest, BulkJobsError, Conflict, InvalidJson, NotFound
+from bulkjobs.kafka.topics import COMMAND_NOTICE
 from bulkjobs.store.reader import JOB_SORTS
-from bulkjobs.streams.topics import COMMAND_NOTICE
 
 UPDATE_FIELDS = ("description", "schedule", "params", "suspended")
 MAX_IDS = 100  # jobs in one request

@@ -17,12 +17,13 @@ from typing import Any, Iterator
 
 import orjson
 from aiohttp import WSCloseCode, WSMsgType, web
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from bulkjobs.api.common import READER, SETTINGS, api_key, find_job
 from bulkjobs.domain.jobs import CANCELLED, DELETED, TERMINAL, public_body
 from bulkjobs.errors import NotFound
-from bulkjobs.streams.topics import decode, job_from_status
+from bulkjobs.kafka import clients
+from bulkjobs.kafka.topics import decode, job_from_status
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ class Follower:
 class StatusFeed:
     def __init__(self, brokers: str, topic: str) -> None:
         self.topic = topic
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=brokers, enable_auto_commit=False, fetch_max_wait_ms=100)
+        self.consumer = clients.consumer(brokers)
         self.by_job: dict[str, set[Follower]] = defaultdict(set)
         self.by_tenant: dict[str, set[Follower]] = defaultdict(set)
         self._task: asyncio.Task[None] | None = None

@@ -13,14 +13,11 @@ import logging
 from dataclasses import replace
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
-
 from bulkjobs.api.spool import BatchSpool
 from bulkjobs.clock import utc_now
 from bulkjobs.errors import Unavailable
-from bulkjobs.settings import Settings
-from bulkjobs.streams.topics import (
-    MAX_REQUEST_BYTES,
+from bulkjobs.kafka import clients
+from bulkjobs.kafka.topics import (
     JobCommand,
     JobSubmitted,
     RecordBatch,
@@ -28,6 +25,7 @@ from bulkjobs.streams.topics import (
     decode,
     encode,
 )
+from bulkjobs.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -38,15 +36,7 @@ class JobPublisher:
     def __init__(self, settings: Settings) -> None:
         self.names = TopicNames(settings.topic_prefix)
         self.beat_interval = settings.upload_timeout / 5
-        self.producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_brokers,
-            acks="all",
-            # One message per producer batch: after a batch of several records Tansu reports a
-            # too-low end offset, which cuts catch-up barriers short. Batch messages are large,
-            # so little is lost.
-            max_batch_size=1,
-            max_request_size=MAX_REQUEST_BYTES,  # the worker's limit too: what one sends, the other can
-        )
+        self.producer = clients.producer(settings.kafka_brokers)
 
     async def start(self) -> None:
         await self.producer.start()

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import IO, Any, Iterator
 
 from bulkjobs.api.bodies import Chunk
-from bulkjobs.streams.batching import Batcher
+from bulkjobs.kafka.batching import Batcher
 
 _HEADER = struct.Struct("<HI")  # partition, payload length
 _HELD = struct.Struct("<II")  # body bytes, JSON length

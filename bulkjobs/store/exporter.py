@@ -23,7 +23,6 @@ from typing import IO, Any, Iterable, Sequence
 
 import aiosqlite
 import orjson
-from aiokafka import AIOKafkaProducer
 
 from bulkjobs.clock import utc_now
 from bulkjobs.domain.exports import (
@@ -38,10 +37,11 @@ from bulkjobs.domain.exports import (
     split,
 )
 from bulkjobs.domain.jobs import CANCELLED, DELETED, EXPORT, FAILED, PROCESSING, QUEUED, SUCCEEDED, SUSPENDED
+from bulkjobs.kafka import clients
+from bulkjobs.kafka.topics import ExportDone, ExportProgress, JobCommand, TopicNames, encode
 from bulkjobs.settings import Settings
 from bulkjobs.store.files import ExportFiles
 from bulkjobs.store.schema import connect
-from bulkjobs.streams.topics import ExportDone, ExportProgress, JobCommand, TopicNames, encode
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +56,7 @@ class Reporter:
 
     def __init__(self, settings: Settings) -> None:
         self.topic = TopicNames(settings.topic_prefix).job_events
-        # One message per producer batch: Tansu's end offsets are exact only then (see
-        # docs/architecture.md, deviations), and the tracker's barriers rely on them.
-        self.producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_brokers, acks="all", max_batch_size=1)
+        self.producer = clients.producer(settings.kafka_brokers)
 
     async def start(self) -> None:
         await self.producer.start()

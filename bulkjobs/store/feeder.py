@@ -17,12 +17,13 @@ import signal
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
+from bulkjobs.kafka import clients
+from bulkjobs.kafka.admin import ensure_topics
+from bulkjobs.kafka.topics import TopicNames, decode
 from bulkjobs.settings import Settings
 from bulkjobs.store.exporter import Exports, Reporter
 from bulkjobs.store.schema import connect
 from bulkjobs.store.writer import ViewWriter
-from bulkjobs.streams.admin import ensure_topics
-from bulkjobs.streams.topics import TopicNames, decode
 
 log = logging.getLogger(__name__)
 
@@ -68,13 +69,10 @@ async def feed(settings: Settings, stop: asyncio.Event) -> None:
     await ensure_topics(settings)
     db = await connect(settings.db_path)
     writer = ViewWriter(db)
-    consumer = AIOKafkaConsumer(
-        names.changes, names.status, names.workers,
-        bootstrap_servers=settings.kafka_brokers,
+    consumer = clients.consumer(
+        settings.kafka_brokers, names.changes, names.status, names.workers,
         group_id=names.store_group,
-        enable_auto_commit=False,
         auto_offset_reset="earliest",
-        fetch_max_wait_ms=50,  # a long empty poll on an idle partition stalls the busy ones
         max_partition_fetch_bytes=4 * 1024 * 1024,
         session_timeout_ms=int(settings.session_timeout * 1000),
         heartbeat_interval_ms=int(settings.heartbeat_interval * 1000),

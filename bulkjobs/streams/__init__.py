@@ -1,1 +1,1 @@
-"""The Faust side: topics and message schemas, the worker app, its agents and the state they own."""
+"""The Faust side: the worker app, its agents and timers, and the state they rebuild from topics."""

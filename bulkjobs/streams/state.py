@@ -15,8 +15,8 @@ from __future__ import annotations
 from bulkjobs.domain.counts import Counts
 from bulkjobs.domain.jobs import GO_ON, HOLD, SCHEDULED, STOP, Job, notice
 from bulkjobs.domain.records import ObjectIndex
-from bulkjobs.streams.tail import TopicTail
-from bulkjobs.streams.topics import COMMANDS, AppliedBatch, decode, job_from_status
+from bulkjobs.kafka.tail import TopicTail
+from bulkjobs.kafka.topics import COMMANDS, AppliedBatch, decode, job_from_status
 
 
 class RebuiltState:

@@ -31,13 +31,11 @@ from bulkjobs.domain.identity import RELATIONSHIPS
 from bulkjobs.domain.records import apply_batch, fail_all, internal_error
 from bulkjobs.domain.schedules import next_due
 from bulkjobs.gcpause import gc_paused
-from bulkjobs.settings import Settings
-from bulkjobs.streams.admin import ensure_topics
-from bulkjobs.streams.batching import Batcher
-from bulkjobs.streams.refetch import Refetcher
-from bulkjobs.streams.state import JobCommands, JobStates, ObjectState
-from bulkjobs.streams.topics import (
-    MAX_REQUEST_BYTES,
+from bulkjobs.kafka.admin import ensure_topics
+from bulkjobs.kafka.batching import Batcher
+from bulkjobs.kafka.clients import FAUST_PRODUCER
+from bulkjobs.kafka.refetch import Refetcher
+from bulkjobs.kafka.topics import (
     COMMAND_NOTICE,
     AppliedBatch,
     BatchDone,
@@ -58,6 +56,8 @@ from bulkjobs.streams.topics import (
     names_in,
     status_message,
 )
+from bulkjobs.settings import Settings
+from bulkjobs.streams.state import JobCommands, JobStates, ObjectState
 
 log = logging.getLogger(__name__)
 
@@ -120,11 +120,7 @@ def build_app(settings: Settings) -> faust.App:
         topic_replication_factor=settings.replication_factor,
         broker_session_timeout=settings.session_timeout,
         broker_heartbeat_interval=settings.heartbeat_interval,
-        producer_acks=-1,
-        # One record per producer batch: Tansu reports a too-low end offset after a batch of
-        # several records, which cuts our catch-up barriers short.
-        producer_max_batch_size=1,
-        producer_max_request_size=MAX_REQUEST_BYTES,  # the same limit as the API's producer
+        **FAUST_PRODUCER,
         processing_guarantee="at_least_once",
         key_serializer="raw",
         value_serializer="raw",

@@ -7,7 +7,7 @@ from typing import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from bulkjobs.streams.topics import TopicNames
+from bulkjobs.kafka.topics import TopicNames
 from tests.support import Client, Stack, wait_for
 
 RECORDS = 50_000

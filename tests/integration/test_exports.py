@@ -19,11 +19,11 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bulkjobs.clock import utc_now
+from bulkjobs.kafka.topics import TopicNames
 from bulkjobs.settings import Settings
 from bulkjobs.store.exporter import Exports
 from bulkjobs.store.schema import connect
 from bulkjobs.store.writer import ViewWriter
-from bulkjobs.streams.topics import TopicNames
 from tests.support import Client, Stack, wait_for
 
 

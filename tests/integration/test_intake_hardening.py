@@ -15,7 +15,7 @@ from typing import Any, Callable
 import pytest
 
 from bulkjobs.domain.limits import MAX_DESCRIPTION_CHARS
-from bulkjobs.streams.batching import MAX_RECORD_DEPTH
+from bulkjobs.kafka.batching import MAX_RECORD_DEPTH
 from tests.support import Client, Response, Stack
 
 MAX_BODY = 32 * 1024 * 1024  # the shared stack's BULKJOBS_MAX_BODY_BYTES (tests/conftest.py)

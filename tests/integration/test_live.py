@@ -12,7 +12,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from bulkjobs.streams.topics import TopicNames
+from bulkjobs.kafka.topics import TopicNames
 from tests.support import Client, Stack
 
 TERMINAL = {"succeeded", "partially_succeeded", "failed", "cancelled"}

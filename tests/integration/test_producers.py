@@ -11,7 +11,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from bulkjobs.streams.topics import TopicNames
+from bulkjobs.kafka.topics import TopicNames
 from tests.support import Client, Stack, wait_for
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "produce_job.py"

@@ -17,7 +17,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bulkjobs.clock import utc_now
-from bulkjobs.streams.topics import TopicNames
+from bulkjobs.kafka.topics import TopicNames
 from tests.support import Client, Stack, wait_for
 
 UPLOAD_TIMEOUT = 3.0

@@ -11,8 +11,8 @@ import pytest
 from bulkjobs.domain import jobs
 from bulkjobs.domain.counts import Counts
 from bulkjobs.domain.jobs import FAILED, QUEUED, SUCCEEDED, Job
-from bulkjobs.streams.batching import Batcher
-from bulkjobs.streams.topics import (
+from bulkjobs.kafka.batching import Batcher
+from bulkjobs.kafka.topics import (
     MAX_REQUEST_BYTES,
     MAX_VALUE_BYTES,
     JobRequest,

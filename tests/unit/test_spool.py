@@ -20,8 +20,8 @@ from bulkjobs.domain.identity import (
     route,
 )
 from bulkjobs.domain.records import Refused
-from bulkjobs.streams.batching import MAX_MESSAGE_BYTES, MAX_RECORD_DEPTH
-from bulkjobs.streams.topics import RecordBatch
+from bulkjobs.kafka.batching import MAX_MESSAGE_BYTES, MAX_RECORD_DEPTH
+from bulkjobs.kafka.topics import RecordBatch
 
 TENANT = "tenant-a"
 JOB = "job-1"

@@ -8,8 +8,8 @@ import logging
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
+from bulkjobs.kafka.topics import TopicNames
 from bulkjobs.settings import Settings
-from bulkjobs.streams.topics import TopicNames
 
 log = logging.getLogger(__name__)
 

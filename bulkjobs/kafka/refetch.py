@@ -10,6 +10,8 @@ import asyncio
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from bulkjobs.kafka import clients
+
 
 class Refetcher:
     def __init__(self, brokers: str, topic: str) -> None:
@@ -20,7 +22,7 @@ class Refetcher:
     async def fetch(self, partition: int, offset: int) -> bytes:
         async with self._lock:
             if self._consumer is None:
-                self._consumer = AIOKafkaConsumer(bootstrap_servers=self.brokers, enable_auto_commit=False)
+                self._consumer = clients.consumer(self.brokers)
                 await self._consumer.start()
             tp = TopicPartition(self.topic, partition)
             self._consumer.assign([tp])

@@ -14,7 +14,7 @@ import orjson
 
 from bulkjobs.domain.identity import route
 from bulkjobs.domain.records import Refused
-from bulkjobs.streams.topics import RecordBatch, encode
+from bulkjobs.kafka.topics import RecordBatch, encode
 
 # A batch's AppliedBatch carries its records' attributes again plus a result per record, so a
 # batch message stays well under the 1 MB message limit to leave its AppliedBatch room too.

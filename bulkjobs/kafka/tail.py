@@ -15,6 +15,8 @@ from typing import Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from bulkjobs.kafka import clients
+
 log = logging.getLogger(__name__)
 
 FRESH_INTERVAL = 0.05  # seconds between two rounds of the freshness check (``fresh``)
@@ -68,11 +70,9 @@ class TopicTail:
             self._consumer.pause(*gone)
 
     async def _start(self, partitions: int, lazy: bool, from_end: bool) -> None:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.brokers,
-            enable_auto_commit=False,
+        consumer = clients.consumer(
+            self.brokers,
             auto_offset_reset="earliest",
-            fetch_max_wait_ms=50,  # a long empty poll on an idle partition stalls the busy ones
             max_partition_fetch_bytes=8 * 1024 * 1024,
         )
         await consumer.start()

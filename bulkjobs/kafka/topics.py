@@ -283,7 +283,7 @@ class RecordBatch:
     """Up to ``batch_records`` records of one job, all owned by this partition.
     ``items`` are ``[index, fresh_id | null, record]`` or ``[index, null, null, reason]`` for a
     record refused on arrival (see ``domain.records.Refused``). Producers: the API, and the job
-    tracker for the parts of a job produced to Kafka (both through ``streams.batching``).
+    tracker for the parts of a job produced to Kafka (both through ``kafka.batching``).
     Consumer: the batch applier (``apply_batches``)."""
 
     job_id: str

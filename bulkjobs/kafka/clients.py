@@ -1,0 +1,39 @@
+"""Kafka clients as bulkjobs needs them on Tansu: every workaround is set here, once.
+
+- One record per producer batch. After a producer batch of several records, Tansu reports a
+  partition's end offset (ListOffsets) as the start of that batch + 1, not the true end, which
+  would cut the catch-up barriers short (docs/architecture.md, deviations). Messages already
+  carry a batch of records each, so little is lost.
+- One request size for every producer, so that what one process sends another can forward.
+- A short fetch wait for consumers of several partitions: with one broker node, a long empty
+  poll of an idle partition stalls the next fetch of the busy ones.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from bulkjobs.kafka.topics import MAX_REQUEST_BYTES
+
+FETCH_MAX_WAIT_MS = 50
+
+# The same producer settings for the Faust worker, in Faust's names.
+FAUST_PRODUCER = {
+    "producer_acks": -1,
+    "producer_max_batch_size": 1,
+    "producer_max_request_size": MAX_REQUEST_BYTES,
+}
+
+
+def producer(brokers: str, **overrides: Any) -> AIOKafkaProducer:
+    """A producer that waits for every replica (acks=all) and sends one record per batch."""
+    options: dict[str, Any] = {"acks": "all", "max_batch_size": 1, "max_request_size": MAX_REQUEST_BYTES}
+    return AIOKafkaProducer(bootstrap_servers=brokers, **{**options, **overrides})
+
+
+def consumer(brokers: str, *topics: str, **overrides: Any) -> AIOKafkaConsumer:
+    """A consumer that commits only when told to and does not idle long on empty partitions."""
+    options: dict[str, Any] = {"enable_auto_commit": False, "fetch_max_wait_ms": FETCH_MAX_WAIT_MS}
+    return AIOKafkaConsumer(*topics, bootstrap_servers=brokers, **{**options, **overrides})
