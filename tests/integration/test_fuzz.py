@@ -631,7 +631,8 @@ KNOWN: dict[str, Callable[[Target], Req]] = {
     "attributes-nested-500-deep": lambda t: json_post(RECORD % ('{"type":"fz","attributes":' + "{\"a\":" * 500
                                                                 + "1" + "}" * 500 + "}")),
     "array-nested-20000-deep": lambda t: json_post(nested(20000)),
-    "kind-after-data": lambda t: json_post('{"data":[{}],"kind":"export","title":"t","object_type":"machine"}'),
+    "kind-after-data": lambda t: json_post('{"type":"resources","action":"post","data":[{"type":"m"}],"kind":"import"}'),
+    "export-kind-after-data": lambda t: json_post('{"data":[{}],"kind":"export","title":"t","object_type":"machine"}'),
     # Content encodings
     "corrupt-gzip": lambda t: json_post(gzip.compress(RECORD.encode() % b"{}")[:20], encoding="gzip"),
     "plain-body-said-gzip": lambda t: json_post(RECORD % "{}", encoding="gzip"),
@@ -730,7 +731,7 @@ KNOWN: dict[str, Callable[[Target], Req]] = {
 REFUSED = {"type-as-list", "type-as-object", "action-as-list", "type-twice-the-second-a-list", "corrupt-gzip",
            "plain-body-said-gzip", "plain-body-said-deflate", "corrupt-deflate", "truncated-deflate", "brotli",
            "zstd", "unknown-encoding", "csv-utf-16-without-bom",
-           "csv-file-content-encoding-base64", "schedule-that-never-fires",
+           "csv-file-content-encoding-base64", "schedule-that-never-fires", "export-kind-after-data",
            *(name for name in KNOWN if name.startswith("multipart-")),
            *(name for name in KNOWN if name.startswith("csv-encoding-") and name != "csv-encoding-idna")}
 ACCEPTED = {"kind-after-data"}
