@@ -1,15 +1,16 @@
-# Quick start: `make run` starts everything locally; `make test` runs the suite.
+# Quick start: `make run` starts everything locally; `make test` runs the suite; `make lint` checks style and types.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench unit clean
+.PHONY: run test bench unit lint clean
 
-$(STAMP): pyproject.toml
+# constraints.txt holds the versions tested (see "Dependencies" in README.md).
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -20,6 +21,10 @@ test: $(STAMP)
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
+
+lint: $(STAMP)
+	$(BIN)/ruff check
+	$(BIN)/mypy bulkjobs
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench.py

@@ -10,10 +10,11 @@ It does not print: the command line (``bulkjobs.cli``) does.
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, AsyncGenerator, AsyncIterator, Mapping
+from typing import Any
 from urllib.parse import quote
 
 import aiohttp

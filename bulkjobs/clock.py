@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 # The times bulkjobs accepts: a day inside datetime's range at either end, so that any accepted
 # time can be shifted to UTC, rounded to the millisecond and stepped from without overflowing.
-EARLIEST = datetime.min.replace(tzinfo=timezone.utc) + timedelta(days=1)
-LATEST = datetime.max.replace(tzinfo=timezone.utc) - timedelta(days=1)
+EARLIEST = datetime.min.replace(tzinfo=UTC) + timedelta(days=1)
+LATEST = datetime.max.replace(tzinfo=UTC) - timedelta(days=1)
 
 
 def format_time(moment: datetime) -> str:
     """A moment in bulkjobs' form; strings in this form sort in time order."""
-    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def parse_time(text: str) -> datetime:
@@ -22,14 +22,14 @@ def parse_time(text: str) -> datetime:
         raise ValueError(f"not an ISO 8601 time: {text!r}")
     moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     # Compare before converting: an offset can move a time at either end out of datetime's range.
     if not EARLIEST <= moment <= LATEST:
         raise ValueError(f"{text!r} is outside the times bulkjobs accepts ({format_time(EARLIEST)} to "
                          f"{format_time(LATEST)})")
-    return moment.astimezone(timezone.utc)
+    return moment.astimezone(UTC)
 
 
 def utc_now(ago: timedelta = timedelta(0)) -> str:
     """Now (or ``ago`` before now)."""
-    return format_time(datetime.now(timezone.utc) - ago)
+    return format_time(datetime.now(UTC) - ago)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Mapping
 
 
 def parse_api_keys(text: str) -> dict[str, str]:
@@ -53,7 +53,7 @@ class Settings:
         return self.data_dir / "uploads"
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
         def get(name: str) -> str | None:
             return env.get(f"BULKJOBS_{name}") or None
 

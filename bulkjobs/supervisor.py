@@ -11,8 +11,8 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 FIRST_DELAY = 1.0  # seconds before the first restart of a part
 MOST_DELAY = 30.0
@@ -62,10 +62,11 @@ class Supervisor:
         for part in self.parts:
             self._start(part)
 
-    def _start(self, part: Part) -> None:
+    def _start(self, part: Part) -> subprocess.Popen[bytes]:
         part.process = subprocess.Popen(part.args, env=self.env)
         part.started_at = self.clock()
         part.restart_at = None
+        return part.process
 
     def check(self) -> None:
         """Note the parts that exited and start again those whose backoff is over."""
@@ -80,8 +81,8 @@ class Supervisor:
                          f"restarting it in {part.delay:.0f} s")
                 part.process = None
             elif part.process is None and part.restart_at is not None and now >= part.restart_at:
-                self._start(part)
-                self.log(f"bulkjobs dev: {part.name} restarted (pid {part.process.pid})")
+                process = self._start(part)
+                self.log(f"bulkjobs dev: {part.name} restarted (pid {process.pid})")
 
     def stop(self) -> None:
         """SIGTERM to every running part, SIGKILL to those still running after STOP_TIMEOUT."""

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -20,7 +20,7 @@ def broker() -> Iterator[EmbeddedBroker]:
 
 
 @pytest.fixture(scope="session")
-def make_stack(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[callable]:
+def make_stack(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Stack]]:
     stacks: list[Stack] = []
 
     def make(**env: str) -> Stack:
@@ -39,7 +39,7 @@ SHARED_LIMITS = {"BULKJOBS_MAX_RECORDS": "200000", "BULKJOBS_MAX_BODY_BYTES": st
 
 
 @pytest.fixture(scope="session")
-def stack(make_stack: callable) -> Stack:
+def stack(make_stack: Callable[..., Stack]) -> Stack:
     return make_stack(**SHARED_LIMITS).start_all()
 
 

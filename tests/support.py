@@ -1,25 +1,22 @@
-"""Test support: a running bulkjobs stack (worker, store feeder, API as processes) and an HTTP client."""
+"""Test support: a bulkjobs stack for tests (``bulkjobs.devstack`` with two tenants) and an HTTP client."""
 
 from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
-from bulkjobs.broker import free_port
+from bulkjobs import devstack
+from bulkjobs.domain.jobs import TERMINAL
 
 T = TypeVar("T")
 
-TERMINAL = {"succeeded", "partially_succeeded", "failed", "cancelled"}
 
 
 def wait_for(condition: Callable[[], T], timeout: float = 60.0, interval: float = 0.05, what: str = "condition") -> T:
@@ -47,7 +44,8 @@ class Client:
     key: str | None = None
 
     def request(self, method: str, path: str, *, json_body: Any = None, data: bytes | None = None,
-                content_type: str | None = None, key: str | None = None, headers: dict[str, str] | None = None) -> Response:
+                content_type: str | None = None, key: str | None = None,
+                headers: dict[str, str] | None = None) -> Response:
         sent_headers = dict(headers or {})
         api_key = key if key is not None else self.key
         if api_key:
@@ -121,77 +119,11 @@ class Client:
 
 
 @dataclass
-class Stack:
-    """One bulkjobs deployment on the shared test broker, with its own topic prefix and data dir."""
+class Stack(devstack.Stack):
+    """One bulkjobs deployment on the shared test broker, with its own topic prefix and data dir,
+    two tenants (``key-a``, ``key-b``) and a client for each."""
 
-    brokers: str
-    data_dir: Path
-    prefix: str
-    env_overrides: dict[str, str] = field(default_factory=dict)
     keys: dict[str, str] = field(default_factory=lambda: {"key-a": "tenant-a", "key-b": "tenant-b"})
-    port: int = field(default_factory=free_port)
-    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-
-    @property
-    def env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update({
-            "BULKJOBS_KAFKA_BROKERS": self.brokers,
-            "BULKJOBS_DATA_DIR": str(self.data_dir),
-            "BULKJOBS_API_KEYS": ",".join(f"{k}={t}" for k, t in self.keys.items()),
-            "BULKJOBS_PORT": str(self.port),
-            "BULKJOBS_TOPIC_PREFIX": self.prefix,
-            "BULKJOBS_SESSION_TIMEOUT": "2",
-            "BULKJOBS_HEARTBEAT_INTERVAL": "0.6",
-        })
-        env.update(self.env_overrides)
-        return env
 
     def client(self, key: str | None = "key-a") -> Client:
-        return Client(f"http://127.0.0.1:{self.port}", key)
-
-    def start(self, part: str, name: str | None = None) -> subprocess.Popen[bytes]:
-        name = name or part
-        log = open(self.data_dir / f"{name}.log", "ab")
-        process = subprocess.Popen([sys.executable, "-m", "bulkjobs", part], env=self.env,
-                                   stdout=log, stderr=subprocess.STDOUT)
-        self.processes[name] = process
-        return process
-
-    def start_all(self) -> "Stack":
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        for part in ("worker", "store", "api"):
-            self.start(part)
-        self.wait_healthy()
-        return self
-
-    def wait_healthy(self, timeout: float = 60.0) -> None:
-        client = self.client(None)
-
-        def healthy() -> bool:
-            for part, process in self.processes.items():
-                if process.poll() is not None:
-                    raise AssertionError(f"{part} exited with {process.returncode}; see {self.data_dir}/{part}.log")
-            try:
-                return client.get("/v1/health").status == 200
-            except OSError:
-                return False
-
-        wait_for(healthy, timeout=timeout, interval=0.2, what="the stack to be healthy")
-
-    def kill(self, name: str) -> None:
-        process = self.processes.pop(name)
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-
-    def stop(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.terminate()
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        self.processes.clear()
+        return Client(self.base, key)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Callable
+from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -28,7 +28,8 @@ def messages_in(brokers: str, topic: str) -> int:
 
 
 def submit_big_job(api: Client, kind: str) -> dict:
-    data = [{"type": kind, "external_id": f"{kind}-{i}", "attributes": {"i": i, "pad": "x" * 60}} for i in range(RECORDS)]
+    data = [{"type": kind, "external_id": f"{kind}-{i}", "attributes": {"i": i, "pad": "x" * 60}}
+            for i in range(RECORDS)]
     return api.submit({"type": "resources", "action": "external_id_set", "data": data})
 
 

@@ -123,7 +123,8 @@ JOB_PART = b'Content-Disposition: form-data; name="job"\r\n\r\n{"operation": "up
 
 
 def multipart(*parts: bytes, boundary: str = "b0und") -> bytes:
-    return b"".join(b"--" + boundary.encode() + b"\r\n" + part for part in parts) + b"--" + boundary.encode() + b"--\r\n"
+    delimiter = b"--" + boundary.encode()
+    return b"".join(delimiter + b"\r\n" + part for part in parts) + delimiter + b"--\r\n"
 
 
 @pytest.mark.parametrize("content_type, body", [
@@ -197,7 +198,8 @@ def test_results_csv_keeps_every_outcome_under_its_headers_for_short_and_long_ro
 
     assert rows[0] == ["_status", "_id", "_error", "external_id", "name"]
     outcomes = {row[3]: row for row in rows[1:]}
-    assert outcomes["q-1"][:2] == ["added", api.results(job["id"])[0]["id"]] and outcomes["q-1"][2:] == ["", "q-1", "one"]
+    assert outcomes["q-1"][:2] == ["added", api.results(job["id"])[0]["id"]]
+    assert outcomes["q-1"][2:] == ["", "q-1", "one"]
     assert outcomes["q-3"][:2] == ["skipped", ""] and "the row has 1 columns" in outcomes["q-3"][2]
     assert outcomes["q-3"][3:] == ["q-3"]
     assert outcomes["q-4"][:2] == ["skipped", ""] and "the row has 4 columns" in outcomes["q-4"][2]

@@ -22,8 +22,9 @@ import time
 import urllib.parse
 import uuid
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
@@ -549,7 +550,7 @@ def target(make_stack: Callable[..., Stack], pytestconfig: pytest.Config) -> Ite
         json.dumps({"kind": "part", "job_id": job_id, "part": 0,
                     "records": [{"type": "machine", "external_id": "k-1"}]}).encode())])
     for job_id in produced:
-        wait_for(lambda: api.get(f"/v1/jobs/{job_id}").status == 200, what=f"the produced job {job_id}")
+        wait_for(lambda job_id=job_id: api.get(f"/v1/jobs/{job_id}").status == 200, what=f"the produced job {job_id}")
         api.wait_done(job_id)
     files = [item["name"] for item in api.get(f"/v1/jobs/{export['id']}/files").body["items"]]
     objects = [item["id"] for item in api.get("/v1/objects?type=machine").body["items"]]
@@ -678,9 +679,9 @@ KNOWN: dict[str, Callable[[Target], Req]] = {
     "multipart-nested": lambda t: multipart(part("file", CSV, "\r\nContent-Type: multipart/mixed; boundary=in")
                                             + b"--b0undary--\r\n"),
     # CSV encodings
-    **{f"csv-encoding-{name}": (lambda name: lambda t: Req(
+    **{f"csv-encoding-{name}": lambda t, name=name: Req(
         "POST", f"/v1/jobs?operation=upsert&object_type=machine&character_encoding={name}", CSV,
-        (("Content-Type", "text/csv"),)))(name)
+        (("Content-Type", "text/csv"),))
        for name in ("base64", "zlib", "rot13", "punycode", "hex", "uu", "bz2", "quopri", "idna", "undefined")},
     "csv-utf-16-without-bom": lambda t: Req("POST", "/v1/jobs?operation=upsert&object_type=machine&"
                                                     "character_encoding=utf-16", CSV, (("Content-Type", "text/csv"),)),

@@ -9,8 +9,9 @@ import threading
 import time
 import uuid
 import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -145,7 +146,8 @@ def test_an_unsupported_content_encoding_is_415_for_every_body_form(api: Client,
 
 def test_a_compressed_multipart_body_is_415(api: Client) -> None:
     body, content_type = multipart_body(unique("m"))
-    resp = api.post("/v1/jobs", data=gzip.compress(body), content_type=content_type, headers={"Content-Encoding": "gzip"})
+    resp = api.post("/v1/jobs", data=gzip.compress(body), content_type=content_type,
+                    headers={"Content-Encoding": "gzip"})
     assert resp.status == 415
     assert error_of(resp)["code"] == "unsupported_content_encoding"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
 from typing import Any
@@ -151,7 +152,8 @@ def test_a_schedule_every_second_fires_exactly_its_runs(api: Client) -> None:
                     and all(r["status"] in TERMINAL for r in found) and found, what="the three runs to finish")
     assert api.job(definition["id"])["runs"] == 3
     assert all(r["parent_id"] == definition["id"] and r["status"] == "succeeded" for r in runs)
-    assert [r["counts"]["created"] for r in runs] == [50, 0, 0] and [r["counts"]["updated"] for r in runs] == [0, 50, 50]
+    assert [r["counts"]["created"] for r in runs] == [50, 0, 0]
+    assert [r["counts"]["updated"] for r in runs] == [0, 50, 50]
     assert len({r["scheduled_for"] for r in runs}) == 3
     assert len(api.results(runs[1]["id"])) == 50
     assert api.get(f"/v1/objects?type={kind}&limit=1").body["total"] == 50
@@ -183,7 +185,7 @@ def test_schedules_survive_a_worker_restart_and_missed_ticks_fire_once(make_stac
                     and all(r["status"] in TERMINAL for r in found) and found, what="the five runs to finish")
     assert len(runs) == 5 and all(r["status"] == "succeeded" for r in runs)
     due = sorted(time.mktime(time.strptime(r["scheduled_for"][:19], "%Y-%m-%dT%H:%M:%S")) for r in runs)
-    gaps = [b - a for a, b in zip(due, due[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(due)]
     assert max(gaps) >= 8  # the downtime: one run for it, not one per missed tick
     assert sorted(gaps)[:-1] == [2.0] * (len(gaps) - 1), gaps  # every other run is one tick after the last
 

@@ -104,7 +104,8 @@ def test_tenants_see_only_their_own_jobs_results_and_objects(api: Client, api_b:
     job_b = api_b.run({"type": "resources", "action": "external_id_set",
                        "data": [{"type": "secret", "external_id": ext, "attributes": {"owner": "b"}}]})
     assert job_b["counts"]["created"] == 1
-    job_b = api_b.run({"type": "resources", "action": "update", "data": [{"id": object_id, "attributes": {"owner": "b"}}]})
+    job_b = api_b.run({"type": "resources", "action": "update",
+                       "data": [{"id": object_id, "attributes": {"owner": "b"}}]})
     assert job_b["status"] == "failed"
     assert api.get(f"/v1/objects/{object_id}").body["attributes"] == {"owner": "a"}
 

@@ -23,7 +23,8 @@ def test_post_creates_objects_and_refuses_a_used_external_id(api: Client) -> Non
 
     assert job["status"] == "partially_succeeded"
     assert job["description"] == "first import"
-    assert job["counts"] == {"total": 3, "processed": 3, "created": 2, "updated": 0, "deleted": 0, "skipped": 0, "failed": 1}
+    assert job["counts"] == {"total": 3, "processed": 3, "created": 2, "updated": 0, "deleted": 0, "skipped": 0,
+                             "failed": 1}
     assert job["progress"] == 100
     assert job["created_at"] and job["started_at"] and job["completed_at"]
     results = api.results(job["id"])
@@ -71,7 +72,8 @@ def test_delete_by_id_removes_objects(api: Client) -> None:
 
     job = api.run({"type": "resources", "action": "delete", "data": [ids[0], {"id": ids[1]}, "f" * 32]})
 
-    assert job["counts"] == {"total": 3, "processed": 3, "created": 0, "updated": 0, "deleted": 2, "skipped": 0, "failed": 1}
+    assert job["counts"] == {"total": 3, "processed": 3, "created": 0, "updated": 0, "deleted": 2, "skipped": 0,
+                             "failed": 1}
     assert all(api.get(f"/v1/objects/{i}").status == 404 for i in ids)
 
 
@@ -103,7 +105,8 @@ def test_external_id_delete(api: Client) -> None:
 
 def test_bad_records_fail_alone(api: Client) -> None:
     job = api.run({"type": "resources", "action": "external_id_set", "data": [
-        product(unique("ok")), 42, {"external_id": "no-type"}, {"type": "product", "external_id": "x", "attributes": []},
+        product(unique("ok")), 42, {"external_id": "no-type"},
+        {"type": "product", "external_id": "x", "attributes": []},
         "just a string", product(unique("ok")),
     ]})
 

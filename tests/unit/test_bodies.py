@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import orjson
 import pytest
@@ -295,7 +296,8 @@ def ndjson(records: list[Any], end: bytes = b"\n") -> bytes:
 
 @pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("records", RECORD_SETS)
-@pytest.mark.parametrize("end", [pytest.param(b"\n", id="trailing-newline"), pytest.param(b"", id="no-trailing-newline")])
+@pytest.mark.parametrize("end", [pytest.param(b"\n", id="trailing-newline"),
+                                 pytest.param(b"", id="no-trailing-newline")])
 async def test_ndjson_records_survive_any_chunking(records: list[Any], end: bytes, size: int) -> None:
     body, parsed, _ = await parse_all(parse_ndjson, chunked_reader(ndjson(records, end), size))
     assert parsed == records
@@ -313,7 +315,8 @@ async def test_ndjson_skips_blank_lines_and_takes_crlf(size: int) -> None:
 async def test_ndjson_bad_lines_become_invalid_lines_in_place(size: int) -> None:
     body = b'{"a": 1}\n{not json\n{"b": 2}\n{"c": 3} trailing\n"unterminated\n{"d": 4}'
     _, parsed, _ = await parse_all(parse_ndjson, chunked_reader(body, size))
-    assert parsed == [{"a": 1}, Refused("line is not valid JSON: {not json"), {"b": 2}, Refused('line is not valid JSON: {"c": 3} trailing'),
+    assert parsed == [{"a": 1}, Refused("line is not valid JSON: {not json"), {"b": 2},
+                      Refused('line is not valid JSON: {"c": 3} trailing'),
                       Refused('line is not valid JSON: "unterminated'), {"d": 4}]
 
 
@@ -321,7 +324,8 @@ async def test_ndjson_invalid_line_text_is_cut_and_decoded() -> None:
     long_line = b"x" * 500
     body = long_line + b"\n" + b"\xff\xfe{bad utf-8\n"
     _, parsed, _ = await parse_all(parse_ndjson, chunked_reader(body, 64))
-    assert parsed == [Refused("line is not valid JSON: " + "x" * 200), Refused("line is not valid JSON: \ufffd\ufffd{bad utf-8")]
+    assert parsed == [Refused("line is not valid JSON: " + "x" * 200),
+                      Refused("line is not valid JSON: \ufffd\ufffd{bad utf-8")]
 
 
 @pytest.mark.parametrize("body", [b"", b"\n\n  \n"])

@@ -106,8 +106,8 @@ P = 8
 def test_every_action_routes() -> None:
     for kind, actions in ACTIONS.items():
         for action in actions:
-            partition, _ = route(kind, action, TENANT, {"id": "x", "type": "t", "external_id": "e",
-                                                        "source": "s", "target": "t", "relationship_type": "r"}, P, 0, "job-1")
+            rec = {"id": "x", "type": "t", "external_id": "e", "source": "s", "target": "t", "relationship_type": "r"}
+            partition, _ = route(kind, action, TENANT, rec, P, 0, "job-1")
             assert 0 <= partition < P
 
 
@@ -129,7 +129,8 @@ def test_a_record_naming_a_derived_id_meets_the_one_naming_its_external_id(actio
     object_id = derived_id(TENANT, "server", "srv-1")
     rec = record.replace("ID", object_id) if isinstance(record, str) else {**record, "id": object_id}
     by_id = route(RESOURCES, action, TENANT, rec, P, 0, "job-1")
-    by_external_id = route(RESOURCES, "external_id_set", TENANT, {"type": "server", "external_id": "srv-1"}, P, 0, "job-1")
+    by_external_id = route(RESOURCES, "external_id_set", TENANT, {"type": "server", "external_id": "srv-1"}, P, 0,
+                           "job-1")
     assert by_id == by_external_id
 
 

@@ -146,7 +146,8 @@ def test_a_status_that_fits_is_sent_as_it_is() -> None:
 
 @pytest.mark.parametrize("values, problem", [
     ({"description": "d" * 1_010_000}, "bytes, over the limit of"),
-    ({"details": {"mapping": [{"index": i, "name": f"column-{i}"} for i in range(30_000)]}}, "bytes, over the limit of"),
+    ({"details": {"mapping": [{"index": i, "name": f"column-{i}"} for i in range(30_000)]}},
+     "bytes, over the limit of"),
     ({"details": functools.reduce(lambda inner, _: {"a": inner}, range(300), {})}, "cannot be encoded"),
 ])
 def test_a_status_too_large_for_the_producer_fails_the_job_and_is_sent_small(values: dict, problem: str) -> None:

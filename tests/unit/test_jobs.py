@@ -68,7 +68,7 @@ def test_the_last_batch_decides_the_outcome(failed_per_batch: list[int], status:
     job = submit(Job("j1"), total=6, batches=3)
     times = [T1, T2, T3]
 
-    for seq, (failed_here, at) in enumerate(zip(failed_per_batch, times)):
+    for seq, (failed_here, at) in enumerate(zip(failed_per_batch, times, strict=True)):
         assert job.status in (QUEUED, PROCESSING)
         job = done(job, seq, batch(2, failed_here), at)
         if seq < 2:

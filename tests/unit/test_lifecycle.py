@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -26,7 +26,7 @@ from bulkjobs.domain.schedules import check_schedule, next_due
 from bulkjobs.errors import BadRequest
 
 T0, T1, T2, T3 = (f"2026-01-01T00:00:0{i}.000Z" for i in range(4))
-NOW = datetime(2026, 1, 1, 0, 10, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 1, 0, 10, 0, tzinfo=UTC)
 
 
 def job(status: str = QUEUED, **values: Any) -> Job:
@@ -179,7 +179,7 @@ def test_a_past_start_date_is_fine_with_a_cron() -> None:
 
 def due(schedule: dict[str, Any], *, last_due: str | None = None, runs_fired: int = 0,
         now: datetime = NOW, created_at: str = "2026-01-01T00:00:30.000Z") -> str | None:
-    return next_due(check_schedule(schedule, datetime(2025, 1, 1, tzinfo=timezone.utc)), created_at=created_at,
+    return next_due(check_schedule(schedule, datetime(2025, 1, 1, tzinfo=UTC)), created_at=created_at,
                     last_due=last_due, runs_fired=runs_fired, now=now)
 
 

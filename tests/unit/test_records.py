@@ -496,7 +496,7 @@ def test_mixed_batch_keeps_order_shape_and_counts() -> None:
 
     assert [r[0] for r in outcome.results] == [10, 11, 12, 13, 14]
     assert [r[1] for r in outcome.results] == [True, False, False, False, True]
-    for index_, success, object_id, errors, _ in outcome.results:
+    for _index, success, object_id, errors, _ in outcome.results:
         if success:
             assert isinstance(object_id, str) and errors is None
         else:

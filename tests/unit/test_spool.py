@@ -82,7 +82,8 @@ def records_for(kind: str, action: str) -> list[Any]:
         good = [{"id": OBJ_IDS[i % len(OBJ_IDS)], "attributes": {"i": i}} for i in range(40)]
     else:  # delete
         good = [OBJ_IDS[i % len(OBJ_IDS)] if i % 2 else {"id": OBJ_IDS[i % len(OBJ_IDS)]} for i in range(40)]
-    bad = [None, 5, "", [1, 2], {}, {"id": 3}, {"type": "server", "external_id": 7}, Refused("line is not valid JSON: {nope")] * 2
+    bad = [None, 5, "", [1, 2], {}, {"id": 3}, {"type": "server", "external_id": 7},
+           Refused("line is not valid JSON: {nope")] * 2
     mixed: list[Any] = []
     for i, record in enumerate(good):
         mixed.append(record)
@@ -202,7 +203,8 @@ def test_records_that_fit_alone_but_not_together_are_split(tmp_path: Path) -> No
 
 def test_invalid_lines_are_refused_items(tmp_path: Path) -> None:
     spool = make_spool(tmp_path, partitions=3, batch_records=100)
-    spool.add([{"type": "server"}, Refused("line is not valid JSON: {bad"), Refused("line is not valid JSON: " + "x" * 200)], size=300)
+    spool.add([{"type": "server"}, Refused("line is not valid JSON: {bad"),
+               Refused("line is not valid JSON: " + "x" * 200)], size=300)
 
     items = all_items(drain(spool))
 
