@@ -67,6 +67,7 @@ class Topics:
 
     async def send(self, topic: str, value: bytes, *, key: bytes | None = None,
                    partition: int | None = None) -> None:
+        """Hand a value to the producer, without waiting for the ack or retrying."""
         await self.by_name[topic].send(key=key, value=value, partition=partition)
 
     async def dead_letter(self, message: Message, reason: str) -> None:
@@ -80,6 +81,7 @@ class Topics:
 
 
 def message_of(event: faust.EventT) -> Message:
+    """What the orchestration needs of a Faust event."""
     return Message(topic=event.message.topic, partition=event.message.partition, offset=event.message.offset,
                    key=event.key, value=event.value)
 
