@@ -8,23 +8,47 @@ batches already applied, so that a redelivered batch is recognised and not appli
 definitions whose schedules the worker's scheduler watches and the jobs still being uploaded,
 which its upload watch watches. ``JobCommands`` is what the cancels and suspends in the
 job-events topic say, read as they are written, before the tracker applies them.
+
+Each is handed how to make its ``Tail`` (a ``TopicTail`` in the worker): the barriers are the
+only part that needs a broker, so the orchestration can be tested with a tail that is always
+caught up.
 """
 
 from __future__ import annotations
 
+from typing import Callable, Iterable, Protocol
+
 from bulkjobs.domain.counts import Counts
 from bulkjobs.domain.jobs import GO_ON, HOLD, SCHEDULED, STOP, Job, notice
 from bulkjobs.domain.records import ObjectIndex
-from bulkjobs.kafka.tail import TopicTail
-from bulkjobs.kafka.topics import COMMANDS, AppliedBatch, decode, job_from_status
+from bulkjobs.kafka.tail import OnMessage
+from bulkjobs.kafka.topics import COMMAND_NOTICE, COMMANDS, AppliedBatch, decode, job_from_status
+
+
+class Tail(Protocol):
+    """What the state needs of a ``kafka.tail.TopicTail``: its barriers, and letting partitions go."""
+
+    @property
+    def started(self) -> bool: ...
+
+    async def ensure_started(self, partitions: int, *, lazy: bool = False, from_end: bool = False) -> None: ...
+
+    async def caught_up(self, partitions: Iterable[int]) -> None: ...
+
+    async def fresh(self, age: float) -> None: ...
+
+    def unwant(self, partitions: Iterable[int]) -> None: ...
+
+
+TailOf = Callable[[OnMessage], Tail]  # the tail of a topic, handing each message to the callback
 
 
 class RebuiltState:
     """State rebuilt from a topic by a ``TopicTail``, with a catch-up barrier per partition."""
 
-    def __init__(self, brokers: str, topic: str) -> None:
+    def __init__(self, tail_of: TailOf) -> None:
         self.synced: set[int] = set()  # partitions caught up since they were assigned
-        self.tail = TopicTail(brokers, topic, self._on_message)
+        self.tail = tail_of(self._on_message)
 
     def _on_message(self, partition: int, offset: int, value: bytes) -> None:
         raise NotImplementedError
@@ -40,8 +64,8 @@ class RebuiltState:
 
 
 class ObjectState(RebuiltState):
-    def __init__(self, brokers: str, topic: str) -> None:
-        super().__init__(brokers, topic)
+    def __init__(self, tail_of: TailOf) -> None:
+        super().__init__(tail_of)
         self.index = ObjectIndex()
         self.applied: dict[tuple[str, int], Counts] = {}
         self.offsets: dict[int, int] = {}  # partition -> last offset already in the index
@@ -86,8 +110,8 @@ class JobStates(RebuiltState):
     so that their batches are no longer applied, whichever partition they live on.
     """
 
-    def __init__(self, brokers: str, topic: str) -> None:
-        super().__init__(brokers, topic)
+    def __init__(self, tail_of: TailOf) -> None:
+        super().__init__(tail_of)
         self.jobs: dict[str, Job] = {}
         self.partitions: dict[str, int] = {}  # job id -> its partition of the job events and statuses
         self.stopped: set[str] = set()
@@ -144,10 +168,14 @@ class JobCommands:
     then), so the appliers stop at once (``domain.jobs.notice``).
     """
 
-    def __init__(self, brokers: str, topic: str) -> None:
+    def __init__(self, tail_of: TailOf) -> None:
         self.stopped: set[str] = set()
         self.held: set[str] = set()
-        self.tail = TopicTail(brokers, topic, self._on_message)
+        self.tail = tail_of(self._on_message)
+
+    async def fresh(self) -> None:
+        """Return once every command written more than ``COMMAND_NOTICE`` ago is known."""
+        await self.tail.fresh(COMMAND_NOTICE)
 
     def _on_message(self, partition: int, offset: int, value: bytes) -> None:
         event = decode(value)

@@ -1,0 +1,107 @@
+"""The batch applier: applies each batch of the batches topic against the object index, once.
+
+The order of its effects is what makes a batch's effects exactly-once on at-least-once delivery
+(docs/architecture.md): wait for the partition's catch-up barrier; a batch already applied
+(its ``(job, seq)`` is in the applied map) only sends its ``BatchDone`` again; a batch of a
+stopped job is skipped, one of a held job is parked (``BatchParked``); otherwise apply it,
+publish its ``AppliedBatch`` and wait for the ack, then publish its ``BatchDone``. An error
+handling a message fails the batch's job, and the stream goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+from bulkjobs.clock import utc_now
+from bulkjobs.domain.counts import Counts
+from bulkjobs.domain.identity import RELATIONSHIPS
+from bulkjobs.domain.records import BatchOutcome, apply_batch, fail_all, internal_error
+from bulkjobs.gcpause import gc_paused
+from bulkjobs.kafka.topics import (
+    AppliedBatch,
+    BatchDone,
+    BatchParked,
+    RecordBatch,
+    TopicNames,
+    decode,
+    encode,
+    names_in,
+)
+from bulkjobs.streams.effects import DeadLetter, Message, Publish, publish_job_event, request_fail
+from bulkjobs.streams.state import JobCommands, JobStates, ObjectState
+
+log = logging.getLogger(__name__)
+
+
+class BatchApplier:
+    def __init__(self, *, publish: Publish, dead_letter: DeadLetter, topics: TopicNames, partitions: int,
+                 objects: ObjectState, job_states: JobStates, commands: JobCommands, host: str,
+                 now: Callable[[], str] = utc_now) -> None:
+        self.publish, self.dead_letter, self.topics, self.partitions = publish, dead_letter, topics, partitions
+        self.objects, self.job_states, self.commands = objects, job_states, commands
+        self.host, self.now = host, now
+
+    async def handle(self, message: Message) -> None:
+        """Apply one message of the batches topic; any error fails the job it names, with the reason."""
+        try:
+            await self._handle(message)
+        except Exception as exc:  # the stream goes on: the batch's job fails with the reason
+            log.exception("the batch at %s could not be handled", message)
+            job_id, tenant = names_in(None, message.value)
+            if job_id is not None:
+                await self._fail(job_id, tenant or "", f"a batch of the job could not be applied: {exc!r}")
+
+    async def _handle(self, message: Message) -> None:
+        try:
+            batch = RecordBatch(**decode(message.value))
+        except Exception as exc:
+            await self.dead_letter(message, f"unreadable record batch: {exc!r}")
+            job_id, _ = names_in(None, message.value)
+            if job_id is not None:
+                await self._fail(job_id, "", f"a batch of the job could not be read: {exc!r}")
+            return
+        await self.apply(message.partition, message.offset, batch)
+
+    async def apply(self, partition: int, offset: int, batch: RecordBatch) -> None:
+        """Apply the batch found at ``offset`` of ``partition``, in the order described above."""
+        await self.objects.sync(partition)
+        already = self.objects.applied.get((batch.job_id, batch.seq))
+        if already is not None:  # redelivered after a crash: its effects are in Kafka already
+            await self._done(batch.job_id, batch.seq, already)
+            return
+        await self.job_states.read_all(self.partitions)  # jobs stopped before the worker started
+        await self.commands.fresh()  # a cancel or suspend answered by the API is known
+        if batch.job_id in self.job_states.stopped or batch.job_id in self.commands.stopped:
+            return
+        if batch.hold or self.job_states.get(batch.job_id).holds_batches or batch.job_id in self.commands.held:
+            held = BatchParked(job_id=batch.job_id, seq=batch.seq, partition=partition, offset=offset)
+            await publish_job_event(self.publish, self.topics.job_events, held)
+            return
+        if batch.type == RELATIONSHIPS and batch.action == "post":
+            await self.objects.sync_all(self.partitions)  # sources and targets live anywhere
+        at = self.now()
+        outcome = self._outcome(batch, at)
+        applied = AppliedBatch(
+            job_id=batch.job_id, tenant=batch.tenant, seq=batch.seq, at=at,
+            counts=outcome.counts.to_dict(), results=outcome.results, ops=outcome.ops, host=self.host,
+        )
+        landed = await self.publish(self.topics.changes, encode(applied), partition=partition)
+        self.objects.record(partition, landed, applied, apply_ops=False)
+        await self._done(batch.job_id, batch.seq, outcome.counts)
+
+    def _outcome(self, batch: RecordBatch, at: str) -> BatchOutcome:
+        """The batch applied to the index; an error of the whole batch fails every record."""
+        try:
+            with gc_paused():
+                return apply_batch(batch.type, batch.action, batch.tenant, batch.items, self.objects.index, at)
+        except Exception as exc:
+            log.exception("batch %s/%d could not be applied", batch.job_id, batch.seq)
+            return fail_all(batch.items, internal_error(f"batch could not be applied: {exc!r}"))
+
+    async def _done(self, job_id: str, seq: int, counts: Counts) -> None:
+        done = BatchDone(job_id=job_id, seq=seq, counts=counts.to_dict(), at=self.now(), host=self.host)
+        await publish_job_event(self.publish, self.topics.job_events, done)
+
+    async def _fail(self, job_id: str, tenant: str, reason: str) -> None:
+        await request_fail(self.publish, self.topics.job_events, job_id, tenant, reason, self.now())

@@ -1,0 +1,476 @@
+"""The worker's orchestration without a broker: the applier, the tracker, the scheduler and the
+upload watch, handed a fake publisher and state whose tails are always caught up.
+
+Each fake writes to one list of effects, so a test reads the order in which things happened:
+the barriers, then what was published where.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timezone
+from typing import Any, Iterable
+
+import orjson
+import pytest
+
+from bulkjobs.domain import jobs
+from bulkjobs.domain.counts import Counts
+from bulkjobs.domain.identity import RELATIONSHIPS, RESOURCES
+from bulkjobs.domain.jobs import CANCELLED, FAILED, QUEUED, SCHEDULED, SUSPENDED, UPLOAD_INTERRUPTED, Job
+from bulkjobs.kafka.tail import OnMessage
+from bulkjobs.kafka.topics import (
+    AppliedBatch,
+    BatchParked,
+    JobCommand,
+    JobSubmitted,
+    RecordBatch,
+    TopicNames,
+    encode,
+    job_from_status,
+)
+from bulkjobs.settings import Settings
+from bulkjobs.streams.applier import BatchApplier
+from bulkjobs.streams.effects import Message
+from bulkjobs.streams.rules import next_job, released
+from bulkjobs.streams.scheduler import Scheduler
+from bulkjobs.streams.state import JobCommands, JobStates, ObjectState
+from bulkjobs.streams.tracker import JobTracker
+from bulkjobs.streams.uploads import UploadClock, UploadWatch
+
+NAMES = TopicNames("t")
+PARTITIONS = 4
+AT = "2026-01-01T00:00:00.000Z"
+HOST = "host-1"
+TENANT = "acme"
+FRESH = "0123456789abcdef0123456789abcdef"
+
+Effect = tuple[Any, ...]
+
+
+class FakeTail:
+    """A tail that is always caught up: it notes each barrier the orchestration waits for, and
+    hands on the messages a test delivers as if read from the topic."""
+
+    def __init__(self, effects: list[Effect], name: str, on_message: OnMessage) -> None:
+        self.effects, self.name, self.deliver = effects, name, on_message
+        self.started = True
+
+    async def ensure_started(self, partitions: int, *, lazy: bool = False, from_end: bool = False) -> None:
+        pass
+
+    async def caught_up(self, partitions: Iterable[int]) -> None:
+        self.effects.append(("caught_up", self.name, sorted(partitions)))
+
+    async def fresh(self, age: float) -> None:
+        self.effects.append(("fresh", self.name))
+
+    def unwant(self, partitions: Iterable[int]) -> None:
+        pass
+
+
+class Worker:
+    """The orchestration of one worker, wired as ``worker.py`` wires it, to fakes."""
+
+    def __init__(self, settings: Settings = Settings(partitions=PARTITIONS)) -> None:
+        self.effects: list[Effect] = []
+        self.parked: dict[tuple[int, int], bytes] = {}  # the batches topic, for the refetcher
+        self.next_offset = 100
+        self.seconds = 0.0
+        self.tails: dict[str, FakeTail] = {}
+        self.objects = ObjectState(lambda on_message: self.tail("changes", on_message))
+        self.job_states = JobStates(lambda on_message: self.tail("status", on_message))
+        self.commands = JobCommands(lambda on_message: self.tail("job-events", on_message))
+        self.uploads = UploadClock(settings.upload_timeout, clock=lambda: self.seconds)
+        self.applier = BatchApplier(publish=self.publish, dead_letter=self.dead_letter, topics=NAMES,
+                                    partitions=PARTITIONS, objects=self.objects, job_states=self.job_states,
+                                    commands=self.commands, host=HOST, now=lambda: AT)
+        self.tracker = JobTracker(publish=self.publish, send=self.send, dead_letter=self.dead_letter, topics=NAMES,
+                                  settings=settings, job_states=self.job_states, batches=self,
+                                  uploads=self.uploads, now=lambda: AT)
+
+    def tail(self, name: str, on_message: OnMessage) -> FakeTail:
+        self.tails[name] = FakeTail(self.effects, name, on_message)
+        return self.tails[name]
+
+    async def publish(self, topic: str, value: bytes, *, key: bytes | None = None,
+                      partition: int | None = None) -> int:
+        self.effects.append(("publish", topic, orjson.loads(value), key, partition))
+        self.next_offset += 1
+        return self.next_offset
+
+    async def send(self, topic: str, value: bytes, *, key: bytes | None = None, partition: int | None = None) -> None:
+        self.effects.append(("send", topic, orjson.loads(value), key, partition))
+
+    async def dead_letter(self, message: Message, reason: str) -> None:
+        self.effects.append(("dead_letter", message, reason))
+
+    async def fetch(self, partition: int, offset: int) -> bytes:
+        return self.parked[(partition, offset)]
+
+    def published(self) -> list[Effect]:
+        return [effect for effect in self.effects if effect[0] in ("publish", "send", "dead_letter")]
+
+    def statuses(self) -> list[Job]:
+        return [job_from_status(effect[2]) for effect in self.effects if effect[0] == "send"]
+
+    def events(self) -> list[dict[str, Any]]:
+        """What was published to the job events, in order."""
+        return [effect[2] for effect in self.effects if effect[0] == "publish" and effect[1] == NAMES.job_events]
+
+    async def track(self, event: Any, partition: int = 0) -> None:
+        await self.tracker.handle(Message(NAMES.job_events, partition, 0, event.job_id.encode(), encode(event)))
+
+
+def a_batch(job_id: str = "job-1", seq: int = 0, **fields: Any) -> RecordBatch:
+    return RecordBatch(job_id=job_id, tenant=TENANT, type=RESOURCES, action="post", seq=seq,
+                       items=[[0, FRESH, {"type": "server"}]], **fields)
+
+
+def batch_message(batch: RecordBatch | bytes, partition: int = 2, offset: int = 7) -> Message:
+    value = batch if isinstance(batch, bytes) else encode(batch)
+    return Message(NAMES.batches, partition, offset, None, value)
+
+
+def submitted(job_id: str = "job-1", batches: int = 1, **fields: Any) -> JobSubmitted:
+    return JobSubmitted(job_id=job_id, tenant=TENANT, type=RESOURCES, action="post", description=None,
+                        total=batches, batches=batches, created_at=AT, **fields)
+
+
+def command(kind: str, job_id: str = "job-1", **fields: Any) -> JobCommand:
+    return JobCommand(job_id=job_id, tenant=TENANT, kind=kind, at=AT, **fields)
+
+
+# --- the batch applier ---------------------------------------------------------------------------
+
+
+async def test_a_batch_is_applied_then_its_applied_batch_then_its_batch_done_are_published() -> None:
+    worker = Worker()
+    await worker.applier.handle(batch_message(a_batch()))
+    barriers = [effect for effect in worker.effects if effect[0] in ("caught_up", "fresh")]
+    assert barriers == [("caught_up", "changes", [2]), ("caught_up", "status", [0, 1, 2, 3]),
+                        ("fresh", "job-events")]
+    (_, changes, applied, _, partition), (_, events, done, key, _) = worker.published()
+    assert (changes, partition) == (NAMES.changes, 2)  # the same partition as the batch
+    assert applied["job_id"] == "job-1" and applied["counts"]["created"] == 1 and applied["host"] == HOST
+    assert (events, key) == (NAMES.job_events, b"job-1")
+    assert done == {"kind": "batch_done", "job_id": "job-1", "seq": 0, "counts": applied["counts"], "at": AT,
+                    "host": HOST}
+    assert worker.objects.index.objects == {FRESH: TENANT}
+    assert worker.objects.applied[("job-1", 0)] == Counts(processed=1, created=1)
+    assert worker.objects.offsets[2] == 101  # where its AppliedBatch landed: the tail skips its own write
+
+
+async def test_a_redelivered_batch_only_sends_its_batch_done_again() -> None:
+    worker = Worker()
+    await worker.applier.handle(batch_message(a_batch()))
+    first_done = worker.published()[-1]
+    worker.effects.clear()
+    await worker.applier.handle(batch_message(a_batch()))
+    assert worker.published() == [first_done]
+
+
+async def test_a_batch_applied_before_a_crash_only_sends_its_batch_done_again() -> None:
+    """The new owner learns the batch from the changes topic (its tail), not from memory."""
+    before = Worker()
+    await before.applier.handle(batch_message(a_batch()))
+    applied = AppliedBatch(**before.published()[0][2])
+    after = Worker()
+    after.tails["changes"].deliver(2, 50, encode(applied))
+    await after.applier.handle(batch_message(a_batch()))
+    [(_, topic, done, _, _)] = after.published()
+    assert topic == NAMES.job_events and done["kind"] == "batch_done" and done["counts"] == applied.counts
+    assert after.effects[0] == ("caught_up", "changes", [2])  # the barrier comes before the check
+
+
+@pytest.mark.parametrize("stop", ["status", "command"])
+async def test_a_batch_of_a_stopped_job_is_skipped(stop: str) -> None:
+    worker = Worker()
+    if stop == "status":
+        worker.job_states.put(Job(id="job-1", tenant=TENANT, status=CANCELLED), 0)
+    else:  # a cancel the command tail read before the tracker applied it
+        worker.tails["job-events"].deliver(0, 0, encode(command("cancel")))
+    await worker.applier.handle(batch_message(a_batch()))
+    assert worker.published() == []
+    assert worker.objects.index.objects == {}
+
+
+@pytest.mark.parametrize("hold", ["batch", "status", "command"])
+async def test_a_held_batch_is_parked_not_applied(hold: str) -> None:
+    worker = Worker()
+    batch = a_batch(hold=hold == "batch")
+    if hold == "status":
+        worker.job_states.put(Job(id="job-1", tenant=TENANT, status=SUSPENDED), 0)
+    elif hold == "command":
+        worker.tails["job-events"].deliver(0, 0, encode(command("suspend")))
+    await worker.applier.handle(batch_message(batch, partition=3, offset=9))
+    assert worker.published() == [("publish", NAMES.job_events, {"kind": "batch_parked", "job_id": "job-1", "seq": 0,
+                                                                 "partition": 3, "offset": 9}, b"job-1", None)]
+    assert worker.objects.index.objects == {}
+
+
+async def test_a_relationships_post_waits_until_every_partition_is_read() -> None:
+    worker = Worker()
+    batch = replace(a_batch(), type=RELATIONSHIPS)
+    await worker.applier.handle(batch_message(batch))
+    assert ("caught_up", "changes", [0, 1, 2, 3]) in worker.effects
+    assert worker.effects.index(("caught_up", "changes", [0, 1, 2, 3])) < worker.effects.index(worker.published()[0])
+
+
+async def test_an_unreadable_batch_goes_to_the_dead_letters_and_fails_its_job() -> None:
+    worker = Worker()
+    message = batch_message(orjson.dumps({"job_id": "job-1", "tenant": TENANT}))
+    await worker.applier.handle(message)
+    (_, letter, reason), (_, topic, fail, key, _) = worker.published()
+    assert letter == message and reason.startswith("unreadable record batch")
+    assert (topic, key) == (NAMES.job_events, b"job-1")
+    assert fail["kind"] == "fail" and fail["tenant"] == ""
+    assert fail["reason"].startswith("a batch of the job could not be read")
+
+
+async def test_an_error_handling_a_batch_fails_its_job_and_the_stream_goes_on() -> None:
+    worker = Worker()
+
+    async def broken(partition: int) -> None:
+        raise RuntimeError("no broker")
+
+    worker.objects.sync = broken  # type: ignore[method-assign]
+    await worker.applier.handle(batch_message(a_batch()))
+    [(_, topic, fail, key, _)] = worker.published()
+    assert (topic, key, fail["kind"], fail["tenant"]) == (NAMES.job_events, b"job-1", "fail", TENANT)
+    assert fail["reason"] == "a batch of the job could not be applied: RuntimeError('no broker')"
+
+
+async def test_an_error_in_the_whole_batch_fails_each_record_and_still_publishes() -> None:
+    worker = Worker()
+    batch = replace(a_batch(), items=[[0, FRESH]])  # too short to unpack
+    await worker.applier.handle(batch_message(batch))
+    (_, _, applied, _, _), (_, _, done, _, _) = worker.published()
+    assert applied["counts"]["failed"] == 1 and done["counts"]["failed"] == 1
+
+
+# --- the job tracker -----------------------------------------------------------------------------
+
+
+async def test_the_tracker_folds_an_event_and_sends_the_status_to_the_same_partition() -> None:
+    worker = Worker()
+    await worker.track(submitted(), partition=3)
+    assert worker.effects[0] == ("caught_up", "status", [3])  # the partition's jobs are known first
+    [(_, topic, status, key, partition)] = worker.published()
+    assert (topic, key, partition) == (NAMES.status, b"job-1", 3)
+    assert status["status"] == QUEUED and status["batches"] == 1
+    assert worker.job_states.get("job-1").tenant == TENANT and worker.job_states.partitions["job-1"] == 3
+
+
+async def test_a_held_batch_is_parked_and_released_on_resume() -> None:
+    worker = Worker()
+    await worker.track(submitted(suspended=True))
+    parked = encode(a_batch(hold=False))
+    worker.parked[(2, 7)] = parked
+    await worker.track(BatchParked(job_id="job-1", seq=0, partition=2, offset=7))
+    assert worker.statuses()[-1].parked == [[2, 7]]
+    worker.effects.clear()
+    await worker.track(command("resume"))
+    [(_, topic, batch, _, partition), (_, status_topic, status, _, _)] = worker.published()
+    assert (topic, partition) == (NAMES.batches, 2)  # sent again to the partition that owns it
+    assert RecordBatch(**batch) == a_batch()
+    assert status_topic == NAMES.status and status["parked"] == [] and status["status"] == QUEUED
+
+
+async def test_a_batch_parked_after_the_resume_is_sent_on_at_once() -> None:
+    worker = Worker()
+    await worker.track(submitted())
+    worker.parked[(1, 4)] = encode(a_batch(hold=True))
+    worker.effects.clear()
+    await worker.track(BatchParked(job_id="job-1", seq=0, partition=1, offset=4))
+    [(_, topic, batch, _, partition)] = worker.published()  # no status: the job did not change
+    assert (topic, partition, batch["hold"]) == (NAMES.batches, 1, False)
+
+
+async def test_a_cancel_drops_the_parked_batches() -> None:
+    worker = Worker()
+    await worker.track(submitted(suspended=True))
+    await worker.track(BatchParked(job_id="job-1", seq=0, partition=2, offset=7))
+    worker.effects.clear()
+    await worker.track(command("cancel"))
+    [(_, topic, status, _, _)] = worker.published()
+    assert topic == NAMES.status and status["status"] == CANCELLED and status["parked"] == []
+    assert "job-1" in worker.job_states.stopped
+
+
+async def test_a_fired_definition_makes_a_run_with_copies_of_its_batches_once() -> None:
+    worker = Worker()
+    await worker.track(submitted("def-1", schedule={"immediately": True}))
+    worker.parked[(2, 7)] = encode(a_batch("def-1", hold=True))
+    await worker.track(BatchParked(job_id="def-1", seq=0, partition=2, offset=7))
+    assert worker.job_states.get("def-1").status == SCHEDULED
+    worker.effects.clear()
+    fire = command("fire", "def-1", due=AT)
+    await worker.track(fire)
+    (_, events, run, key, _), (_, batches, copy, _, partition), (_, _, status, _, _) = worker.published()
+    assert (events, key, run["kind"], run["job_id"]) == (NAMES.job_events, b"def-1r0", "submitted", "def-1r0")
+    assert run["parent_id"] == "def-1" and run["details"] == {"scheduled_for": AT} and run["batches"] == 1
+    assert (batches, partition, copy["job_id"], copy["hold"]) == (NAMES.batches, 2, "def-1r0", False)
+    assert status["runs_fired"] == 1 and status["last_due"] == AT and status["parked"] == [[2, 7]]
+    worker.effects.clear()
+    await worker.track(fire)  # redelivered: that due time has fired already
+    assert worker.published() == []
+
+
+async def test_an_unreadable_job_event_goes_to_the_dead_letters_and_fails_the_job_it_names() -> None:
+    worker = Worker()
+    await worker.track(submitted())
+    worker.effects.clear()
+    message = Message(NAMES.job_events, 0, 5, b"job-1", orjson.dumps({"kind": "nonsense", "job_id": "job-1"}))
+    await worker.tracker.handle(message)
+    (_, letter, reason), (_, topic, status, _, _) = worker.published()
+    assert letter == message and "unknown job event kind" in reason
+    assert topic == NAMES.status and status["status"] == FAILED
+    assert status["error"]["message"].startswith("a message of the job was refused: unknown job event kind")
+
+
+async def test_a_message_naming_no_job_is_set_aside_and_nothing_else_happens() -> None:
+    worker = Worker()
+    message = Message(NAMES.job_events, 0, 5, None, b"not json")
+    await worker.tracker.handle(message)
+    [(kind, letter, _)] = worker.published()
+    assert (kind, letter) == ("dead_letter", message)
+
+
+async def test_an_error_handling_an_event_fails_its_job_and_the_stream_goes_on() -> None:
+    worker = Worker()
+    await worker.track(submitted())
+
+    async def broken(partition: int, offset: int) -> bytes:
+        raise RuntimeError("no broker")
+
+    worker.fetch = broken  # type: ignore[method-assign]
+    worker.effects.clear()
+    await worker.track(BatchParked(job_id="job-1", seq=0, partition=2, offset=7))  # sent on: the fetch fails
+    [(_, _, status, _, _)] = worker.published()
+    assert status["status"] == FAILED
+    assert status["error"]["message"] == "an event of the job could not be handled: RuntimeError('no broker')"
+    await worker.track(submitted("job-2"))
+    assert worker.statuses()[-1].id == "job-2"
+
+
+async def test_a_part_of_a_requested_job_is_routed_into_batches() -> None:
+    worker = Worker()
+    request = {"kind": "request", "job_id": "job-1", "tenant": TENANT, "type": RESOURCES, "action": "post",
+               "parts": 1}
+    part = {"kind": "part", "job_id": "job-1", "part": 0, "records": [{"type": "server"}, {"type": "server"}]}
+    for event in (request, part):
+        await worker.tracker.handle(Message(NAMES.job_events, 0, 0, b"job-1", orjson.dumps(event)))
+    batches = [effect for effect in worker.published() if effect[1] == NAMES.batches]
+    assert sum(len(batch[2]["items"]) for batch in batches) == 2
+    assert worker.statuses()[-1].total == 2 and worker.statuses()[-1].batches == len(batches)
+
+
+# --- the scheduler and the upload watch ----------------------------------------------------------
+
+
+async def owns_everything() -> set[int]:
+    return set(range(PARTITIONS))
+
+
+async def test_the_scheduler_fires_a_due_definition_once_per_due_time() -> None:
+    worker = Worker()
+    definition = Job(id="def-1", tenant=TENANT, status=SCHEDULED, batches=1, parked=[[2, 7]], created_at=AT,
+                     schedule={"immediately": True})
+    worker.job_states.put(definition, 1)
+    scheduler = Scheduler(publish=worker.publish, topics=NAMES, job_states=worker.job_states, owned=owns_everything,
+                          moment=lambda: datetime(2026, 1, 1, tzinfo=timezone.utc), now=lambda: AT)
+    await scheduler.look()
+    await scheduler.look()
+    assert worker.events() == [{"kind": "fire", "job_id": "def-1", "tenant": TENANT, "at": AT, "due": AT,
+                                "reason": None, "changes": None}]
+
+
+async def test_the_scheduler_waits_for_every_batch_and_leaves_other_workers_definitions() -> None:
+    worker = Worker()
+    schedule = {"immediately": True}
+    worker.job_states.put(Job(id="def-1", tenant=TENANT, status=SCHEDULED, batches=2, parked=[[2, 7]],
+                              created_at=AT, schedule=schedule), 1)
+    worker.job_states.put(Job(id="def-2", tenant=TENANT, status=SCHEDULED, batches=0, created_at=AT,
+                              schedule=schedule), 3)
+
+    async def owns_one() -> set[int]:
+        return {1}
+
+    await Scheduler(publish=worker.publish, topics=NAMES, job_states=worker.job_states, owned=owns_one).look()
+    assert worker.events() == []
+
+
+async def test_a_definition_whose_schedule_cannot_run_is_failed_once() -> None:
+    worker = Worker()
+    worker.job_states.put(Job(id="def-1", tenant=TENANT, status=SCHEDULED, batches=0, created_at=AT,
+                              schedule={"cron": "not a cron"}), 1)
+    scheduler = Scheduler(publish=worker.publish, topics=NAMES, job_states=worker.job_states, owned=owns_everything)
+    await scheduler.look()
+    await scheduler.look()
+    [fail] = worker.events()
+    assert fail["kind"] == "fail" and fail["reason"].startswith("the job's schedule cannot run")
+
+
+async def test_a_silent_upload_gets_one_timeout_and_the_tracker_fails_it() -> None:
+    worker = Worker(Settings(partitions=PARTITIONS, upload_timeout=30))
+    watch = UploadWatch(publish=worker.publish, topics=NAMES, job_states=worker.job_states, clock=worker.uploads,
+                        owned=owns_everything, now=lambda: AT)
+    await worker.track(submitted(uploading=True))
+    worker.seconds = 20
+    await watch.look()
+    assert worker.events() == []  # silent, but not for long enough yet
+    worker.seconds = 31
+    await watch.look()
+    await watch.look()
+    [timeout] = worker.events()
+    assert timeout["kind"] == "upload_timeout"
+    await worker.track(command("upload_timeout"))
+    assert worker.statuses()[-1].status == FAILED
+    assert (worker.statuses()[-1].error or {})["code"] == UPLOAD_INTERRUPTED
+    assert worker.uploads.beats == {}  # no longer watched
+
+
+async def test_a_beat_handled_before_the_timeout_command_keeps_the_upload_alive() -> None:
+    worker = Worker(Settings(partitions=PARTITIONS, upload_timeout=30))
+    await worker.track(submitted(uploading=True))
+    worker.seconds = 31
+    await worker.track(command("beat"))  # read before the timeout command, in partition order
+    await worker.track(command("upload_timeout"))
+    assert [job.status for job in worker.statuses()] == [QUEUED]
+
+
+async def test_a_lost_partition_restarts_the_clocks_of_its_uploads() -> None:
+    clock = UploadClock(30, clock=lambda: 5.0)
+    clock.heard("job-1")
+    clock.heard("job-2")
+    clock.restart({1}, {"job-1": 1, "job-2": 2})
+    assert clock.beats == {"job-2": 5.0}
+
+
+# --- the job rules as messages call them ---------------------------------------------------------
+
+
+def test_next_job_calls_the_rule_of_each_command() -> None:
+    job = jobs.submitted(Job(id="job-1"), tenant=TENANT, type=RESOURCES, action="post", description=None,
+                         total=1, batches=1, created_at=AT)
+
+    def after(event: JobCommand) -> Job:
+        changed = next_job(job, event, AT)
+        assert changed is not None
+        return changed
+
+    assert after(command("suspend")).status == SUSPENDED
+    assert after(command("cancel")).status == CANCELLED
+    assert after(command("fail", reason="boom")).error == {"code": jobs.JOB_FAILED, "message": "boom"}
+    assert after(command("update", changes={"description": "d"})).description == "d"
+    with pytest.raises(TypeError, match="'fire' command"):
+        next_job(job, command("fire"), AT)
+    with pytest.raises(TypeError, match="BatchParked"):
+        next_job(job, BatchParked(job_id="job-1", seq=0, partition=0, offset=0), AT)
+
+
+def test_a_released_batch_is_a_batch_of_the_given_job_and_no_longer_held() -> None:
+    batch = a_batch(hold=True)
+    assert RecordBatch(**orjson.loads(released(encode(batch), "job-1r3"))) == replace(batch, job_id="job-1r3",
+                                                                                      hold=False)
