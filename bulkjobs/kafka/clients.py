@@ -20,7 +20,7 @@ from bulkjobs.kafka.topics import MAX_REQUEST_BYTES
 FETCH_MAX_WAIT_MS = 50
 
 # The same producer settings for the Faust worker, in Faust's names.
-FAUST_PRODUCER = {
+FAUST_PRODUCER: dict[str, Any] = {
     "producer_acks": -1,
     "producer_max_batch_size": 1,
     "producer_max_request_size": MAX_REQUEST_BYTES,
