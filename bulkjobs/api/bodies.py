@@ -274,6 +274,7 @@ _UNBOUNDED = ("data", "file_content")  # members outside MAX_FIELDS_BYTES (data 
 # Where the envelope tokenizer is: before "{", before a key (or "}" for an empty object), in a
 # key, before ":", before a value, in a value, before "," or "}", after "}".
 OPEN, KEY, IN_KEY, COLON, VALUE, IN_VALUE, NEXT, END = range(8)
+_WAIT = "wait"  # a step needs more bytes
 
 
 class Envelope:
@@ -322,71 +323,99 @@ class Envelope:
             raise InvalidJson("the body is not valid JSON: the object is not closed")
 
     def _scan(self) -> str | None:
-        buffer = self.buffer
+        """Step through the buffer until more bytes are needed (None) or the data array begins."""
         while True:
-            if self.state in (OPEN, KEY, COLON, VALUE, NEXT, END):
-                self.pos = _WHITESPACE.match(buffer, self.pos).end()
-                if self.pos >= len(buffer):
+            if self.state not in (IN_KEY, IN_VALUE):  # between tokens: whitespace is skipped
+                self.pos = _WHITESPACE.match(self.buffer, self.pos).end()
+                if self.pos >= len(self.buffer):
                     return None
-                byte = buffer[self.pos]
-            if self.state == OPEN:
-                if byte != ord("{"):
-                    raise InvalidJson("the body is not valid JSON: a JSON object or array was expected")
-                self.pos += 1
-                self.state = KEY
-            elif self.state == KEY:
-                if byte == ord("}") and self.first:
-                    self.pos += 1
-                    self.state = END
-                elif byte == ord('"'):
-                    self.member_start = self.pos
-                    self.pos += 1
-                    self.state = IN_KEY
-                else:
-                    raise InvalidJson("the body is not valid JSON: a key was expected")
-            elif self.state == IN_KEY:
-                if not self._string_ends():
-                    self._count_partial()
-                    return None
-                self.key = self._decode(self.member_start, self.pos)
-                self.state = COLON
-            elif self.state == COLON:
-                if byte != ord(":"):
-                    raise InvalidJson("the body is not valid JSON: ':' was expected after a key")
-                self.pos += 1
-                self.state = VALUE
-            elif self.state == VALUE:
-                if byte not in _VALUE_STARTS:
-                    raise InvalidJson("the body is not valid JSON: a value was expected")
-                if self.key in _STREAMED:
-                    if byte != ord("[") or self.seen_data:
-                        raise BadRequest("'data' must be one non-empty list of records", field="data")
-                    self.seen_data = True
-                    self.pos += 1
-                    self.first = False
-                    return self.DATA_BEGINS
-                self.value_start = self.pos
-                self.depth = 0
-                self.in_string = False
-                self.state = IN_VALUE
-            elif self.state == IN_VALUE:
-                if not self._value_scanned():
-                    self._count_partial()
-                    return None
-                self._value_ends(self.pos)
-                self.state = NEXT
-            elif self.state == NEXT:
-                if byte == ord(","):
-                    self.pos += 1
-                    self.first = False
-                    self.state = KEY
-                elif byte == ord("}"):
-                    self.pos += 1
-                    self.state = END
-                else:
-                    raise InvalidJson("the body is not valid JSON: ',' or '}' was expected")
-            else:  # END: only whitespace may follow
-                raise InvalidJson("the body is not valid JSON: unexpected data after the object")
+            event = self._STEPS[self.state](self)
+            if event is not None:
+                return event if event == self.DATA_BEGINS else None
+
+    # One step per state: it moves on (None), waits for more bytes (_WAIT), or reports that the
+    # data array begins. The states between tokens start at a byte that is not whitespace.
+
+    def _open(self) -> str | None:
+        if self.buffer[self.pos] != ord("{"):
+            raise InvalidJson("the body is not valid JSON: a JSON object or array was expected")
+        self.pos += 1
+        self.state = KEY
+        return None
+
+    def _before_key(self) -> str | None:
+        byte = self.buffer[self.pos]
+        if byte == ord("}") and self.first:
+            self.pos += 1
+            self.state = END
+        elif byte == ord('"'):
+            self.member_start = self.pos
+            self.pos += 1
+            self.state = IN_KEY
+        else:
+            raise InvalidJson("the body is not valid JSON: a key was expected")
+        return None
+
+    def _in_key(self) -> str | None:
+        if not self._string_ends():
+            self._count_partial()
+            return _WAIT
+        self.key = self._decode(self.member_start, self.pos)
+        self.state = COLON
+        return None
+
+    def _colon(self) -> str | None:
+        if self.buffer[self.pos] != ord(":"):
+            raise InvalidJson("the body is not valid JSON: ':' was expected after a key")
+        self.pos += 1
+        self.state = VALUE
+        return None
+
+    def _before_value(self) -> str | None:
+        byte = self.buffer[self.pos]
+        if byte not in _VALUE_STARTS:
+            raise InvalidJson("the body is not valid JSON: a value was expected")
+        if self.key in _STREAMED:
+            if byte != ord("[") or self.seen_data:
+                raise BadRequest("'data' must be one non-empty list of records", field="data")
+            self.seen_data = True
+            self.pos += 1
+            self.first = False
+            return self.DATA_BEGINS
+        self.value_start = self.pos
+        self.depth = 0
+        self.in_string = False
+        self.state = IN_VALUE
+        return None
+
+    def _in_value(self) -> str | None:
+        if not self._value_scanned():
+            self._count_partial()
+            return _WAIT
+        self._value_ends(self.pos)
+        self.state = NEXT
+        return None
+
+    def _next(self) -> str | None:
+        byte = self.buffer[self.pos]
+        if byte == ord(","):
+            self.pos += 1
+            self.first = False
+            self.state = KEY
+        elif byte == ord("}"):
+            self.pos += 1
+            self.state = END
+        else:
+            raise InvalidJson("the body is not valid JSON: ',' or '}' was expected")
+        return None
+
+    def _end(self) -> str | None:
+        raise InvalidJson("the body is not valid JSON: unexpected data after the object")  # only whitespace may follow
+
+    _STEPS: dict[int, Callable[[Envelope], str | None]] = {
+        OPEN: _open, KEY: _before_key, IN_KEY: _in_key, COLON: _colon, VALUE: _before_value, IN_VALUE: _in_value,
+        NEXT: _next, END: _end,
+    }
 
     def _string_ends(self) -> bool:
         """Within a string: move past its closing quote (True), or to where more bytes are needed."""
