@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from typing import Any, Awaitable, Callable
+from typing import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
@@ -23,6 +23,7 @@ from bulkjobs.store.schema import connect
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Resources = Callable[[web.Application], AsyncIterator[None]]
 
 
 @web.middleware
@@ -55,7 +56,9 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     return await handler(request)
 
 
-def build_app(settings: Settings) -> web.Application:
+def build_app(settings: Settings, resources: Resources | None = None) -> web.Application:
+    """The API's routes over ``resources``, which set the view reader, the publisher and the live
+    feed for the app's life (by default opened from the settings; tests pass fakes)."""
     # Bodies are inflated by api.decoding, which answers every encoding problem in the JSON shape.
     app = web.Application(middlewares=[errors_middleware, auth_middleware], client_max_size=settings.max_body_bytes,
                           handler_args={"auto_decompress": False})
@@ -68,11 +71,11 @@ def build_app(settings: Settings) -> web.Application:
     downloads.add_routes(app)
     live.add_routes(app)
     export_files.add_routes(app)
-    app.cleanup_ctx.append(_resources)
+    app.cleanup_ctx.append(resources or _resources)
     return app
 
 
-async def _resources(app: web.Application) -> Any:
+async def _resources(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     await ensure_topics(settings)
     db = await connect(settings.db_path)
