@@ -20,8 +20,9 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
+from typing import Any, TypeVar
 
 import orjson
 
@@ -56,6 +57,12 @@ async def _off_loop(size: int, parse: Callable[..., T], *args: Any) -> T:
     if size < _INLINE_BYTES:
         return without_gc(parse, *args)
     return await asyncio.to_thread(without_gc, parse, *args)
+
+
+def _skip(pattern: re.Pattern[bytes], data: bytes | bytearray, pos: int = 0) -> int:
+    """Where ``pattern``, which matches nothing too, stops matching from ``pos``."""
+    match = pattern.match(data, pos)
+    return match.end() if match else pos
 
 
 def _invalid(exc: orjson.JSONDecodeError) -> InvalidJson:
@@ -112,7 +119,7 @@ class ArraySplitter:
             self.rest += data
             return None
         self.buffer += data
-        if lead := _WHITESPACE.match(self.buffer).end():  # between elements: nothing to keep
+        if lead := _skip(_WHITESPACE, self.buffer):  # between elements: nothing to keep
             self._take(lead)
         if not self._first_key_known:
             self._learn_first_key()
@@ -153,13 +160,13 @@ class ArraySplitter:
         chunk = self._end_or_wait()
         if chunk is not None:
             return chunk
-        cut = self._exact_cut()
-        return self._try_cut(cut) if cut is not None else None
+        exact = self._exact_cut()
+        return self._try_cut(exact) if exact is not None else None
 
     def _learn_first_key(self) -> None:
         """Records of one job tend to begin alike: a boundary followed by the first record's
         first key is the likeliest, even where records hold nested lists of objects."""
-        start = _WHITESPACE.match(self.buffer).end()
+        start = _skip(_WHITESPACE, self.buffer)
         if start == len(self.buffer):
             return
         self._first_key_known = True
@@ -218,7 +225,7 @@ class ArraySplitter:
         last = None
         while True:
             if in_string:
-                end = _STRING_BODY.match(buffer, pos).end()
+                end = _skip(_STRING_BODY, buffer, pos)
                 if end >= len(buffer) or buffer[end] != ord('"'):
                     pos = end
                     break
@@ -326,7 +333,7 @@ class Envelope:
         """Step through the buffer until more bytes are needed (None) or the data array begins."""
         while True:
             if self.state not in (IN_KEY, IN_VALUE):  # between tokens: whitespace is skipped
-                self.pos = _WHITESPACE.match(self.buffer, self.pos).end()
+                self.pos = _skip(_WHITESPACE, self.buffer, self.pos)
                 if self.pos >= len(self.buffer):
                     return None
             event = self._STEPS[self.state](self)
@@ -419,7 +426,7 @@ class Envelope:
 
     def _string_ends(self) -> bool:
         """Within a string: move past its closing quote (True), or to where more bytes are needed."""
-        end = _STRING_BODY.match(self.buffer, self.pos).end()
+        end = _skip(_STRING_BODY, self.buffer, self.pos)
         if end < len(self.buffer) and self.buffer[end] == ord('"'):
             self.pos = end + 1
             return True
@@ -430,7 +437,7 @@ class Envelope:
         """Move past the value that begins at ``value_start``; False when more bytes are needed."""
         buffer = self.buffer
         if buffer[self.value_start] not in b'"{[':  # a number or literal
-            end = _SCALAR.match(buffer, self.pos).end()
+            end = _skip(_SCALAR, buffer, self.pos)
             self.pos = end
             return end < len(buffer)
         while True:

@@ -7,9 +7,10 @@ read back in chunks in a thread: the API's memory does not grow with the file.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import chain
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 from aiohttp import BodyPartReader, web

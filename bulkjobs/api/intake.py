@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable
 from dataclasses import replace
-from typing import Any, Awaitable
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -55,7 +56,7 @@ async def create_job(request: web.Request) -> web.Response:
         return await _csv_job(request, job_id, receive(request, request.app[UPLOADS], job_id,
                                                        settings.max_upload_bytes))
     body = await _parse_body(request, settings)
-    if job_kind(body.fields) == EXPORT:
+    if _job_kind(body.fields) == EXPORT:
         return await _export_job(request, job_id, body)
     if "file_content" in body.fields:
         if body.has_data:
@@ -85,7 +86,7 @@ async def _parse_body(request: web.Request, settings: Settings) -> ParsedBody:
     if not body.envelope:  # a bare array or NDJSON: the job's fields are query parameters
         body.fields.update({key: value for key in ("type", "action", "description")
                             if (value := request.query.get(key)) is not None})
-        job_fields(body.fields)  # refused before the records are parsed
+        _job_fields(body.fields)  # refused before the records are parsed
     return body
 
 
@@ -97,7 +98,7 @@ async def _json_job(request: web.Request, job_id: str, body: ParsedBody) -> web.
     try:
         async for chunk in body.chunks:
             if not records.routing and "type" in body.fields and "action" in body.fields:
-                records.route_as(*job_fields(body.fields)[:2])
+                records.route_as(*_job_fields(body.fields)[:2])
             await records.add(chunk)
         record_type, action, description = _fields_after_data(body.fields)
         spool = await records.close(record_type, action)
@@ -126,7 +127,7 @@ async def _csv_job(request: web.Request, job_id: str, receiving: Awaitable[Uploa
         upload = await receiving
         plan, spool = await asyncio.to_thread(
             without_gc, spool_rows, uploads, job_id, upload, settings.max_records,
-            lambda action: new_spool(settings, job_id, tenant, RESOURCES, action),
+            lambda action: _new_spool(settings, job_id, tenant, RESOURCES, action),
         )
     except BaseException:
         uploads.remove(job_id)
@@ -169,7 +170,7 @@ async def _publish(request: web.Request, job: Job, spool: BatchSpool | None, sch
 # --- the job's fields ---------------------------------------------------------------------------
 
 
-def job_kind(fields: dict[str, Any]) -> str:
+def _job_kind(fields: dict[str, Any]) -> str:
     """What the request asks for: an import (the default) or an export."""
     kind = fields.get("kind")
     if kind is None:
@@ -179,7 +180,7 @@ def job_kind(fields: dict[str, Any]) -> str:
     return str(kind)
 
 
-def job_fields(fields: dict[str, Any]) -> tuple[str, str, str | None]:
+def _job_fields(fields: dict[str, Any]) -> tuple[str, str, str | None]:
     """An import's record type, action and description, checked."""
     record_type, action = fields.get("type"), fields.get("action")
     if record_type is None:
@@ -206,11 +207,11 @@ def job_fields(fields: dict[str, Any]) -> tuple[str, str, str | None]:
 
 def _fields_after_data(fields: dict[str, Any]) -> tuple[str, str, str | None]:
     """An envelope's members after its data are known once it is read: they must agree with it too."""
-    if job_kind(fields) == EXPORT:
+    if _job_kind(fields) == EXPORT:
         raise BadRequest("an export takes no 'data'", field="data")
     if "file_content" in fields:
         raise BadRequest("a job takes either 'data' or 'file_content'", field="file_content")
-    return job_fields(fields)
+    return _job_fields(fields)
 
 
 def _shown(value: Any) -> str:
@@ -222,7 +223,7 @@ def _shown(value: Any) -> str:
 # --- routing the records ------------------------------------------------------------------------
 
 
-def new_spool(settings: Settings, job_id: str, tenant: str, record_type: str, action: str) -> BatchSpool:
+def _new_spool(settings: Settings, job_id: str, tenant: str, record_type: str, action: str) -> BatchSpool:
     return BatchSpool(job_id=job_id, tenant=tenant, record_type=record_type, action=action,
                       partitions=settings.partitions, batch_records=settings.batch_records,
                       batch_bytes=settings.batch_bytes, directory=settings.data_dir / "spool")
@@ -242,7 +243,7 @@ class _JobRecords:
         return self.spool is not None
 
     def route_as(self, record_type: str, action: str) -> BatchSpool:
-        self.spool = new_spool(self.settings, self.job_id, self.tenant, record_type, action)
+        self.spool = _new_spool(self.settings, self.job_id, self.tenant, record_type, action)
         return self.spool
 
     async def add(self, chunk: Chunk) -> None:

@@ -93,7 +93,7 @@ class JobPublisher:
         try:
             await asyncio.wait_for(self.producer.send_and_wait(self.names.job_events, value, key=job_id.encode()),
                                    limit)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise TimeoutError(f"the broker took no {command} of the job within {limit:.1f} s") from None
 
     async def _send_batches(self, spool: BatchSpool, hold: bool) -> None:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import struct
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 from bulkjobs.api.bodies import Chunk
 from bulkjobs.kafka.batching import Batcher

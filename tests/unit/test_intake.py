@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import orjson
 import pytest
@@ -103,7 +104,8 @@ async def test_a_refused_json_job_publishes_nothing(client: TestClient, publishe
 
 
 async def test_an_export_is_published_without_batches(client: TestClient, publisher: FakePublisher) -> None:
-    resp = await client.post("/v1/jobs", headers=KEY, json={"kind": "export", "title": "machines", "object_type": "machine"})
+    resp = await client.post("/v1/jobs", headers=KEY,
+                             json={"kind": "export", "title": "machines", "object_type": "machine"})
     assert resp.status == 202, await resp.text()
     [(submitted, batches)] = publisher.jobs
     assert (submitted.type, submitted.total, batches) == ("export", None, None)
