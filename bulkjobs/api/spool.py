@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from bulkjobs.api.bodies import Chunk
+from bulkjobs.api.array_splitter import Chunk
 from bulkjobs.kafka.batching import Batcher
 
 _HEADER = struct.Struct("<HI")  # partition, payload length
