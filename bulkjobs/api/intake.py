@@ -231,7 +231,7 @@ def _new_spool(settings: Settings, job_id: str, tenant: str, record_type: str, a
 
 class _JobRecords:
     """A JSON job's records, routed into a spool once the record type and action are known
-    (``route_as``) and held on disk until then; more than ``max_records`` is a 413."""
+    (``route_as``) and held on disk until then; more records than the settings allow is a 413."""
 
     def __init__(self, settings: Settings, job_id: str, tenant: str) -> None:
         self.settings, self.job_id, self.tenant = settings, job_id, tenant
@@ -259,7 +259,7 @@ class _JobRecords:
 
     async def close(self, record_type: str, action: str) -> BatchSpool:
         """All records are parsed: route the held ones, a chunk at a time, and close the spool."""
-        spool = self.spool or self.route_as(record_type, action)
+        spool = self.spool if self.spool is not None else self.route_as(record_type, action)
         for raw, size in self.held or ():
             await asyncio.to_thread(without_gc, _add_raw, spool, raw, size)
         if spool.records == 0:
@@ -268,10 +268,12 @@ class _JobRecords:
         return spool
 
     def discard(self) -> None:
+        """Let go of the spool: the job is refused."""
         if self.spool is not None:
             self.spool.discard()
 
     def release_held(self) -> None:
+        """Let go of the held chunks: they are routed, or the job is refused."""
         if self.held is not None:
             self.held.discard()
 
