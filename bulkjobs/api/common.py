@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from typing import Any, Awaitable, Callable, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
@@ -20,7 +21,7 @@ SETTINGS = web.AppKey("settings", Settings)
 READER = web.AppKey("reader", ViewReader)
 PUBLISHER = web.AppKey("publisher", JobPublisher)
 ACCEPTED = web.AppKey("accepted", OrderedDict)
-FILES = web.AppKey("files", UploadFiles)
+UPLOADS = web.AppKey("uploads", UploadFiles)  # CSV jobs' original files
 
 ACCEPTED_MEMORY = 10_000
 VIEW_WAIT = 10.0  # seconds a command waits for the view to show it before answering 202 (README)

@@ -7,9 +7,10 @@ read back in chunks in a thread: the API's memory does not grow with the file.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import chain
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 from aiohttp import BodyPartReader, web
@@ -200,17 +201,17 @@ def spool_rows(files: UploadFiles, job_id: str, upload: Upload, max_records: int
     """Read the saved file: plan the import from its header, then route every row's record
     into a spool made by ``new_spool(action)``. Runs in a thread."""
     reader = RowReader(upload.encoding)
-    plan: ImportPlan | None = None
-    spool: BatchSpool | None = None
+    planned: tuple[ImportPlan, BatchSpool] | None = None  # once the header is read
     ratio = 0.0  # bytes of encoded records per byte of CSV, measured on the first rows
     try:
         for data in chain(files.chunks(job_id), [b""]):  # read a chunk at a time, then finish
             rows = reader.feed(data) if data else reader.finish()
-            if plan is None and rows:
+            if planned is None and rows:
                 plan = plan_import(upload.settings, rows.pop(0))
-                spool = new_spool(plan.action)
-            if plan is None or spool is None or not rows:
+                planned = plan, new_spool(plan.action)
+            if planned is None or not rows:
                 continue
+            plan, spool = planned
             records = [plan.record(row) for row in rows]
             if spool.records + len(records) > max_records:
                 raise TooLarge(f"the file has more than the limit of {max_records} rows",
@@ -218,14 +219,15 @@ def spool_rows(files: UploadFiles, job_id: str, upload: Upload, max_records: int
             if not ratio:
                 ratio = len(orjson.dumps(records)) / max(1, len(data))
             spool.add(records, int(len(data) * ratio))
-        if plan is None or spool is None:
+        if planned is None:
             raise BadRequest("the file is empty: a CSV job needs a header and at least one row", field="file",
                              code="empty_file")
+        plan, spool = planned
         if spool.records == 0:
             raise BadRequest("the file has a header but no rows", field="file", code="empty_file")
         spool.close()
     except BaseException:
-        if spool is not None:
-            spool.discard()
+        if planned is not None:
+            planned[1].discard()
         raise
     return plan, spool

@@ -11,7 +11,7 @@ one costs no more memory than any other.
 from __future__ import annotations
 
 import zlib
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 

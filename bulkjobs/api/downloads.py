@@ -8,11 +8,12 @@ time, never gathered in memory.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 
-from bulkjobs.api.common import FILES, READER, attachment, find_job, json_response, paging
+from bulkjobs.api.common import READER, UPLOADS, attachment, find_job, json_response, paging
 from bulkjobs.domain.csv_files import RowReader, write_rows
 from bulkjobs.domain.csv_import import parse_filter, template_rows
 from bulkjobs.domain.job_types import JOB_TYPES, JobType
@@ -32,7 +33,7 @@ TEMPLATE_PAGE = 12_000  # Cisco's page of a prefilled template
 
 async def _csv_job(request: web.Request) -> dict[str, Any]:
     job = await find_job(request)
-    if not job.get("file") or not request.app[FILES].exists(job["id"]):
+    if not job.get("file") or not request.app[UPLOADS].exists(job["id"]):
         raise NotFound(f"job {job['id']!r} has no file: it was not submitted as CSV")
     return job
 
@@ -41,7 +42,7 @@ async def original_file(request: web.Request) -> web.StreamResponse:
     """The CSV exactly as it was uploaded."""
     job = await _csv_job(request)
     headers = {"Content-Type": "text/csv", **attachment(job["file"]["name"] or f"{job['id']}.csv")}
-    return web.FileResponse(request.app[FILES].path(job["id"]), headers=headers)
+    return web.FileResponse(request.app[UPLOADS].path(job["id"]), headers=headers)
 
 
 async def _rows(files: UploadFiles, job_id: str, encoding: str) -> AsyncIterator[list[list[str]]]:
@@ -98,7 +99,7 @@ async def results_csv(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     results = _Results(request.app[READER], job["id"])
     index = -1  # the header comes first
-    async for rows in _rows(request.app[FILES], job["id"], job["file"]["character_encoding"]):
+    async for rows in _rows(request.app[UPLOADS], job["id"], job["file"]["character_encoding"]):
         out = []
         for row in rows:
             if index < 0:
@@ -178,9 +179,11 @@ def _job_type(request: web.Request) -> JobType:
     return job_type
 
 
-EXPORT_TYPE: dict[str, Any] = {"name": "export", "description": "Export objects or relationships to JSON lines or CSV files "
-               "(POST /v1/jobs with kind export)", "operation": "export", "object_type": None, "key": None,
-               "columns": []}
+EXPORT_TYPE: dict[str, Any] = {
+    "name": "export",
+    "description": "Export objects or relationships to JSON lines or CSV files (POST /v1/jobs with kind export)",
+    "operation": "export", "object_type": None, "key": None, "columns": [],
+}
 
 
 async def list_job_types(request: web.Request) -> web.Response:

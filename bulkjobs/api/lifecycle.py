@@ -15,17 +15,18 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 from aiohttp import web
 
 import bulkjobs
 from bulkjobs.api.common import (
-    FILES,
     PUBLISHER,
     READER,
+    UPLOADS,
     answer_deleted,
     find_job,
     job_of,
@@ -224,7 +225,7 @@ async def _delete(request: web.Request, jobs: list[dict[str, Any]], running: typ
     tenant, ids = request["tenant"], [job["id"] for job in jobs]
     await asyncio.gather(*(request.app[PUBLISHER].command(job_id, tenant, "delete") for job_id in ids))
     for job_id in ids:
-        request.app[FILES].remove(job_id)
+        request.app[UPLOADS].remove(job_id)
     return await answer_deleted(request.app[READER].job_ids, tenant, ids)
 
 

@@ -13,7 +13,8 @@ import contextlib
 import logging
 import weakref
 from collections import defaultdict
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import orjson
 from aiohttp import WSCloseCode, WSMsgType, web

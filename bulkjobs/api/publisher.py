@@ -85,16 +85,16 @@ class JobPublisher:
             await asyncio.sleep(self.beat_interval)
             await self._upload_command(job_id, tenant, "beat")
 
-    async def _upload_command(self, job_id: str, tenant: str, kind: str) -> None:
+    async def _upload_command(self, job_id: str, tenant: str, command: str) -> None:
         """A beat or the seal, acknowledged within two beat intervals (so the job is never
         silent for a whole upload timeout, 5 intervals, while its API lives)."""
-        value = self._command_value(job_id, tenant, kind)
+        value = self._command_value(job_id, tenant, command)
         limit = 2 * self.beat_interval
         try:
             await asyncio.wait_for(self.producer.send_and_wait(self.names.job_events, value, key=job_id.encode()),
                                    limit)
-        except asyncio.TimeoutError:
-            raise TimeoutError(f"the broker took no {kind} of the job within {limit:.1f} s") from None
+        except TimeoutError:
+            raise TimeoutError(f"the broker took no {command} of the job within {limit:.1f} s") from None
 
     async def _send_batches(self, spool: BatchSpool, hold: bool) -> None:
         slots = asyncio.Semaphore(MAX_IN_FLIGHT)
@@ -110,14 +110,14 @@ class JobPublisher:
             await asyncio.gather(*pending)
 
     @staticmethod
-    def _command_value(job_id: str, tenant: str, kind: str, reason: str | None = None,
+    def _command_value(job_id: str, tenant: str, command: str, reason: str | None = None,
                        changes: dict[str, Any] | None = None) -> bytes:
-        return encode(JobCommand(job_id=job_id, tenant=tenant, kind=kind, at=utc_now(), reason=reason,
+        return encode(JobCommand(job_id=job_id, tenant=tenant, kind=command, at=utc_now(), reason=reason,
                                  changes=changes))
 
-    async def command(self, job_id: str, tenant: str, kind: str, reason: str | None = None,
+    async def command(self, job_id: str, tenant: str, command: str, reason: str | None = None,
                       changes: dict[str, Any] | None = None) -> None:
-        value = self._command_value(job_id, tenant, kind, reason, changes)
+        value = self._command_value(job_id, tenant, command, reason, changes)
         try:
             await self.producer.send_and_wait(self.names.job_events, value, key=job_id.encode())
         except Exception as exc:

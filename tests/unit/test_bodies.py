@@ -10,16 +10,10 @@ from typing import Any
 import orjson
 import pytest
 
-from bulkjobs.api import bodies
-from bulkjobs.api.bodies import (
-    MAX_ELEMENT_BYTES,
-    MAX_FIELDS_BYTES,
-    ArraySplitter,
-    BodyReader,
-    ParsedBody,
-    parse_json,
-    parse_ndjson,
-)
+from bulkjobs.api import array_splitter, bodies, envelope
+from bulkjobs.api.array_splitter import MAX_ELEMENT_BYTES, ArraySplitter
+from bulkjobs.api.bodies import BodyReader, ParsedBody, parse_json, parse_ndjson
+from bulkjobs.api.envelope import MAX_FIELDS_BYTES
 from bulkjobs.domain.records import Refused
 from bulkjobs.errors import BadRequest, InvalidJson, TooLarge
 
@@ -366,7 +360,8 @@ class CountingOrjson:
 @pytest.fixture
 def counting(monkeypatch: pytest.MonkeyPatch) -> CountingOrjson:
     counter = CountingOrjson()
-    monkeypatch.setattr(bodies, "orjson", counter)
+    for module in (bodies, array_splitter, envelope):
+        monkeypatch.setattr(module, "orjson", counter)
     return counter
 
 

@@ -1,0 +1,76 @@
+"""Plain reads: a job and its results, objects and relationships from the view, and the
+service's health. (Lists of jobs, runs and history are in ``api.lifecycle``.)"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from aiohttp import web
+
+from bulkjobs.api.common import READER, find_job, json_response, paging
+from bulkjobs.clock import utc_now
+from bulkjobs.errors import NotFound, Unavailable
+
+HEARTBEAT_MAX_AGE = timedelta(seconds=15)
+
+
+async def get_job(request: web.Request) -> web.Response:
+    return json_response(await find_job(request))
+
+
+async def job_results(request: web.Request) -> web.Response:
+    job = await find_job(request)
+    limit, offset = paging(request)
+    items = await request.app[READER].results(job["id"], limit, offset)
+    return json_response({"items": items, "total": job["counts"]["processed"]})
+
+
+async def get_object(request: web.Request) -> web.Response:
+    object_id = request.match_info["object_id"]
+    found = await request.app[READER].object(request["tenant"], object_id)
+    if found is None:
+        raise NotFound(f"object {object_id!r} not found")
+    return json_response(found)
+
+
+async def list_objects(request: web.Request) -> web.Response:
+    limit, offset = paging(request)
+    items, total = await request.app[READER].objects(
+        request["tenant"], request.query.get("type"), request.query.get("external_id"), limit, offset
+    )
+    return json_response({"items": items, "total": total})
+
+
+async def get_relationship(request: web.Request) -> web.Response:
+    rel_id = request.match_info["relationship_id"]
+    found = await request.app[READER].relationship(request["tenant"], rel_id)
+    if found is None:
+        raise NotFound(f"relationship {rel_id!r} not found")
+    return json_response(found)
+
+
+async def list_relationships(request: web.Request) -> web.Response:
+    limit, offset = paging(request)
+    items, total = await request.app[READER].relationships(
+        request["tenant"], request.query.get("relationship_type"), limit, offset
+    )
+    return json_response({"items": items, "total": total})
+
+
+async def health(request: web.Request) -> web.Response:
+    """200 once a worker has reported through the broker and the store feeder within the last
+    few seconds (the API's own producer is connected before it serves); the workers seen."""
+    workers = await request.app[READER].workers(utc_now(ago=HEARTBEAT_MAX_AGE))
+    if not workers:
+        raise Unavailable(f"no worker has reported in the last {HEARTBEAT_MAX_AGE.total_seconds():.0f} s")
+    return json_response({"status": "ok", "workers": workers})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/v1/jobs/{job_id}", get_job)
+    app.router.add_get("/v1/jobs/{job_id}/results", job_results)
+    app.router.add_get("/v1/objects", list_objects)
+    app.router.add_get("/v1/objects/{object_id}", get_object)
+    app.router.add_get("/v1/relationships", list_relationships)
+    app.router.add_get("/v1/relationships/{relationship_id}", get_relationship)
+    app.router.add_get("/v1/health", health)
