@@ -19,13 +19,14 @@ _HELD = struct.Struct("<II")  # body bytes, JSON length
 
 
 class BatchSpool:
-    def __init__(self, *, job_id: str, tenant: str, kind: str, action: str, partitions: int,
+    def __init__(self, *, job_id: str, tenant: str, record_type: str, action: str, partitions: int,
                  batch_records: int, batch_bytes: int, directory: Path) -> None:
-        self.kind, self.action, self.partitions = kind, action, partitions
+        self.record_type, self.action, self.partitions = record_type, action, partitions
         directory.mkdir(parents=True, exist_ok=True)
         self._file: IO[bytes] = tempfile.TemporaryFile(dir=directory)
-        self._batcher = Batcher(job_id=job_id, tenant=tenant, kind=kind, action=action, partitions=partitions,
-                                batch_records=batch_records, batch_bytes=batch_bytes, emit=self._write)
+        self._batcher = Batcher(job_id=job_id, tenant=tenant, record_type=record_type, action=action,
+                                partitions=partitions, batch_records=batch_records, batch_bytes=batch_bytes,
+                                emit=self._write)
 
     @property
     def records(self) -> int:

@@ -1,7 +1,7 @@
 """Export jobs: what a request to export asks for, and how the exported records become files.
 
-An export reads one kind of record of a tenant (the objects of one type, or the relationships
-of one type) whose ``updated_at`` falls in a time frame, and writes them as JSON lines or CSV,
+An export reads a tenant's objects of one type, or its relationships of one type,
+whose ``updated_at`` falls in a time frame, and writes them as JSON lines or CSV,
 ``file_split_size`` records per file. The API checks a request with ``parse_export``; the
 store's exporter (``bulkjobs/store/exporter.py``) rebuilds it from the job's details, reads the
 records and writes the bytes this module renders. Pure: no Kafka, HTTP or SQLite here.

@@ -24,7 +24,7 @@ def test_a_csv_file_is_routed_without_holding_it_in_memory(tmp_path: Path) -> No
     upload = Upload(parse_settings({"operation": "insert", "object_type": "t"}), None, None, size, "utf-8")
 
     def new_spool(action: str) -> BatchSpool:
-        return BatchSpool(job_id=JOB, tenant="tenant-a", kind=RESOURCES, action=action, partitions=4,
+        return BatchSpool(job_id=JOB, tenant="tenant-a", record_type=RESOURCES, action=action, partitions=4,
                           batch_records=1000, batch_bytes=384 * 1024, directory=tmp_path / "spool")
 
     tracemalloc.start()

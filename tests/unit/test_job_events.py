@@ -117,7 +117,7 @@ def test_an_http_job_or_an_ended_one_wants_no_parts() -> None:
 
 def route(records: list[Any], first_index: int, first_seq: int) -> list[tuple[int, RecordBatch]]:
     out: list[tuple[int, bytes]] = []
-    batcher = Batcher(job_id="job-1", tenant="acme", kind="resources", action="post", partitions=4,
+    batcher = Batcher(job_id="job-1", tenant="acme", record_type="resources", action="post", partitions=4,
                       batch_records=3, batch_bytes=1 << 20, emit=lambda p, payload: out.append((p, payload)),
                       first_index=first_index, first_seq=first_seq)
     batcher.add(records, 100 * len(records))

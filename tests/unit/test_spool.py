@@ -27,9 +27,9 @@ TENANT = "tenant-a"
 JOB = "job-1"
 
 
-def make_spool(tmp_path: Path, *, kind: str = RESOURCES, action: str = "post", partitions: int = 4,
+def make_spool(tmp_path: Path, *, record_type: str = RESOURCES, action: str = "post", partitions: int = 4,
                batch_records: int = 5, batch_bytes: int = 1 << 30) -> BatchSpool:
-    return BatchSpool(job_id=JOB, tenant=TENANT, kind=kind, action=action, partitions=partitions,
+    return BatchSpool(job_id=JOB, tenant=TENANT, record_type=record_type, action=action, partitions=partitions,
                       batch_records=batch_records, batch_bytes=batch_bytes, directory=tmp_path / "spool")
 
 
@@ -41,7 +41,7 @@ def drain(spool: BatchSpool) -> list[tuple[int, RecordBatch]]:
         assert len(payload) <= MAX_MESSAGE_BYTES
         assert 0 <= partition < spool.partitions
         batch = RecordBatch(**orjson.loads(payload))
-        assert (batch.job_id, batch.tenant, batch.type, batch.action) == (JOB, TENANT, spool.kind, spool.action)
+        assert (batch.job_id, batch.tenant, batch.type, batch.action) == (JOB, TENANT, spool.record_type, spool.action)
         assert batch.items, "no empty batches"
         messages.append((partition, batch))
     assert [batch.seq for _, batch in messages] == list(range(spool.batches))
@@ -58,21 +58,21 @@ def all_items(messages: list[tuple[int, RecordBatch]]) -> dict[int, tuple[int, l
     return seen
 
 
-def expected_partition(kind: str, action: str, item: list[Any], record: Any, partitions: int) -> int:
+def expected_partition(record_type: str, action: str, item: list[Any], record: Any, partitions: int) -> int:
     index, fresh_id = item[0], item[1]
     if isinstance(record, Refused):
         return index % partitions
     if fresh_id is not None:
         return partition_of(fresh_id, partitions)
-    return route(kind, action, TENANT, record, partitions, index, JOB)[0]
+    return route(record_type, action, TENANT, record, partitions, index, JOB)[0]
 
 
 OBJ_IDS = [uuid4().hex for _ in range(6)] + ["foreign-id", derived_id(TENANT, "server", "e1")]
 
 
-def records_for(kind: str, action: str) -> list[Any]:
+def records_for(record_type: str, action: str) -> list[Any]:
     """A mix of good and malformed records for one action, ~60 of them."""
-    if kind == RELATIONSHIPS and action == "post":
+    if record_type == RELATIONSHIPS and action == "post":
         good = [{"relationship_type": "r", "source": OBJ_IDS[i % 6], "target": OBJ_IDS[(i + 1) % 6]} for i in range(40)]
     elif action == "post":
         good = [{"type": "server", "external_id": f"e{i}"} for i in range(25)] + [{"type": "server"}] * 15
@@ -91,17 +91,18 @@ def records_for(kind: str, action: str) -> list[Any]:
     return mixed + bad
 
 
-EVERY_ACTION = [pytest.param(kind, action, id=f"{kind}/{action}")
-                for kind, actions in ACTIONS.items() for action in sorted(actions)]
+EVERY_ACTION = [pytest.param(record_type, action, id=f"{record_type}/{action}")
+                for record_type, actions in ACTIONS.items() for action in sorted(actions)]
 
 
 @pytest.mark.parametrize("partitions, batch_records", [(1, 1000), (3, 4), (8, 1), (8, 7)])
-@pytest.mark.parametrize("kind, action", EVERY_ACTION)
+@pytest.mark.parametrize("record_type, action", EVERY_ACTION)
 def test_every_record_lands_once_in_a_batch_of_its_owner(
-    tmp_path: Path, kind: str, action: str, partitions: int, batch_records: int
+    tmp_path: Path, record_type: str, action: str, partitions: int, batch_records: int
 ) -> None:
-    records = records_for(kind, action)
-    spool = make_spool(tmp_path, kind=kind, action=action, partitions=partitions, batch_records=batch_records)
+    records = records_for(record_type, action)
+    spool = make_spool(tmp_path, record_type=record_type, action=action, partitions=partitions,
+                       batch_records=batch_records)
     for start in range(0, len(records), 9):  # the body parser hands over chunks of records
         spool.add(records[start:start + 9], size=900)
 
@@ -112,7 +113,7 @@ def test_every_record_lands_once_in_a_batch_of_its_owner(
     assert sorted(items) == list(range(len(records)))
     for index, (partition, item) in items.items():
         record = records[index]
-        assert partition == expected_partition(kind, action, item, record, partitions), item
+        assert partition == expected_partition(record_type, action, item, record, partitions), item
         if isinstance(record, Refused):
             assert item == [index, None, None, "line is not valid JSON: {nope"]
         else:
