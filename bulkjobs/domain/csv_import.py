@@ -386,13 +386,15 @@ def parse_filter(text: str | None) -> list[Condition]:
     return conditions
 
 
-def _cell(value: Any) -> str:
+def _template_cell(value: Any) -> str:
+    """A value in a CSV template's cell: nothing as empty, booleans as true/false, a list's items
+    joined by ";", an object as JSON."""
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list):
-        return ";".join(_cell(item) for item in value)
+        return ";".join(_template_cell(item) for item in value)
     if isinstance(value, dict):
         return orjson.dumps(value).decode()
     return str(value)
@@ -406,4 +408,4 @@ def template_rows(job_type: JobType, objects: list[dict[str, Any]]) -> list[list
         header = ["external_id", *sorted({name for row in rows for name in row} - {"external_id"})]
     else:
         header = job_type.column_names
-    return [header, *([_cell(row.get(name)) for name in header] for row in rows)]
+    return [header, *([_template_cell(row.get(name)) for name in header] for row in rows)]

@@ -193,8 +193,8 @@ def split(start: int, count: int, size: int) -> list[tuple[int, int, int]]:
     return slices
 
 
-def _cell(value: Any) -> str:
-    """A value in a CSV cell: text as it is, nothing as empty, anything else as JSON."""
+def _export_cell(value: Any) -> str:
+    """A value in an exported CSV cell: text as it is, nothing as empty, anything else as JSON."""
     if value is None:
         return ""
     if isinstance(value, str):
@@ -230,10 +230,10 @@ class Renderer:
         if self.request.format == JSONL:
             return b"".join(orjson.dumps(record) + b"\n" for record in records)
         if self.request.source == RELATIONSHIPS:
-            return _csv_rows([[_cell(record[name]) for name in RELATIONSHIP_FIELDS] for record in records])
+            return _csv_rows([[_export_cell(record[name]) for name in RELATIONSHIP_FIELDS] for record in records])
         return _csv_rows([
-            [record["id"], record["type"], _cell(record["external_id"]),
-             *(_cell(record["attributes"].get(name)) for name in self.attribute_names),
+            [record["id"], record["type"], _export_cell(record["external_id"]),
+             *(_export_cell(record["attributes"].get(name)) for name in self.attribute_names),
              record["created_at"], record["updated_at"]]
             for record in records
         ])
