@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 
@@ -70,38 +70,58 @@ def _quoted(text: str) -> str:
     return repr(text) if len(text) <= _QUOTED_CHARS else repr(text[:_QUOTED_CHARS]) + "..."
 
 
+def _integer(text: str, value: str) -> int:
+    try:
+        integer = int(value)
+    except ValueError:
+        raise ValueError(f"{_quoted(text)} is not an integer") from None
+    if not _INT_MIN <= integer <= _INT_MAX:
+        raise ValueError(f"{_quoted(text)} is out of range for an integer (64 bits)")
+    return integer
+
+
+def _number(text: str, value: str) -> int | float:
+    """A number; an integral one written without a point or an exponent stays an integer."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"{_quoted(text)} is not a number") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{_quoted(text)} is not a finite number")
+    if number.is_integer() and "." not in value and "e" not in value.lower() and _INT_MIN <= number <= _INT_MAX:
+        return int(number)
+    return number
+
+
+def _boolean(text: str, value: str) -> bool:
+    if value.lower() in _TRUE:
+        return True
+    if value.lower() in _FALSE:
+        return False
+    raise ValueError(f"{_quoted(text)} is not a boolean (true/false, yes/no, 1/0)")
+
+
+def _list(text: str, value: str) -> list[str]:
+    return [part.strip() for part in value.split(";") if part.strip()]
+
+
+# Each column type but string: its cell's text and that text stripped -> the value.
+_CONVERTERS: dict[str, Callable[[str, str], Any]] = {
+    "integer": _integer,
+    "number": _number,
+    "boolean": _boolean,
+    "list": _list,
+}
+
+
 def convert(text: str, column_type: str) -> Any:
     """A cell's text as a value of ``column_type``; ValueError saying why it is not one."""
     if column_type == "string":
         return text
-    value = text.strip()
-    if column_type == "integer":
-        try:
-            integer = int(value)
-        except ValueError:
-            raise ValueError(f"{_quoted(text)} is not an integer") from None
-        if not _INT_MIN <= integer <= _INT_MAX:
-            raise ValueError(f"{_quoted(text)} is out of range for an integer (64 bits)")
-        return integer
-    if column_type == "number":
-        try:
-            number = float(value)
-        except ValueError:
-            raise ValueError(f"{_quoted(text)} is not a number") from None
-        if not math.isfinite(number):
-            raise ValueError(f"{_quoted(text)} is not a finite number")
-        if number.is_integer() and "." not in value and "e" not in value.lower() and _INT_MIN <= number <= _INT_MAX:
-            return int(number)
-        return number
-    if column_type == "boolean":
-        if value.lower() in _TRUE:
-            return True
-        if value.lower() in _FALSE:
-            return False
-        raise ValueError(f"{_quoted(text)} is not a boolean (true/false, yes/no, 1/0)")
-    if column_type == "list":
-        return [part.strip() for part in value.split(";") if part.strip()]
-    raise ValueError(f"unknown column type {column_type!r}")
+    converter = _CONVERTERS.get(column_type)
+    if converter is None:
+        raise ValueError(f"unknown column type {column_type!r}")
+    return converter(text, text.strip())
 
 
 @dataclass(frozen=True)
@@ -331,17 +351,36 @@ def plan_import(settings: ImportSettings, header: list[str]) -> ImportPlan:
     else:
         mappings = _header_mappings(header)
     names = [mapping.api_name for mapping in mappings]
+    job_type = _job_type(settings, names)
+    operation, object_type, find_by = _target(settings, job_type, names)
+    mappings = _check_defaults(job_type, mappings)
+    plan = ImportPlan(job_type, operation, object_type, find_by, mappings, width,
+                      tuple(_column_type(job_type, mapping) for mapping in mappings))
+    size = len(orjson.dumps(plan.details()))
+    if size > MAX_PLAN_BYTES:
+        raise BadRequest(f"the columns and their mappings take {size} bytes as JSON: at most {MAX_PLAN_BYTES} "
+                         "(fewer columns, shorter names or default values)", field="field_mappings",
+                         code="too_many_columns", limit=MAX_PLAN_BYTES)
+    return plan
+
+
+def _job_type(settings: ImportSettings, names: list[str]) -> JobType:
+    """The job type the settings name, which the columns must match, else the one they match."""
     if settings.job_type is None:
-        job_type = detect(names)
-    else:
-        job_type = JOB_TYPES[settings.job_type]
-        missing, unknown = job_type.mismatch(names)
-        if missing or unknown:
-            raise BadRequest(
-                f"the header does not match job type {job_type.name!r}: columns "
-                + ", ".join(job_type.column_names),
-                field="job_type", code="header_mismatch", missing=missing, unexpected=unknown,
-            )
+        return detect(names)
+    job_type = JOB_TYPES[settings.job_type]
+    missing, unknown = job_type.mismatch(names)
+    if missing or unknown:
+        raise BadRequest(
+            f"the header does not match job type {job_type.name!r}: columns "
+            + ", ".join(job_type.column_names),
+            field="job_type", code="header_mismatch", missing=missing, unexpected=unknown,
+        )
+    return job_type
+
+
+def _target(settings: ImportSettings, job_type: JobType, names: list[str]) -> tuple[str, str, str]:
+    """(operation, object_type, find_by): the job type's where it fixes them, else the settings'."""
     _fixed(settings, job_type, "operation", job_type.operation)
     _fixed(settings, job_type, "object_type", job_type.object_type)
     _fixed(settings, job_type, "find_by", job_type.key)
@@ -359,15 +398,7 @@ def plan_import(settings: ImportSettings, header: list[str]) -> ImportPlan:
     if operation != "insert" and find_by not in names:
         raise BadRequest(f"no column feeds {find_by!r}, which identifies the objects to {operation} (find_by)",
                          field="find_by")
-    mappings = _check_defaults(job_type, mappings)
-    plan = ImportPlan(job_type, operation, object_type, find_by, mappings, width,
-                      tuple(_column_type(job_type, mapping) for mapping in mappings))
-    size = len(orjson.dumps(plan.details()))
-    if size > MAX_PLAN_BYTES:
-        raise BadRequest(f"the columns and their mappings take {size} bytes as JSON: at most {MAX_PLAN_BYTES} "
-                         "(fewer columns, shorter names or default values)", field="field_mappings",
-                         code="too_many_columns", limit=MAX_PLAN_BYTES)
-    return plan
+    return operation, object_type, find_by
 
 
 def parse_filter(text: str | None) -> list[Condition]:

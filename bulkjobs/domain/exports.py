@@ -73,6 +73,19 @@ class TimeFrame:
 def _time_frame(value: Any) -> TimeFrame:
     if value is None:
         return TimeFrame()
+    date_from, date_to = _time_frame_dates(value)
+    frame = TimeFrame(
+        date_from=None if date_from is None else parse_instant(date_from, "time_frame.date_from"),
+        date_to=None if date_to is None else parse_instant(date_to, "time_frame.date_to"),
+    )
+    if frame.date_from is not None and frame.date_to is not None and frame.date_from > frame.date_to:
+        raise BadRequest("'time_frame.date_from' is after 'time_frame.date_to'", field="time_frame.date_from")
+    return frame
+
+
+def _time_frame_dates(value: Any) -> tuple[Any, Any]:
+    """(date_from, date_to) as a time_frame object gives them (None where open), or a 400 when
+    it is not ``{"all": true}`` or dates."""
     if not isinstance(value, dict):
         raise BadRequest("'time_frame' must be an object: {\"all\": true} or {\"date_from\", \"date_to\"}",
                          field="time_frame")
@@ -88,13 +101,7 @@ def _time_frame(value: Any) -> TimeFrame:
         raise BadRequest("a time frame is either all or dates, not both", field="time_frame")
     if not everything and date_from is None and date_to is None:
         raise BadRequest("a time frame needs all: true, date_from or date_to", field="time_frame")
-    frame = TimeFrame(
-        date_from=None if date_from is None else parse_instant(date_from, "time_frame.date_from"),
-        date_to=None if date_to is None else parse_instant(date_to, "time_frame.date_to"),
-    )
-    if frame.date_from is not None and frame.date_to is not None and frame.date_from > frame.date_to:
-        raise BadRequest("'time_frame.date_from' is after 'time_frame.date_to'", field="time_frame.date_from")
-    return frame
+    return date_from, date_to
 
 
 def _required_text(fields: dict[str, Any], name: str) -> str:
