@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 from uuid import uuid4
 
+import orjson
 import pytest
 
 from bulkjobs.domain import records
@@ -14,6 +15,8 @@ from bulkjobs.domain.changes import (
     OP_PATCH,
     OP_REL_CREATE,
     OP_REL_DELETE,
+    RESULT_OUTCOME,
+    Outcome,
 )
 from bulkjobs.domain.counts import Counts
 from bulkjobs.domain.identity import (
@@ -573,3 +576,13 @@ def test_index_apply_op_ignores_patches_and_missing_deletes() -> None:
     index.apply_op([OP_REL_DELETE, "missing"])
     assert index.objects == {OBJ: TENANT}
     assert index.relationships == {REL: TENANT}
+
+
+def test_outcomes_travel_as_the_plain_strings_results_have_always_carried() -> None:
+    applied, _ = run(RESOURCES, "post", [{"type": "server"}, 42])
+    assert [str(outcome) for outcome in Outcome] == ["created", "updated", "deleted", "skipped", "failed"]
+    assert orjson.loads(orjson.dumps(applied.results))[0][RESULT_OUTCOME] == "created"
+    assert [result[RESULT_OUTCOME] for result in applied.results] == [Outcome.CREATED, Outcome.FAILED]
+
+    decoded = orjson.loads(orjson.dumps([records.Refused("bad row", skipped=True).item(0)]))
+    assert apply_batch(RESOURCES, "post", TENANT, decoded, ObjectIndex(), AT).counts == Counts(processed=1, skipped=1)
