@@ -2,8 +2,9 @@
 its outcome) and ops on objects and relationships.
 
 Results and ops are JSON lists, not objects, to keep the changes topic small and the hot path
-free of per-record objects; the index constants below name their positions, and every writer
-and reader of them goes through these names.
+free of per-record objects. The comments below give their layouts and the index constants name
+their positions: the rules (``domain.records``) build them in this order, and their readers
+(the object index, the view writer) read them through these names.
 """
 
 from __future__ import annotations

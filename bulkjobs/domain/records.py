@@ -31,7 +31,7 @@ from bulkjobs.domain.identity import RELATIONSHIPS, RESOURCES, derived_id
 Error = dict[str, str]
 
 # The outcomes as module constants for the rules and the loop below: looking a member up on the
-# enum costs more per record than a simple rule's own work (15% of a batch of updates).
+# enum class every time made applying a batch of updates 15% slower.
 _CREATED, _UPDATED, _DELETED, _SKIPPED, _FAILED = (
     Outcome.CREATED, Outcome.UPDATED, Outcome.DELETED, Outcome.SKIPPED, Outcome.FAILED
 )
