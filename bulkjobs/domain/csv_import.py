@@ -1,4 +1,5 @@
-"""Turning a CSV job's rows into records: its settings, field mappings and typed values.
+"""Turning a CSV job's rows into records: its settings, field mappings and typed values (each
+cell converted by ``domain.csv_values``).
 
 ``plan_import`` checks a CSV job's settings against the file's header once (each mistake is a
 400 naming the field) and returns an ``ImportPlan``. The plan turns each row into the record
@@ -13,13 +14,13 @@ written as an attribute too), or is ``id`` to find objects by their bulkjobs id.
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 
+from bulkjobs.domain.csv_values import convert
 from bulkjobs.domain.job_types import (
     COLUMN_TYPES,
     JOB_TYPES,
@@ -55,74 +56,6 @@ MAX_NAME_CHARS = 255  # a column's name (api_name or header), object_type, find_
 MAX_DEFAULT_CHARS = 1000  # a default_value
 MAX_PLAN_BYTES = 256 * 1024  # the plan as JSON (the job's details)
 MAX_FILTER_TERMS = 50  # of a template's filter: each is a condition of one SQL query
-
-_TRUE = frozenset({"true", "yes", "y", "1"})
-_FALSE = frozenset({"false", "no", "n", "0"})
-
-
-# Integers JSON can carry here (orjson writes 64-bit integers, signed or not).
-_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
-_QUOTED_CHARS = 100  # of a cell quoted in a skipped row's reason
-
-
-def _quoted(text: str) -> str:
-    """A cell as a reason quotes it: the start of a long one, so reasons stay small."""
-    return repr(text) if len(text) <= _QUOTED_CHARS else repr(text[:_QUOTED_CHARS]) + "..."
-
-
-def _integer(text: str, value: str) -> int:
-    try:
-        integer = int(value)
-    except ValueError:
-        raise ValueError(f"{_quoted(text)} is not an integer") from None
-    if not _INT_MIN <= integer <= _INT_MAX:
-        raise ValueError(f"{_quoted(text)} is out of range for an integer (64 bits)")
-    return integer
-
-
-def _number(text: str, value: str) -> int | float:
-    """A number; an integral one written without a point or an exponent stays an integer."""
-    try:
-        number = float(value)
-    except ValueError:
-        raise ValueError(f"{_quoted(text)} is not a number") from None
-    if not math.isfinite(number):
-        raise ValueError(f"{_quoted(text)} is not a finite number")
-    if number.is_integer() and "." not in value and "e" not in value.lower() and _INT_MIN <= number <= _INT_MAX:
-        return int(number)
-    return number
-
-
-def _boolean(text: str, value: str) -> bool:
-    if value.lower() in _TRUE:
-        return True
-    if value.lower() in _FALSE:
-        return False
-    raise ValueError(f"{_quoted(text)} is not a boolean (true/false, yes/no, 1/0)")
-
-
-def _list(text: str, value: str) -> list[str]:
-    return [part.strip() for part in value.split(";") if part.strip()]
-
-
-# Each column type but string: its cell's text and that text stripped -> the value.
-_CONVERTERS: dict[str, Callable[[str, str], Any]] = {
-    "integer": _integer,
-    "number": _number,
-    "boolean": _boolean,
-    "list": _list,
-}
-
-
-def convert(text: str, column_type: str) -> Any:
-    """A cell's text as a value of ``column_type``; ValueError saying why it is not one."""
-    if column_type == "string":
-        return text
-    converter = _CONVERTERS.get(column_type)
-    if converter is None:
-        raise ValueError(f"unknown column type {column_type!r}")
-    return converter(text, text.strip())
-
 
 @dataclass(frozen=True)
 class FieldMapping:
