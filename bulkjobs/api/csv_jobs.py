@@ -36,7 +36,7 @@ MULTIPART = "multipart/form-data"
 
 
 @dataclass
-class Upload:
+class CsvUpload:
     """A CSV job's file, saved, and the settings that came with it."""
 
     settings: ImportSettings
@@ -58,7 +58,7 @@ def _fields_from_strings(pairs: dict[str, str]) -> dict[str, Any]:
     return fields
 
 
-class _FileWriter:
+class _UploadWriter:
     """Writes an upload to its job's file, enforcing the size limit and sniffing the encoding."""
 
     def __init__(self, files: UploadFiles, job_id: str, max_bytes: int) -> None:
@@ -82,18 +82,18 @@ class _FileWriter:
         self._file.close()
 
 
-def _upload(fields: dict[str, Any], name: str | None, writer: _FileWriter) -> Upload:
+def _upload(fields: dict[str, Any], name: str | None, writer: _UploadWriter) -> CsvUpload:
     settings = parse_settings(fields)
     if writer.size == 0:
         raise BadRequest("the file is empty: a CSV job needs a header and at least one row", field="file",
                          code="empty_file")
     encoding = encoding_name(settings.character_encoding) if settings.character_encoding else writer.sniffer.encoding()
-    return Upload(settings, fields.get("schedule"), check_file_name(name), writer.size, encoding)
+    return CsvUpload(settings, fields.get("schedule"), check_file_name(name), writer.size, encoding)
 
 
-async def receive(request: web.Request, files: UploadFiles, job_id: str, max_bytes: int) -> Upload:
+async def receive(request: web.Request, files: UploadFiles, job_id: str, max_bytes: int) -> CsvUpload:
     """Save the CSV of a ``text/csv`` or ``multipart/form-data`` request as the job's file."""
-    writer = _FileWriter(files, job_id, max_bytes)
+    writer = _UploadWriter(files, job_id, max_bytes)
     try:
         if request.content_type.lower() == MULTIPART:
             fields, name = await _receive_multipart(request, writer)
@@ -118,7 +118,7 @@ _MALFORMED_MULTIPART = (ValueError, AssertionError, LookupError, RuntimeError, H
 MAX_SETTINGS_PART = 4 * 1024 * 1024  # bytes in one settings part (the 'job' JSON or one setting)
 
 
-async def _receive_multipart(request: web.Request, writer: _FileWriter) -> tuple[dict[str, Any], str | None]:
+async def _receive_multipart(request: web.Request, writer: _UploadWriter) -> tuple[dict[str, Any], str | None]:
     """A ``file`` part (the CSV) and the settings: a ``job`` part holding JSON, or one part per
     setting. A body aiohttp cannot read as multipart is a 400, whatever it trips on."""
     try:
@@ -129,7 +129,7 @@ async def _receive_multipart(request: web.Request, writer: _FileWriter) -> tuple
                          code="invalid_multipart") from None
 
 
-async def _read_multipart(request: web.Request, writer: _FileWriter) -> tuple[dict[str, Any], str | None]:
+async def _read_multipart(request: web.Request, writer: _UploadWriter) -> tuple[dict[str, Any], str | None]:
     reader = await request.multipart()
     fields: dict[str, Any] = {}
     texts: dict[str, str] = {}
@@ -159,7 +159,7 @@ async def _read_multipart(request: web.Request, writer: _FileWriter) -> tuple[di
     return {**_fields_from_strings(texts), **fields}, name
 
 
-async def _copy_file_part(part: BodyPartReader, writer: _FileWriter) -> None:
+async def _copy_file_part(part: BodyPartReader, writer: _UploadWriter) -> None:
     """The file part's bytes, undoing a base64 transfer encoding chunk by chunk (aiohttp cuts
     base64 chunks on whole quartets)."""
     if part.headers.get("Content-Transfer-Encoding", "binary").lower() not in ("base64", "binary", "7bit", "8bit"):
@@ -180,12 +180,12 @@ async def _setting_bytes(part: BodyPartReader) -> bytes:
     return bytes(part.decode(bytes(data)))
 
 
-def receive_text(fields: dict[str, Any], files: UploadFiles, job_id: str, max_bytes: int) -> Upload:
+def receive_text(fields: dict[str, Any], files: UploadFiles, job_id: str, max_bytes: int) -> CsvUpload:
     """Save the ``file_content`` of a JSON job request (the CSV as a string) as the job's file."""
     content = fields.get("file_content")
     if not isinstance(content, str):
         raise BadRequest("'file_content' must be a string holding the CSV", field="file_content")
-    writer = _FileWriter(files, job_id, max_bytes)
+    writer = _UploadWriter(files, job_id, max_bytes)
     try:
         writer.write(content.encode())
     finally:
@@ -196,7 +196,7 @@ def receive_text(fields: dict[str, Any], files: UploadFiles, job_id: str, max_by
     return _upload(fields, name if isinstance(name, str) else None, writer)
 
 
-def spool_rows(files: UploadFiles, job_id: str, upload: Upload, max_records: int,
+def spool_rows(files: UploadFiles, job_id: str, upload: CsvUpload, max_records: int,
                new_spool: Callable[[str], BatchSpool]) -> tuple[ImportPlan, BatchSpool]:
     """Read the saved file: plan the import from its header, then route every row's record
     into a spool made by ``new_spool(action)``. Runs in a thread."""

@@ -25,7 +25,7 @@ from aiohttp import web
 
 from bulkjobs.api.bodies import BodyReader, Chunk, ParsedBody, parse_json, parse_ndjson
 from bulkjobs.api.common import PUBLISHER, SETTINGS, UPLOADS, json_response, remember
-from bulkjobs.api.csv_jobs import CSV_TYPES, MULTIPART, Upload, receive, receive_text, spool_rows
+from bulkjobs.api.csv_jobs import CSV_TYPES, MULTIPART, CsvUpload, receive, receive_text, spool_rows
 from bulkjobs.api.decoding import body_reader, content_encoding
 from bulkjobs.api.spool import BatchSpool, HeldChunks
 from bulkjobs.clock import parse_time, utc_now
@@ -119,7 +119,7 @@ async def _export_job(request: web.Request, job_id: str, body: ParsedBody) -> we
     return await _publish(request, job, None, body.fields.get("schedule"))
 
 
-async def _csv_job(request: web.Request, job_id: str, receiving: Awaitable[Upload]) -> web.Response:
+async def _csv_job(request: web.Request, job_id: str, receiving: Awaitable[CsvUpload]) -> web.Response:
     """Save the file, plan the import from its header and spool its rows, publish; a CSV job
     whose request is refused leaves no file behind."""
     settings, tenant, uploads = request.app[SETTINGS], request["tenant"], request.app[UPLOADS]

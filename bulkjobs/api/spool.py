@@ -25,8 +25,9 @@ class BatchSpool:
         self.record_type, self.action, self.partitions = record_type, action, partitions
         directory.mkdir(parents=True, exist_ok=True)
         self._file: IO[bytes] = tempfile.TemporaryFile(dir=directory)
-        self._batcher = Batcher(job_id=job_id, tenant=tenant, kind=record_type, action=action, partitions=partitions,
-                                batch_records=batch_records, batch_bytes=batch_bytes, emit=self._write)
+        self._batcher = Batcher(job_id=job_id, tenant=tenant, record_type=record_type, action=action,
+                                partitions=partitions, batch_records=batch_records, batch_bytes=batch_bytes,
+                                emit=self._write)
 
     @property
     def records(self) -> int:

@@ -1,4 +1,5 @@
-"""Turning a CSV job's rows into records: its settings, field mappings and typed values.
+"""Turning a CSV job's rows into records: its settings, field mappings and typed values (each
+cell converted by ``domain.csv_values``).
 
 ``plan_import`` checks a CSV job's settings against the file's header once (each mistake is a
 400 naming the field) and returns an ``ImportPlan``. The plan turns each row into the record
@@ -13,13 +14,13 @@ written as an attribute too), or is ``id`` to find objects by their bulkjobs id.
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import orjson
 
+from bulkjobs.domain.csv_values import convert
 from bulkjobs.domain.job_types import (
     COLUMN_TYPES,
     JOB_TYPES,
@@ -55,54 +56,6 @@ MAX_NAME_CHARS = 255  # a column's name (api_name or header), object_type, find_
 MAX_DEFAULT_CHARS = 1000  # a default_value
 MAX_PLAN_BYTES = 256 * 1024  # the plan as JSON (the job's details)
 MAX_FILTER_TERMS = 50  # of a template's filter: each is a condition of one SQL query
-
-_TRUE = frozenset({"true", "yes", "y", "1"})
-_FALSE = frozenset({"false", "no", "n", "0"})
-
-
-# Integers JSON can carry here (orjson writes 64-bit integers, signed or not).
-_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
-_QUOTED_CHARS = 100  # of a cell quoted in a skipped row's reason
-
-
-def _quoted(text: str) -> str:
-    """A cell as a reason quotes it: the start of a long one, so reasons stay small."""
-    return repr(text) if len(text) <= _QUOTED_CHARS else repr(text[:_QUOTED_CHARS]) + "..."
-
-
-def convert(text: str, column_type: str) -> Any:
-    """A cell's text as a value of ``column_type``; ValueError saying why it is not one."""
-    if column_type == "string":
-        return text
-    value = text.strip()
-    if column_type == "integer":
-        try:
-            integer = int(value)
-        except ValueError:
-            raise ValueError(f"{_quoted(text)} is not an integer") from None
-        if not _INT_MIN <= integer <= _INT_MAX:
-            raise ValueError(f"{_quoted(text)} is out of range for an integer (64 bits)")
-        return integer
-    if column_type == "number":
-        try:
-            number = float(value)
-        except ValueError:
-            raise ValueError(f"{_quoted(text)} is not a number") from None
-        if not math.isfinite(number):
-            raise ValueError(f"{_quoted(text)} is not a finite number")
-        if number.is_integer() and "." not in value and "e" not in value.lower() and _INT_MIN <= number <= _INT_MAX:
-            return int(number)
-        return number
-    if column_type == "boolean":
-        if value.lower() in _TRUE:
-            return True
-        if value.lower() in _FALSE:
-            return False
-        raise ValueError(f"{_quoted(text)} is not a boolean (true/false, yes/no, 1/0)")
-    if column_type == "list":
-        return [part.strip() for part in value.split(";") if part.strip()]
-    raise ValueError(f"unknown column type {column_type!r}")
-
 
 @dataclass(frozen=True)
 class FieldMapping:
@@ -331,17 +284,36 @@ def plan_import(settings: ImportSettings, header: list[str]) -> ImportPlan:
     else:
         mappings = _header_mappings(header)
     names = [mapping.api_name for mapping in mappings]
+    job_type = _job_type(settings, names)
+    operation, object_type, find_by = _target(settings, job_type, names)
+    mappings = _check_defaults(job_type, mappings)
+    plan = ImportPlan(job_type, operation, object_type, find_by, mappings, width,
+                      tuple(_column_type(job_type, mapping) for mapping in mappings))
+    size = len(orjson.dumps(plan.details()))
+    if size > MAX_PLAN_BYTES:
+        raise BadRequest(f"the columns and their mappings take {size} bytes as JSON: at most {MAX_PLAN_BYTES} "
+                         "(fewer columns, shorter names or default values)", field="field_mappings",
+                         code="too_many_columns", limit=MAX_PLAN_BYTES)
+    return plan
+
+
+def _job_type(settings: ImportSettings, names: list[str]) -> JobType:
+    """The job type the settings name, which the columns must match, else the one they match."""
     if settings.job_type is None:
-        job_type = detect(names)
-    else:
-        job_type = JOB_TYPES[settings.job_type]
-        missing, unknown = job_type.mismatch(names)
-        if missing or unknown:
-            raise BadRequest(
-                f"the header does not match job type {job_type.name!r}: columns "
-                + ", ".join(job_type.column_names),
-                field="job_type", code="header_mismatch", missing=missing, unexpected=unknown,
-            )
+        return detect(names)
+    job_type = JOB_TYPES[settings.job_type]
+    missing, unknown = job_type.mismatch(names)
+    if missing or unknown:
+        raise BadRequest(
+            f"the header does not match job type {job_type.name!r}: columns "
+            + ", ".join(job_type.column_names),
+            field="job_type", code="header_mismatch", missing=missing, unexpected=unknown,
+        )
+    return job_type
+
+
+def _target(settings: ImportSettings, job_type: JobType, names: list[str]) -> tuple[str, str, str]:
+    """(operation, object_type, find_by): the job type's where it fixes them, else the settings'."""
     _fixed(settings, job_type, "operation", job_type.operation)
     _fixed(settings, job_type, "object_type", job_type.object_type)
     _fixed(settings, job_type, "find_by", job_type.key)
@@ -359,15 +331,7 @@ def plan_import(settings: ImportSettings, header: list[str]) -> ImportPlan:
     if operation != "insert" and find_by not in names:
         raise BadRequest(f"no column feeds {find_by!r}, which identifies the objects to {operation} (find_by)",
                          field="find_by")
-    mappings = _check_defaults(job_type, mappings)
-    plan = ImportPlan(job_type, operation, object_type, find_by, mappings, width,
-                      tuple(_column_type(job_type, mapping) for mapping in mappings))
-    size = len(orjson.dumps(plan.details()))
-    if size > MAX_PLAN_BYTES:
-        raise BadRequest(f"the columns and their mappings take {size} bytes as JSON: at most {MAX_PLAN_BYTES} "
-                         "(fewer columns, shorter names or default values)", field="field_mappings",
-                         code="too_many_columns", limit=MAX_PLAN_BYTES)
-    return plan
+    return operation, object_type, find_by
 
 
 def parse_filter(text: str | None) -> list[Condition]:
@@ -386,13 +350,15 @@ def parse_filter(text: str | None) -> list[Condition]:
     return conditions
 
 
-def _cell(value: Any) -> str:
+def _template_cell(value: Any) -> str:
+    """A value in a CSV template's cell: nothing as empty, booleans as true/false, a list's items
+    joined by ";", an object as JSON."""
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list):
-        return ";".join(_cell(item) for item in value)
+        return ";".join(_template_cell(item) for item in value)
     if isinstance(value, dict):
         return orjson.dumps(value).decode()
     return str(value)
@@ -406,4 +372,4 @@ def template_rows(job_type: JobType, objects: list[dict[str, Any]]) -> list[list
         header = ["external_id", *sorted({name for row in rows for name in row} - {"external_id"})]
     else:
         header = job_type.column_names
-    return [header, *([_cell(row.get(name)) for name in header] for row in rows)]
+    return [header, *([_template_cell(row.get(name)) for name in header] for row in rows)]

@@ -1,7 +1,7 @@
 """Export jobs: what a request to export asks for, and how the exported records become files.
 
-An export reads one kind of record of a tenant (the objects of one type, or the relationships
-of one type) whose ``updated_at`` falls in a time frame, and writes them as JSON lines or CSV,
+An export reads a tenant's objects of one type, or its relationships of one type,
+whose ``updated_at`` falls in a time frame, and writes them as JSON lines or CSV,
 ``file_split_size`` records per file. The API checks a request with ``parse_export``; the
 store's exporter (``bulkjobs/store/exporter.py``) rebuilds it from the job's details, reads the
 records and writes the bytes this module renders. Pure: no Kafka, HTTP or SQLite here.
@@ -73,6 +73,19 @@ class TimeFrame:
 def _time_frame(value: Any) -> TimeFrame:
     if value is None:
         return TimeFrame()
+    date_from, date_to = _time_frame_dates(value)
+    frame = TimeFrame(
+        date_from=None if date_from is None else parse_instant(date_from, "time_frame.date_from"),
+        date_to=None if date_to is None else parse_instant(date_to, "time_frame.date_to"),
+    )
+    if frame.date_from is not None and frame.date_to is not None and frame.date_from > frame.date_to:
+        raise BadRequest("'time_frame.date_from' is after 'time_frame.date_to'", field="time_frame.date_from")
+    return frame
+
+
+def _time_frame_dates(value: Any) -> tuple[Any, Any]:
+    """(date_from, date_to) as a time_frame object gives them (None where open), or a 400 when
+    it is not ``{"all": true}`` or dates."""
     if not isinstance(value, dict):
         raise BadRequest("'time_frame' must be an object: {\"all\": true} or {\"date_from\", \"date_to\"}",
                          field="time_frame")
@@ -88,13 +101,7 @@ def _time_frame(value: Any) -> TimeFrame:
         raise BadRequest("a time frame is either all or dates, not both", field="time_frame")
     if not everything and date_from is None and date_to is None:
         raise BadRequest("a time frame needs all: true, date_from or date_to", field="time_frame")
-    frame = TimeFrame(
-        date_from=None if date_from is None else parse_instant(date_from, "time_frame.date_from"),
-        date_to=None if date_to is None else parse_instant(date_to, "time_frame.date_to"),
-    )
-    if frame.date_from is not None and frame.date_to is not None and frame.date_from > frame.date_to:
-        raise BadRequest("'time_frame.date_from' is after 'time_frame.date_to'", field="time_frame.date_from")
-    return frame
+    return date_from, date_to
 
 
 def _required_text(fields: dict[str, Any], name: str) -> str:
@@ -193,8 +200,8 @@ def split(start: int, count: int, size: int) -> list[tuple[int, int, int]]:
     return slices
 
 
-def _cell(value: Any) -> str:
-    """A value in a CSV cell: text as it is, nothing as empty, anything else as JSON."""
+def _export_cell(value: Any) -> str:
+    """A value in an exported CSV cell: text as it is, nothing as empty, anything else as JSON."""
     if value is None:
         return ""
     if isinstance(value, str):
@@ -230,10 +237,10 @@ class Renderer:
         if self.request.format == JSONL:
             return b"".join(orjson.dumps(record) + b"\n" for record in records)
         if self.request.source == RELATIONSHIPS:
-            return _csv_rows([[_cell(record[name]) for name in RELATIONSHIP_FIELDS] for record in records])
+            return _csv_rows([[_export_cell(record[name]) for name in RELATIONSHIP_FIELDS] for record in records])
         return _csv_rows([
-            [record["id"], record["type"], _cell(record["external_id"]),
-             *(_cell(record["attributes"].get(name)) for name in self.attribute_names),
+            [record["id"], record["type"], _export_cell(record["external_id"]),
+             *(_export_cell(record["attributes"].get(name)) for name in self.attribute_names),
              record["created_at"], record["updated_at"]]
             for record in records
         ])

@@ -58,14 +58,14 @@ def partition_of(object_id: str, partitions: int) -> int:
         return zlib.crc32(object_id.encode()) % partitions
 
 
-def route(kind: str, action: str, tenant: str, record: Any, partitions: int, index: int,
+def route(record_type: str, action: str, tenant: str, record: Any, partitions: int, index: int,
           job_id: str) -> tuple[int, str | None]:
     """(owning partition, fresh id or None) for record ``index`` of job ``job_id``.
 
     A record that creates without an external id gets its fresh id here. A record too
     malformed to name an object goes to partition ``index``: its owner fails it.
     """
-    if action in BY_EXTERNAL_ID or (action == "post" and kind == RESOURCES):
+    if action in BY_EXTERNAL_ID or (action == "post" and record_type == RESOURCES):
         if isinstance(record, dict):
             object_type, external_id = record.get("type"), record.get("external_id")
             if isinstance(object_type, str) and isinstance(external_id, str):

@@ -246,7 +246,7 @@ def resumed(job: Job, at: str) -> Job | None:
 STOP, HOLD, GO_ON = "stop", "hold", "go_on"
 
 
-def notice(kind: str, changes: dict[str, Any] | None = None) -> str | None:
+def notice(command: str, changes: dict[str, Any] | None = None) -> str | None:
     """What a command means for a job's batches before the tracker has applied it: a cancel or
     a delete stops them for good, a suspend holds them, a resume (or an update that resumes)
     lets them go on; anything else waits for the tracker.
@@ -256,11 +256,11 @@ def notice(kind: str, changes: dict[str, Any] | None = None) -> str | None:
     left to the tracker: it is refused once the job has started, and a hold the tracker does
     not share would park and release the same batches for ever.
     """
-    if kind in ("cancel", "delete"):
+    if command in ("cancel", "delete"):
         return STOP
-    if kind == "suspend":
+    if command == "suspend":
         return HOLD
-    if kind == "resume" or (kind == "update" and (changes or {}).get("suspended") is False):
+    if command == "resume" or (command == "update" and (changes or {}).get("suspended") is False):
         return GO_ON
     return None
 

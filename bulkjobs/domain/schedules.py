@@ -26,33 +26,56 @@ def check_schedule(raw: Any, now: datetime) -> dict[str, Any]:
     if not isinstance(raw, dict) or not raw or set(raw) - _KEYS:
         raise BadRequest("'schedule' must be an object with immediately, cron, runs and/or start_date",
                          field="schedule")
-    immediately = raw.get("immediately", False)
-    cron, runs, start = raw.get("cron"), raw.get("runs"), raw.get("start_date")
-    if not isinstance(immediately, bool):
+    immediately = _immediately(raw.get("immediately", False))
+    cron = _cron(raw.get("cron"))
+    runs = _runs(raw.get("runs"))
+    start_time = _start_time(raw.get("start_date"))
+    _check_fires(immediately, cron, start_time, now)
+    return {"immediately": immediately, "cron": cron, "runs": runs,
+            "start_date": format_time(start_time) if start_time else None}
+
+
+def _immediately(value: Any) -> bool:
+    if not isinstance(value, bool):
         raise BadRequest("'schedule.immediately' must be true or false", field="schedule.immediately")
-    if cron is not None and (not isinstance(cron, str) or not croniter.is_valid(cron)):
-        raise BadRequest(f"'schedule.cron' is not a valid cron expression: {cron!r}", field="schedule.cron",
+    return value
+
+
+def _cron(value: Any) -> str | None:
+    if value is not None and (not isinstance(value, str) or not croniter.is_valid(value)):
+        raise BadRequest(f"'schedule.cron' is not a valid cron expression: {value!r}", field="schedule.cron",
                          code="invalid_cron")
-    if runs is not None and (not isinstance(runs, int) or isinstance(runs, bool) or runs < 1):
+    return value
+
+
+def _runs(value: Any) -> int | None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
         raise BadRequest("'schedule.runs' must be a positive integer", field="schedule.runs")
-    start_time = None
-    if start is not None:
-        try:
-            start_time = parse_time(start) if isinstance(start, str) else None
-        except (ValueError, OverflowError):  # not a time, or one that cannot be told in UTC
-            start_time = None
-        if start_time is None:
-            raise BadRequest("'schedule.start_date' must be an ISO 8601 time", field="schedule.start_date")
-        if cron is None and start_time <= now:
-            raise BadRequest("'schedule.start_date' is in the past and there is no cron: it would never run",
-                             field="schedule.start_date")
+    return value
+
+
+def _start_time(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        start_time = parse_time(value) if isinstance(value, str) else None
+    except (ValueError, OverflowError):  # not a time, or one that cannot be told in UTC
+        start_time = None
+    if start_time is None:
+        raise BadRequest("'schedule.start_date' must be an ISO 8601 time", field="schedule.start_date")
+    return start_time
+
+
+def _check_fires(immediately: bool, cron: str | None, start_time: datetime | None, now: datetime) -> None:
+    """A 400 unless the schedule makes at least one run."""
+    if cron is None and start_time is not None and start_time <= now:
+        raise BadRequest("'schedule.start_date' is in the past and there is no cron: it would never run",
+                         field="schedule.start_date")
     if cron is None and start_time is None and not immediately:
         raise BadRequest("a schedule needs cron, start_date or immediately", field="schedule")
     if cron is not None and first_tick(cron, max(now, start_time or now)) is None:
         raise BadRequest(f"'schedule.cron' {cron!r} never fires" + (" after schedule.start_date" if start_time else ""),
                          field="schedule.cron", code="invalid_cron")
-    return {"immediately": immediately, "cron": cron, "runs": runs,
-            "start_date": format_time(start_time) if start_time else None}
 
 
 def first_tick(cron: str, after: datetime) -> datetime | None:

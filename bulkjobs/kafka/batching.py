@@ -28,10 +28,10 @@ Emit = Callable[[int, bytes], None]  # (partition, encoded RecordBatch)
 
 
 class Batcher:
-    def __init__(self, *, job_id: str, tenant: str, kind: str, action: str, partitions: int,
+    def __init__(self, *, job_id: str, tenant: str, record_type: str, action: str, partitions: int,
                  batch_records: int, batch_bytes: int, emit: Emit, first_index: int = 0,
                  first_seq: int = 0) -> None:
-        self.job_id, self.tenant, self.kind, self.action = job_id, tenant, kind, action
+        self.job_id, self.tenant, self.record_type, self.action = job_id, tenant, record_type, action
         self.partitions = partitions
         self.batch_records = batch_records
         self.batch_bytes = batch_bytes
@@ -46,7 +46,8 @@ class Batcher:
         if not records:
             return
         estimate = max(1, size // len(records))  # per-record dumps would cost more than routing
-        job_id, kind, action, tenant, partitions = self.job_id, self.kind, self.action, self.tenant, self.partitions
+        job_id, record_type, action, tenant = self.job_id, self.record_type, self.action, self.tenant
+        partitions = self.partitions
         pending, pending_bytes = self._pending, self._pending_bytes
         limit_records, limit_bytes = self.batch_records, self.batch_bytes
         index = self.next_index
@@ -55,7 +56,7 @@ class Batcher:
                 partition = index % partitions
                 item = record.item(index)
             else:
-                partition, fresh_id = route(kind, action, tenant, record, partitions, index, job_id)
+                partition, fresh_id = route(record_type, action, tenant, record, partitions, index, job_id)
                 item = [index, fresh_id, record]
             index += 1
             batch = pending[partition]
@@ -98,6 +99,6 @@ class Batcher:
         self.next_seq += 1
 
     def _encode(self, items: list[list[Any]]) -> bytes:
-        return encode(RecordBatch(job_id=self.job_id, tenant=self.tenant, type=self.kind,
+        return encode(RecordBatch(job_id=self.job_id, tenant=self.tenant, type=self.record_type,
                                   action=self.action, seq=self.next_seq, items=items))
 

@@ -7,7 +7,7 @@ All values are JSON (orjson) objects; keys are UTF-8 job ids where a topic is ke
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 
@@ -223,6 +223,19 @@ def _check_part(part: RecordPart) -> RecordPart:
     return part
 
 
+# What each event kind (the wire field ``kind``) is read as; requests and parts are checked too.
+_EVENT_TYPES: dict[str, Callable[..., JobEvent]] = {
+    "submitted": JobSubmitted,
+    "batch_done": BatchDone,
+    **{command: JobCommand for command in COMMANDS},
+    "batch_parked": BatchParked,
+    "export_progress": ExportProgress,
+    "export_done": ExportDone,
+    "request": lambda **data: _check_request(JobRequest(**data)),
+    "part": lambda **data: _check_part(RecordPart(**data)),
+}
+
+
 def job_event_from(key: bytes | None, value: bytes) -> JobEvent:
     """A job event, checked; ValueError saying what is wrong with a malformed or unknown one."""
     try:
@@ -231,28 +244,14 @@ def job_event_from(key: bytes | None, value: bytes) -> JobEvent:
         raise ValueError(f"the value is not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ValueError("the value is not a JSON object")
-    kind = data.get("kind")
+    event_kind = data.get("kind")
+    make = _EVENT_TYPES.get(event_kind) if isinstance(event_kind, str) else None
+    if make is None:
+        raise ValueError(f"unknown job event kind {event_kind!r}")
     try:
-        if kind == "submitted":
-            event: JobEvent = JobSubmitted(**data)
-        elif kind == "batch_done":
-            event = BatchDone(**data)
-        elif kind in COMMANDS:
-            event = JobCommand(**data)
-        elif kind == "batch_parked":
-            event = BatchParked(**data)
-        elif kind == "export_progress":
-            event = ExportProgress(**data)
-        elif kind == "export_done":
-            event = ExportDone(**data)
-        elif kind == "request":
-            event = _check_request(JobRequest(**data))
-        elif kind == "part":
-            event = _check_part(RecordPart(**data))
-        else:
-            raise ValueError(f"unknown job event kind {kind!r}")
+        event = make(**data)
     except TypeError as exc:  # a field missing or unknown
-        raise ValueError(f"a {kind!r} event with the wrong fields: {exc}") from None
+        raise ValueError(f"a {event_kind!r} event with the wrong fields: {exc}") from None
     if not is_job_id(event.job_id):
         raise ValueError(f"'job_id' must be {JOB_ID_RULE}")
     if key != event.job_id.encode():
@@ -321,47 +320,16 @@ class AppliedBatch:
 # --- status: key = job id. -------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class JobStatus:
-    """A job's full state after a change (a snapshot, so the latest one wins), on the same
-    partition number as the job's events. Producer: the job tracker. Consumers: the store,
-    every worker (the tracker rebuilds its jobs from it; the applier stops cancelled jobs),
-    outside users. ``batches`` and ``done`` (a hex bit set of counted batches) are the
-    tracker's bookkeeping."""
-
-    id: str
-    tenant: str
-    type: str
-    action: str
-    description: str | None
-    status: str
-    total: int | None
-    counts: dict[str, int]
-    progress: int
-    error: dict[str, str] | None
-    details: dict[str, Any] | None
-    host: str | None
-    created_at: str | None
-    started_at: str | None
-    completed_at: str | None
-    updated_at: str | None
-    batches: int | None
-    done: str
-    parts: int | None = None
-    parts_done: str = "0"
-    next_index: int = 0
-    next_seq: int = 0
-    parent_id: str | None = None
-    schedule: dict[str, Any] | None = None
-    runs_fired: int = 0
-    last_due: str | None = None
-    parked: list[list[int]] = field(default_factory=list)
-    uploading: bool = False
+# A job's full state after a change (a snapshot, so the latest one wins), on the same partition
+# number as the job's events: every field of its ``Job`` (``Job.to_dict``), and its ``progress``.
+# Producer: the job tracker. Consumers: the store, every worker (the tracker rebuilds its jobs
+# from it; the applier stops cancelled jobs), outside users. ``batches``, ``done`` (a hex bit set
+# of counted batches) and the part fields are the tracker's bookkeeping.
+JobStatus = dict[str, Any]
 
 
 def status_of(job: Job) -> JobStatus:
-    data = job.to_dict()
-    return JobStatus(**data, progress=job.progress)
+    return {**job.to_dict(), "progress": job.progress}
 
 
 def status_message(job: Job, at: str) -> tuple[Job, bytes]:
@@ -380,7 +348,7 @@ def status_message(job: Job, at: str) -> tuple[Job, bytes]:
     return small, encode(status_of(small))
 
 
-def job_from_status(status: dict[str, Any]) -> Job:
+def job_from_status(status: JobStatus) -> Job:
     data = dict(status)
     data.pop("progress", None)
     return Job.from_dict(data)

@@ -137,7 +137,7 @@ def _records(source: str, rows: Iterable[Sequence[Any]]) -> list[dict[str, Any]]
 # --- writing the files -----------------------------------------------------------------------
 
 
-class _FileWriter:
+class _ExportWriter:
     """Writes an export's records to its files, a new file every ``file_split_size`` records.
     Every method does file I/O: call them in a thread."""
 
@@ -198,7 +198,8 @@ async def export(db_path: Path, files: ExportFiles, reporter: Reporter, job_id: 
             table, where, params = _selection(request, tenant)
             [total] = await _scalar_rows(db, f"SELECT count(*) FROM {table} WHERE {where}", params)
             await reporter.progress(job_id, 0, total)
-            writer = _FileWriter(files, job_id, request, Renderer(request, await _attribute_names(db, request, tenant)))
+            renderer = Renderer(request, await _attribute_names(db, request, tenant))
+            writer = _ExportWriter(files, job_id, request, renderer)
             try:
                 await _write_rows(db, reporter, writer, job_id, total, gate, table, where, params)
                 listed = await asyncio.to_thread(writer.finish)
@@ -211,7 +212,7 @@ async def export(db_path: Path, files: ExportFiles, reporter: Reporter, job_id: 
     return writer.written, listed
 
 
-async def _write_rows(db: aiosqlite.Connection, reporter: Reporter, writer: _FileWriter, job_id: str, total: int,
+async def _write_rows(db: aiosqlite.Connection, reporter: Reporter, writer: _ExportWriter, job_id: str, total: int,
                       gate: asyncio.Event, table: str, where: str, params: list[Any]) -> None:
     columns = ", ".join(OBJECT_FIELDS if table == "objects" else RELATIONSHIP_FIELDS)
     reported, reported_at = 0, time.monotonic()

@@ -7,21 +7,42 @@ of messages replayed after a crash leaves the view as it was.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Any, Iterable
 
 import aiosqlite
 import orjson
 
-from bulkjobs.domain.counts import Counts
-from bulkjobs.domain.jobs import DELETED, EXPORT
-from bulkjobs.domain.records import (
+from bulkjobs.domain.changes import (
+    CREATE_AT,
+    CREATE_ATTRIBUTES,
+    CREATE_EXTERNAL_ID,
+    CREATE_OBJECT_TYPE,
+    CREATE_TENANT,
     OP_CREATE,
     OP_DELETE,
+    OP_ID,
     OP_PATCH,
     OP_REL_CREATE,
     OP_REL_DELETE,
+    OP_TYPE,
+    PATCH_AT,
+    PATCH_ATTRIBUTES,
+    REL_AT,
+    REL_RELATIONSHIP_TYPE,
+    REL_SOURCE,
+    REL_TARGET,
+    REL_TENANT,
+    RESULT_ERRORS,
+    RESULT_ID,
+    RESULT_INDEX,
+    RESULT_OUTCOME,
+    RESULT_SUCCESS,
+    Op,
 )
+from bulkjobs.domain.counts import Counts
+from bulkjobs.domain.jobs import DELETED, EXPORT
 
 log = logging.getLogger(__name__)
 
@@ -36,18 +57,19 @@ _OP_SQL = {
 }
 
 
-def _op_row(op: list[Any]) -> tuple[Any, ...]:
-    kind = op[0]
-    if kind == OP_CREATE:
-        _, object_id, tenant, object_type, external_id, attributes, at = op
-        return (object_id, tenant, object_type, external_id, orjson.dumps(attributes).decode(), at, at)
-    if kind == OP_PATCH:
-        _, object_id, attributes, at = op
-        return (orjson.dumps(attributes).decode(), at, object_id)
-    if kind == OP_REL_CREATE:
-        _, rel_id, tenant, relationship_type, source, target, at = op
-        return (rel_id, tenant, relationship_type, source, target, at, at)
-    return (op[1],)
+def _op_row(op: Op) -> tuple[Any, ...]:
+    """The parameters of an op's statement in ``_OP_SQL``."""
+    op_type = op[OP_TYPE]
+    if op_type == OP_CREATE:
+        at = op[CREATE_AT]
+        return (op[OP_ID], op[CREATE_TENANT], op[CREATE_OBJECT_TYPE], op[CREATE_EXTERNAL_ID],
+                orjson.dumps(op[CREATE_ATTRIBUTES]).decode(), at, at)
+    if op_type == OP_PATCH:
+        return (orjson.dumps(op[PATCH_ATTRIBUTES]).decode(), op[PATCH_AT], op[OP_ID])
+    if op_type == OP_REL_CREATE:
+        at = op[REL_AT]
+        return (op[OP_ID], op[REL_TENANT], op[REL_RELATIONSHIP_TYPE], op[REL_SOURCE], op[REL_TARGET], at, at)
+    return (op[OP_ID],)
 
 
 def _json(value: Any) -> str | None:
@@ -84,6 +106,107 @@ _UPSERT_JOB = (
 )
 
 
+@dataclass
+class _ChangeRows:
+    """The rows of the applied batches polled at once: their batches, results and ops."""
+
+    batches: list[tuple[Any, ...]] = field(default_factory=list)
+    results: list[tuple[Any, ...]] = field(default_factory=list)
+    ops: list[Op] = field(default_factory=list)
+
+    def add(self, applied: dict[str, Any]) -> None:
+        """Add an ``AppliedBatch``'s rows; one that is not what a worker writes is logged and skipped."""
+        try:
+            job_id = applied["job_id"]
+            batch = (job_id, applied["seq"], len(applied["results"]), applied["at"], applied.get("host"),
+                     _json(applied["counts"]))
+            results = [(job_id, result[RESULT_INDEX], 1 if result[RESULT_SUCCESS] else 0, result[RESULT_ID],
+                        _json(result[RESULT_ERRORS]), result[RESULT_OUTCOME]) for result in applied["results"]]
+            ops = list(applied["ops"])
+        except (KeyError, IndexError, TypeError, ValueError):  # not written by a worker: the view goes on
+            log.exception("skipping a change that is not an applied batch")
+            return
+        self.batches.append(batch)
+        self.results.extend(results)
+        self.ops.extend(ops)
+
+
+@dataclass
+class _JobRows:
+    """The rows of the latest status of each job polled at once."""
+
+    latest: dict[str, dict[str, Any]] = field(default_factory=dict)
+    jobs: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    files: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
+
+    def add(self, status: dict[str, Any]) -> None:
+        """Add a ``JobStatus``'s rows; one that is not a job status is logged and skipped."""
+        try:
+            job_id = status["id"]
+            job = _job_row(status)
+            files = _file_rows(status) if status["type"] == EXPORT else []
+        except (KeyError, TypeError, ValueError, AttributeError):
+            log.exception("skipping a message that is not a job status")
+            return
+        self.latest[job_id], self.jobs[job_id], self.files[job_id] = status, job, files
+
+    @property
+    def gone(self) -> set[str]:
+        """The jobs deleted: their tombstones arrived."""
+        return {job_id for job_id, status in self.latest.items() if status["status"] == DELETED}
+
+
+async def _write_ops(db: aiosqlite.Connection, ops: list[Op]) -> None:
+    for op_type, run in groupby(ops, key=lambda op: op[OP_TYPE]):
+        await db.executemany(_OP_SQL[op_type], [_op_row(op) for op in run])
+
+
+async def _write_changes(db: aiosqlite.Connection, changes: _ChangeRows) -> None:
+    await _write_ops(db, changes.ops)
+    if changes.results:
+        await db.executemany("INSERT OR REPLACE INTO results (job_id, idx, success, object_id, errors, outcome) "
+                             "VALUES (?, ?, ?, ?, ?, ?)", changes.results)
+    if changes.batches:
+        await db.executemany("INSERT OR IGNORE INTO job_batches (job_id, seq, records, at, host, counts) "
+                             "VALUES (?, ?, ?, ?, ?, ?)", changes.batches)
+
+
+async def _write_jobs(db: aiosqlite.Connection, job_rows: _JobRows) -> None:
+    gone_ids = job_rows.gone
+    jobs = [row for job_id, row in job_rows.jobs.items() if job_id not in gone_ids]
+    # An export's file rows are replaced by those its latest status lists (fewer once some
+    # were deleted, none once the job is); other jobs have none, so they are not touched.
+    exports = [(job_id,) for job_id, status in job_rows.latest.items()
+               if status["type"] == EXPORT or job_id in gone_ids]
+    files = [row for job_id, rows in job_rows.files.items() if job_id not in gone_ids for row in rows]
+    if jobs:
+        await db.executemany(_UPSERT_JOB, jobs)
+    if exports:
+        await db.executemany("DELETE FROM files WHERE job_id = ?", exports)
+    if files:
+        await db.executemany("INSERT OR REPLACE INTO files (name, tenant, job_id, job_title, type, size, "
+                             "records, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", files)
+    if gone_ids:
+        await _delete_jobs(db, {job_id: job_rows.latest[job_id]["tenant"] for job_id in gone_ids})
+
+
+async def _delete_jobs(db: aiosqlite.Connection, tenants: dict[str, str]) -> None:
+    """Remove deleted jobs (by id, with their tenant) from the view, leaving a tombstone each."""
+    gone = [(job_id,) for job_id in tenants]
+    await db.executemany("DELETE FROM jobs WHERE id = ?", gone)
+    await db.executemany("DELETE FROM results WHERE job_id = ?", gone)
+    await db.executemany("DELETE FROM job_batches WHERE job_id = ?", gone)
+    await db.executemany("INSERT OR IGNORE INTO deleted_jobs (id, tenant) VALUES (?, ?)", list(tenants.items()))
+
+
+async def _write_heartbeats(db: aiosqlite.Connection, heartbeats: Iterable[dict[str, Any]]) -> None:
+    for beat in heartbeats:
+        await db.execute(
+            "INSERT OR REPLACE INTO workers (worker, host, pid, at, partitions) VALUES (?, ?, ?, ?, ?)",
+            (beat["worker"], beat["host"], beat["pid"], beat["at"], orjson.dumps(beat["partitions"]).decode()),
+        )
+
+
 class ViewWriter:
     def __init__(self, db: aiosqlite.Connection) -> None:
         self.db = db
@@ -97,73 +220,20 @@ class ViewWriter:
         """Apply changes (in their order), then job snapshots, then worker heartbeats, in one
         commit; the latest status of each job written. A message that is not what its topic
         carries is logged and skipped."""
-        batch_rows: list[tuple[Any, ...]] = []
-        result_rows: list[tuple[Any, ...]] = []
-        ops: list[list[Any]] = []
+        changes = _ChangeRows()
         for applied in applied_batches:
-            try:
-                job_id = applied["job_id"]
-                batch_row = (job_id, applied["seq"], len(applied["results"]), applied["at"], applied.get("host"),
-                             _json(applied["counts"]))
-                results = [(job_id, index, 1 if success else 0, object_id, _json(errors), outcome)
-                           for index, success, object_id, errors, outcome in applied["results"]]
-                applied_ops = list(applied["ops"])
-            except (KeyError, TypeError, ValueError):  # not written by a worker: the view goes on
-                log.exception("skipping a change that is not an applied batch")
-                continue
-            batch_rows.append(batch_row)
-            result_rows.extend(results)
-            ops.extend(applied_ops)
-        latest: dict[str, tuple[dict[str, Any], tuple[Any, ...], list[tuple[Any, ...]]]] = {}
+            changes.add(applied)
+        job_rows = _JobRows()
         for status in statuses:
-            try:
-                latest[status["id"]] = (status, _job_row(status),
-                                        _file_rows(status) if status["type"] == EXPORT else [])
-            except (KeyError, TypeError, ValueError, AttributeError):
-                log.exception("skipping a message that is not a job status")
-        gone_ids = {job_id for job_id, (status, _, _) in latest.items() if status["status"] == DELETED}
-        gone = [(job_id,) for job_id in gone_ids]
-        tombstones = [(job_id, latest[job_id][0]["tenant"]) for job_id in gone_ids]
-        jobs = [row for job_id, (_, row, _) in latest.items() if job_id not in gone_ids]
-        # An export's file rows are replaced by those its latest status lists (fewer once some
-        # were deleted, none once the job is); other jobs have none, so they are not touched.
-        exports = [(job_id,) for job_id, (status, _, _) in latest.items()
-                   if status["type"] == EXPORT or job_id in gone_ids]
-        file_rows = [row for job_id, (_, _, rows) in latest.items() if job_id not in gone_ids for row in rows]
-
+            job_rows.add(status)
         db = self.db
         await db.execute("BEGIN")
         try:
-            for kind, run in groupby(ops, key=lambda op: op[0]):
-                await db.executemany(_OP_SQL[kind], [_op_row(op) for op in run])
-            if result_rows:
-                await db.executemany(
-                    "INSERT OR REPLACE INTO results (job_id, idx, success, object_id, errors, outcome) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    result_rows,
-                )
-            if batch_rows:
-                await db.executemany("INSERT OR IGNORE INTO job_batches (job_id, seq, records, at, host, counts) "
-                                     "VALUES (?, ?, ?, ?, ?, ?)", batch_rows)
-            if jobs:
-                await db.executemany(_UPSERT_JOB, jobs)
-            if exports:
-                await db.executemany("DELETE FROM files WHERE job_id = ?", exports)
-            if file_rows:
-                await db.executemany("INSERT OR REPLACE INTO files (name, tenant, job_id, job_title, type, size, "
-                                     "records, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", file_rows)
-            if gone:
-                await db.executemany("DELETE FROM jobs WHERE id = ?", gone)
-                await db.executemany("DELETE FROM results WHERE job_id = ?", gone)
-                await db.executemany("DELETE FROM job_batches WHERE job_id = ?", gone)
-                await db.executemany("INSERT OR IGNORE INTO deleted_jobs (id, tenant) VALUES (?, ?)", tombstones)
-            for beat in heartbeats:
-                await db.execute(
-                    "INSERT OR REPLACE INTO workers (worker, host, pid, at, partitions) VALUES (?, ?, ?, ?, ?)",
-                    (beat["worker"], beat["host"], beat["pid"], beat["at"], orjson.dumps(beat["partitions"]).decode()),
-                )
+            await _write_changes(db, changes)
+            await _write_jobs(db, job_rows)
+            await _write_heartbeats(db, heartbeats)
             await db.execute("COMMIT")
         except BaseException:
             await db.execute("ROLLBACK")
             raise
-        return [status for status, _, _ in latest.values()]
+        return list(job_rows.latest.values())

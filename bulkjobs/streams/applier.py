@@ -16,7 +16,7 @@ from typing import Callable
 from bulkjobs.clock import utc_now
 from bulkjobs.domain.counts import Counts
 from bulkjobs.domain.identity import RELATIONSHIPS
-from bulkjobs.domain.records import BatchOutcome, apply_batch, fail_all, internal_error
+from bulkjobs.domain.records import AppliedRecords, apply_batch, fail_all, internal_error
 from bulkjobs.gcpause import gc_paused
 from bulkjobs.kafka.topics import (
     AppliedBatch,
@@ -81,16 +81,16 @@ class BatchApplier:
         if batch.type == RELATIONSHIPS and batch.action == "post":
             await self.objects.sync_all(self.partitions)  # sources and targets live anywhere
         at = self.now()
-        outcome = self._outcome(batch, at)
+        records = self._apply_records(batch, at)
         applied = AppliedBatch(
             job_id=batch.job_id, tenant=batch.tenant, seq=batch.seq, at=at,
-            counts=outcome.counts.to_dict(), results=outcome.results, ops=outcome.ops, host=self.host,
+            counts=records.counts.to_dict(), results=records.results, ops=records.ops, host=self.host,
         )
         landed = await self.publish(self.topics.changes, encode(applied), partition=partition)
         self.objects.record(partition, landed, applied, apply_ops=False)
-        await self._done(batch.job_id, batch.seq, outcome.counts)
+        await self._done(batch.job_id, batch.seq, records.counts)
 
-    def _outcome(self, batch: RecordBatch, at: str) -> BatchOutcome:
+    def _apply_records(self, batch: RecordBatch, at: str) -> AppliedRecords:
         """The batch applied to the index; an error of the whole batch fails every record."""
         try:
             with gc_paused():

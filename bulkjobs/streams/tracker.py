@@ -111,7 +111,7 @@ class JobTracker:
     async def _route(self, job: jobs.Job, part: RecordPart) -> jobs.Job:
         """Route a requested job's part into batches, publish them, and count it as routed."""
         out: list[tuple[int, bytes]] = []
-        batcher = Batcher(job_id=job.id, tenant=job.tenant, kind=job.type, action=job.action,
+        batcher = Batcher(job_id=job.id, tenant=job.tenant, record_type=job.type, action=job.action,
                           partitions=self.settings.partitions, batch_records=self.settings.batch_records,
                           batch_bytes=self.settings.batch_bytes, emit=lambda p, payload: out.append((p, payload)),
                           first_index=job.next_index, first_seq=job.next_seq)

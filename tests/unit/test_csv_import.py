@@ -16,12 +16,12 @@ from bulkjobs.domain.csv_import import (
     MAX_PLAN_BYTES,
     ImportSettings,
     check_file_name,
-    convert,
     parse_filter,
     parse_settings,
     plan_import,
     template_rows,
 )
+from bulkjobs.domain.csv_values import convert
 from bulkjobs.domain.job_types import GENERIC, JOB_TYPES, detect
 from bulkjobs.domain.records import Refused
 from bulkjobs.errors import BadRequest

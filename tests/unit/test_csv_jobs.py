@@ -5,7 +5,7 @@ from __future__ import annotations
 import tracemalloc
 from pathlib import Path
 
-from bulkjobs.api.csv_jobs import Upload, spool_rows
+from bulkjobs.api.csv_jobs import CsvUpload, spool_rows
 from bulkjobs.api.spool import BatchSpool
 from bulkjobs.domain.csv_import import parse_settings
 from bulkjobs.domain.identity import RESOURCES
@@ -21,7 +21,7 @@ def test_a_csv_file_is_routed_without_holding_it_in_memory(tmp_path: Path) -> No
         for start in range(0, 8_000, 1_000):
             file.write(b"".join(b"e-%d,%s\n" % (i, b"n" * 2000) for i in range(start, start + 1_000)))
     size = files.path(JOB).stat().st_size  # about 16 MB
-    upload = Upload(parse_settings({"operation": "insert", "object_type": "t"}), None, None, size, "utf-8")
+    upload = CsvUpload(parse_settings({"operation": "insert", "object_type": "t"}), None, None, size, "utf-8")
 
     def new_spool(action: str) -> BatchSpool:
         return BatchSpool(job_id=JOB, tenant="tenant-a", record_type=RESOURCES, action=action, partitions=4,

@@ -104,10 +104,10 @@ P = 8
 
 
 def test_every_action_routes() -> None:
-    for kind, actions in ACTIONS.items():
+    for record_type, actions in ACTIONS.items():
         for action in actions:
             rec = {"id": "x", "type": "t", "external_id": "e", "source": "s", "target": "t", "relationship_type": "r"}
-            partition, _ = route(kind, action, TENANT, rec, P, 0, "job-1")
+            partition, _ = route(record_type, action, TENANT, rec, P, 0, "job-1")
             assert 0 <= partition < P
 
 
@@ -134,19 +134,19 @@ def test_a_record_naming_a_derived_id_meets_the_one_naming_its_external_id(actio
     assert by_id == by_external_id
 
 
-@pytest.mark.parametrize("kind, record", [
+@pytest.mark.parametrize("record_type, record", [
     pytest.param(RESOURCES, {"type": "server", "attributes": {"a": 1}}, id="resource-without-external-id"),
     pytest.param(RESOURCES, {"type": "server", "external_id": None}, id="resource-external-id-null"),
     pytest.param(RELATIONSHIPS, {"relationship_type": "r", "source": "a", "target": "b"}, id="relationship"),
 ])
-def test_a_create_without_external_id_gets_a_fresh_id_that_it_is_routed_by(kind: str, record: Any) -> None:
-    partition, fresh = route(kind, "post", TENANT, record, P, 5, "job-1")
+def test_a_create_without_external_id_gets_a_fresh_id_that_it_is_routed_by(record_type: str, record: Any) -> None:
+    partition, fresh = route(record_type, "post", TENANT, record, P, 5, "job-1")
     assert fresh == fresh_id("job-1", 5)
     assert partition == partition_of(fresh, P)
-    assert route(kind, "post", TENANT, record, P, 6, "job-1")[1] != fresh
+    assert route(record_type, "post", TENANT, record, P, 6, "job-1")[1] != fresh
 
 
-@pytest.mark.parametrize("kind, action, record", [
+@pytest.mark.parametrize("record_type, action, record", [
     (RESOURCES, "update", {"id": "0123456789abcdef0123456789abcdef", "attributes": {}}),
     (RESOURCES, "delete", {"id": "0123456789abcdef0123456789abcdef"}),
     (RESOURCES, "delete", "0123456789abcdef0123456789abcdef"),
@@ -154,12 +154,12 @@ def test_a_create_without_external_id_gets_a_fresh_id_that_it_is_routed_by(kind:
     (RELATIONSHIPS, "delete", {"id": "0123456789abcdef0123456789abcdef"}),
     (RELATIONSHIPS, "delete", "some-foreign-id"),
 ])
-def test_update_and_delete_go_to_the_owner_of_the_given_id(kind: str, action: str, record: Any) -> None:
+def test_update_and_delete_go_to_the_owner_of_the_given_id(record_type: str, action: str, record: Any) -> None:
     given = record if isinstance(record, str) else record["id"]
-    assert route(kind, action, TENANT, record, P, 5, "job-1") == (partition_of(given, P), None)
+    assert route(record_type, action, TENANT, record, P, 5, "job-1") == (partition_of(given, P), None)
 
 
-@pytest.mark.parametrize("kind, action, record", [
+@pytest.mark.parametrize("record_type, action, record", [
     pytest.param(RESOURCES, "post", "a-string", id="post-string"),
     pytest.param(RESOURCES, "post", ["list"], id="post-list"),
     pytest.param(RESOURCES, "post", None, id="post-null"),
@@ -175,8 +175,9 @@ def test_update_and_delete_go_to_the_owner_of_the_given_id(kind: str, action: st
     pytest.param(RELATIONSHIPS, "delete", None, id="relationship-delete-null"),
 ])
 @pytest.mark.parametrize("fallback", [0, 5, 13])
-def test_a_malformed_record_goes_to_the_fallback_partition(kind: str, action: str, record: Any, fallback: int) -> None:
-    assert route(kind, action, TENANT, record, P, fallback, "job-1") == (fallback % P, None)
+def test_a_malformed_record_goes_to_the_fallback_partition(record_type: str, action: str, record: Any,
+                                                           fallback: int) -> None:
+    assert route(record_type, action, TENANT, record, P, fallback, "job-1") == (fallback % P, None)
 
 
 def test_route_is_tenant_scoped_for_external_ids() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any
 
@@ -117,7 +118,7 @@ def test_an_http_job_or_an_ended_one_wants_no_parts() -> None:
 
 def route(records: list[Any], first_index: int, first_seq: int) -> list[tuple[int, RecordBatch]]:
     out: list[tuple[int, bytes]] = []
-    batcher = Batcher(job_id="job-1", tenant="acme", kind="resources", action="post", partitions=4,
+    batcher = Batcher(job_id="job-1", tenant="acme", record_type="resources", action="post", partitions=4,
                       batch_records=3, batch_bytes=1 << 20, emit=lambda p, payload: out.append((p, payload)),
                       first_index=first_index, first_seq=first_seq)
     batcher.add(records, 100 * len(records))
@@ -137,6 +138,14 @@ def test_routing_a_part_again_repeats_the_same_batches() -> None:
 def status_job(**values: object) -> Job:
     return Job(**{"id": "j", "tenant": "acme", "type": "resources", "action": "post", "total": 1, "batches": 1,
                   "created_at": "2026-01-01T00:00:00.000Z", **values})
+
+
+def test_a_status_is_every_field_of_its_job_and_its_progress() -> None:
+    job = status_job(counts=Counts(processed=1, created=1), done=1, parked=[[0, 7]], schedule={"cron": "* * * * *"})
+    status = orjson.loads(encode(status_of(job)))
+    assert set(status) == {field.name for field in dataclasses.fields(Job)} | {"progress"}
+    assert status["progress"] == 100 and status["done"] == "1"
+    assert job_from_status(status) == job
 
 
 def test_a_status_that_fits_is_sent_as_it_is() -> None:

@@ -197,7 +197,7 @@ def test_next_due() -> None:
         "2026-01-01T00:10:00.000Z"
 
 
-@pytest.mark.parametrize("kind, changes, meaning", [
+@pytest.mark.parametrize("command, changes, meaning", [
     ("cancel", None, jobs.STOP),
     ("delete", None, jobs.STOP),
     ("suspend", None, jobs.HOLD),
@@ -209,9 +209,9 @@ def test_next_due() -> None:
     ("fire", None, None),
     ("delete_files", {"names": ["a-1.csv"]}, None),
 ])
-def test_what_a_command_tells_the_batch_appliers_at_once(kind: str, changes: dict[str, Any] | None,
+def test_what_a_command_tells_the_batch_appliers_at_once(command: str, changes: dict[str, Any] | None,
                                                          meaning: str | None) -> None:
-    assert jobs.notice(kind, changes) == meaning
+    assert jobs.notice(command, changes) == meaning
 
 
 @pytest.mark.parametrize("status", [*STATUSES, jobs.DELETED])

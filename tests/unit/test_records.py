@@ -5,9 +5,19 @@ from __future__ import annotations
 from typing import Any
 from uuid import uuid4
 
+import orjson
 import pytest
 
 from bulkjobs.domain import records
+from bulkjobs.domain.changes import (
+    OP_CREATE,
+    OP_DELETE,
+    OP_PATCH,
+    OP_REL_CREATE,
+    OP_REL_DELETE,
+    RESULT_OUTCOME,
+    Outcome,
+)
 from bulkjobs.domain.counts import Counts
 from bulkjobs.domain.identity import (
     ACTIONS,
@@ -17,11 +27,6 @@ from bulkjobs.domain.identity import (
     route,
 )
 from bulkjobs.domain.records import (
-    OP_CREATE,
-    OP_DELETE,
-    OP_PATCH,
-    OP_REL_CREATE,
-    OP_REL_DELETE,
     ObjectIndex,
     apply_batch,
     fail_all,
@@ -33,19 +38,19 @@ AT = "2024-05-01T12:00:00Z"
 PARTITIONS = 8
 
 
-def items_for(kind: str, action: str, recs: list[Any], tenant: str = TENANT, start: int = 0) -> list[list[Any]]:
+def items_for(record_type: str, action: str, recs: list[Any], tenant: str = TENANT, start: int = 0) -> list[list[Any]]:
     """Items as the API routes them: [index, fresh_id | None, record]."""
     items = []
     for i, rec in enumerate(recs, start):
-        _, fresh_id = route(kind, action, tenant, rec, PARTITIONS, i, "job-1")
+        _, fresh_id = route(record_type, action, tenant, rec, PARTITIONS, i, "job-1")
         items.append([i, fresh_id, rec])
     return items
 
 
-def run(kind: str, action: str, recs: list[Any], index: ObjectIndex | None = None,
-        tenant: str = TENANT, start: int = 0) -> tuple[records.BatchOutcome, ObjectIndex]:
+def run(record_type: str, action: str, recs: list[Any], index: ObjectIndex | None = None,
+        tenant: str = TENANT, start: int = 0) -> tuple[records.AppliedRecords, ObjectIndex]:
     index = ObjectIndex() if index is None else index
-    outcome = apply_batch(kind, action, tenant, items_for(kind, action, recs, tenant, start), index, AT)
+    outcome = apply_batch(record_type, action, tenant, items_for(record_type, action, recs, tenant, start), index, AT)
     return outcome, index
 
 
@@ -74,7 +79,7 @@ SRV1 = derived_id(TENANT, "server", "srv-1")
 
 
 def _every_action() -> list[Any]:
-    """(kind, action, index factory, record, count field, op kind, counts of the same record again)."""
+    """(record_type, action, index factory, record, outcome, op type, counts of the same record again)."""
     return [
         pytest.param(RESOURCES, "post", ObjectIndex, {"type": "server", "attributes": {"a": 1}},
                      "created", OP_CREATE, Counts(processed=1, created=1), id="resources/post"),
@@ -105,29 +110,29 @@ EVERY_ACTION = _every_action()
 
 
 def test_cases_cover_every_action_and_every_action_has_a_handler() -> None:
-    every_pair = {(kind, action) for kind, actions in ACTIONS.items() for action in actions}
+    every_pair = {(record_type, action) for record_type, actions in ACTIONS.items() for action in actions}
     assert {(p.values[0], p.values[1]) for p in EVERY_ACTION} == every_pair
     assert set(records.HANDLERS) == every_pair
 
 
-@pytest.mark.parametrize("kind, action, make_index, record, counted, op_kind, again_counts", EVERY_ACTION)
+@pytest.mark.parametrize("record_type, action, make_index, record, counted, op_type, again_counts", EVERY_ACTION)
 def test_every_action_applies_then_the_same_record_again(
-    kind: str, action: str, make_index: Any, record: Any, counted: str, op_kind: str, again_counts: Counts
+    record_type: str, action: str, make_index: Any, record: Any, counted: str, op_type: str, again_counts: Counts
 ) -> None:
     index = make_index()
-    outcome, _ = run(kind, action, [record], index)
+    outcome, _ = run(record_type, action, [record], index)
 
     assert len(outcome.results) == 1
     index_, success, object_id, errors, outcome_counted = outcome.results[0]
     assert (index_, success, errors, outcome_counted) == (0, True, None, counted)
     assert isinstance(object_id, str) and len(object_id) == 32
-    assert [op[0] for op in outcome.ops] == [op_kind]
+    assert [op[0] for op in outcome.ops] == [op_type]
     assert outcome.ops[0][1] == object_id
     assert outcome.counts == Counts(**{"processed": 1, counted: 1})
 
     # The index moved with the op: a repeated delete or external-id post fails, an upsert
     # updates, and a post without external id gets another fresh id and creates again.
-    again, _ = run(kind, action, [record], index)
+    again, _ = run(record_type, action, [record], index)
     assert again.counts == again_counts
     if again_counts.failed:
         assert error_of(again.results[0])["status"] in {"404", "422"}
@@ -571,3 +576,13 @@ def test_index_apply_op_ignores_patches_and_missing_deletes() -> None:
     index.apply_op([OP_REL_DELETE, "missing"])
     assert index.objects == {OBJ: TENANT}
     assert index.relationships == {REL: TENANT}
+
+
+def test_outcomes_travel_as_the_plain_strings_results_have_always_carried() -> None:
+    applied, _ = run(RESOURCES, "post", [{"type": "server"}, 42])
+    assert [str(outcome) for outcome in Outcome] == ["created", "updated", "deleted", "skipped", "failed"]
+    assert orjson.loads(orjson.dumps(applied.results))[0][RESULT_OUTCOME] == "created"
+    assert [result[RESULT_OUTCOME] for result in applied.results] == [Outcome.CREATED, Outcome.FAILED]
+
+    decoded = orjson.loads(orjson.dumps([records.Refused("bad row", skipped=True).item(0)]))
+    assert apply_batch(RESOURCES, "post", TENANT, decoded, ObjectIndex(), AT).counts == Counts(processed=1, skipped=1)

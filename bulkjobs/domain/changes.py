@@ -1,0 +1,46 @@
+"""What applying a batch changes, as it travels on the changes topic: a result per record (with
+its outcome) and ops on objects and relationships.
+
+Results and ops are JSON lists, not objects, to keep the changes topic small and the hot path
+free of per-record objects. The comments below give their layouts and the index constants name
+their positions: the rules (``domain.records``) build them in this order, and their readers
+(the object index, the view writer) read them through these names.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+
+class Outcome(StrEnum):
+    """What happened to one record (a result's last field). Not a job's status: a record
+    ``failed`` when it was refused, a job when it could not run."""
+
+    CREATED = "created"
+    UPDATED = "updated"
+    DELETED = "deleted"
+    SKIPPED = "skipped"  # refused before it reached its owner (a bad CSV row)
+    FAILED = "failed"  # refused on arrival or by a rule
+
+
+# A result: [index, success, id | None, [Error] | None, outcome].
+Result = list[Any]
+RESULT_INDEX, RESULT_SUCCESS, RESULT_ID, RESULT_ERRORS, RESULT_OUTCOME = range(5)
+
+# An op: [op_type, id, ...], the rest by op type.
+Op = list[Any]
+OP_TYPE, OP_ID = 0, 1
+
+OP_CREATE = "create"  # [op_type, id, tenant, object_type, external_id | None, attributes, at]
+CREATE_TENANT, CREATE_OBJECT_TYPE, CREATE_EXTERNAL_ID, CREATE_ATTRIBUTES, CREATE_AT = range(2, 7)
+
+OP_PATCH = "patch"  # [op_type, id, attributes, at]
+PATCH_ATTRIBUTES, PATCH_AT = 2, 3
+
+OP_DELETE = "delete"  # [op_type, id]
+
+OP_REL_CREATE = "rel_create"  # [op_type, id, tenant, relationship_type, source, target, at]
+REL_TENANT, REL_RELATIONSHIP_TYPE, REL_SOURCE, REL_TARGET, REL_AT = range(2, 7)
+
+OP_REL_DELETE = "rel_delete"  # [op_type, id]
