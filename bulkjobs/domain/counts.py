@@ -15,7 +15,7 @@ class Counts:
     skipped: int = 0  # refused before it reached its owner (a bad CSV row)
     failed: int = 0
 
-    def __add__(self, other: "Counts") -> "Counts":
+    def __add__(self, other: Counts) -> Counts:
         return Counts(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
 
     @property
@@ -26,7 +26,7 @@ class Counts:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Counts":
+    def from_dict(cls, data: dict[str, Any]) -> Counts:
         return cls(**{f.name: int(data.get(f.name, 0)) for f in fields(cls)})
 
 

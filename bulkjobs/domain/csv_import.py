@@ -184,7 +184,7 @@ class ImportPlan:
             return Refused(f"the row has {len(row)} columns; the header has {self.width}", skipped=True)
         job_type = self.job_type
         values: Values = {}
-        for mapping, column_type in zip(self.mappings, self.types):
+        for mapping, column_type in zip(self.mappings, self.types, strict=True):
             cell = row[mapping.index]
             if not cell.strip():
                 if mapping.default_value is not None:

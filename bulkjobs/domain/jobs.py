@@ -11,7 +11,7 @@ batches is ``uploading`` until the submitter seals it; one never sealed fails as
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import Any, overload
 
 from bulkjobs.domain.counts import Counts, progress
 
@@ -123,7 +123,7 @@ class Job:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Job":
+    def from_dict(cls, data: dict[str, Any]) -> Job:
         values = dict(data)
         values["done"] = int(values.get("done") or "0", 16)
         values["parts_done"] = int(values.get("parts_done") or "0", 16)
@@ -370,11 +370,15 @@ def shrunk(job: Job, at: str, reason: str) -> Job:
     """The job without what made its status too large to publish (its details, most of its
     description): failed with ``reason`` unless it had ended, so its owner learns why."""
     small = replace(job, details=None, description=_cut(job.description, MAX_SMALL_DESCRIPTION),
-                    error=job.error and {**job.error, "message": _cut(job.error.get("message"), MAX_REASON)},
+                    error=job.error and {**job.error, "message": _cut(job.error.get("message", ""), MAX_REASON)},
                     updated_at=at)
     return failed(small, at, reason, STATUS_TOO_LARGE) or small
 
 
+@overload
+def _cut(text: str, limit: int) -> str: ...
+@overload
+def _cut(text: str | None, limit: int) -> str | None: ...
 def _cut(text: str | None, limit: int) -> str | None:
     if not isinstance(text, str) or len(text) <= limit:
         return text

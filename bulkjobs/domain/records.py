@@ -8,8 +8,9 @@ Every record gets a result, even when a rule raises, so no record is ever skippe
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from bulkjobs.domain.changes import (
     CREATE_TENANT,

@@ -8,7 +8,8 @@ crash repeats batches that the appliers recognise by ``(job, seq)``.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -128,7 +128,7 @@ class TopicTail:
             while not done():
                 try:
                     await asyncio.wait_for(self._moved.wait(), timeout=5.0)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     log.warning("still catching up on %s: at %s, to reach %s", self.topic,
                                 {p: self.positions.get(p) for p in (tp.partition for tp in tps)},
                                 {tp.partition: end for tp, end in ends.items()})

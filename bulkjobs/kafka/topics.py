@@ -6,8 +6,9 @@ All values are JSON (orjson) objects; keys are UTF-8 job ids where a topic is ke
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import contextlib
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO
 
 from bulkjobs.domain.identity import is_job_id
 

@@ -7,9 +7,10 @@ of messages replayed after a crash leaves the view as it was.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import groupby
-from typing import Any, Iterable
+from typing import Any
 
 import aiosqlite
 import orjson

@@ -11,7 +11,7 @@ handling a message fails the batch's job, and the stream goes on.
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 from bulkjobs.clock import utc_now
 from bulkjobs.domain.counts import Counts

@@ -7,8 +7,9 @@ sent, in order. Topics are named by their names (``kafka.topics.TopicNames``).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Protocol
+from typing import Protocol
 
 from bulkjobs.kafka.topics import BatchDone, BatchParked, JobCommand, JobSubmitted, encode
 

@@ -9,8 +9,8 @@ other definitions go on.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
-from typing import Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 from bulkjobs.clock import utc_now
 from bulkjobs.domain.jobs import Job
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def _utc_moment() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Scheduler:

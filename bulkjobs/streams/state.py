@@ -16,7 +16,8 @@ caught up.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Protocol
+from collections.abc import Callable, Iterable
+from typing import Protocol
 
 from bulkjobs.domain.counts import Counts
 from bulkjobs.domain.jobs import GO_ON, HOLD, SCHEDULED, STOP, Job, notice

@@ -13,8 +13,9 @@ goes on.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Callable, Protocol
+from typing import Protocol
 
 from bulkjobs.clock import utc_now
 from bulkjobs.domain import jobs

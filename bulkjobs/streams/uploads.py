@@ -11,7 +11,7 @@ tracker judges again when it reads that command, after every beat sent before it
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from bulkjobs.clock import utc_now
 from bulkjobs.kafka.topics import JobCommand, TopicNames

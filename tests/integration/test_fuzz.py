@@ -632,7 +632,8 @@ KNOWN: dict[str, Callable[[Target], Req]] = {
     "attributes-nested-500-deep": lambda t: json_post(RECORD % ('{"type":"fz","attributes":' + "{\"a\":" * 500
                                                                 + "1" + "}" * 500 + "}")),
     "array-nested-20000-deep": lambda t: json_post(nested(20000)),
-    "kind-after-data": lambda t: json_post('{"type":"resources","action":"post","data":[{"type":"m"}],"kind":"import"}'),
+    "kind-after-data": lambda t: json_post('{"type":"resources","action":"post","data":[{"type":"m"}],'
+                                           '"kind":"import"}'),
     "export-kind-after-data": lambda t: json_post('{"data":[{}],"kind":"export","title":"t","object_type":"machine"}'),
     # Content encodings
     "corrupt-gzip": lambda t: json_post(gzip.compress(RECORD.encode() % b"{}")[:20], encoding="gzip"),

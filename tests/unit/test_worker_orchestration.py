@@ -7,9 +7,10 @@ the barriers, then what was published where.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
-from datetime import datetime, timezone
-from typing import Any, Iterable
+from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 import pytest
@@ -72,7 +73,8 @@ class FakeTail:
 class Worker:
     """The orchestration of one worker, wired as ``worker.py`` wires it, to fakes."""
 
-    def __init__(self, settings: Settings = Settings(partitions=PARTITIONS)) -> None:
+    def __init__(self, settings: Settings | None = None) -> None:
+        settings = settings or Settings(partitions=PARTITIONS)
         self.effects: list[Effect] = []
         self.parked: dict[tuple[int, int], bytes] = {}  # the batches topic, for the refetcher
         self.next_offset = 100
@@ -379,7 +381,7 @@ async def test_the_scheduler_fires_a_due_definition_once_per_due_time() -> None:
                      schedule={"immediately": True})
     worker.job_states.put(definition, 1)
     scheduler = Scheduler(publish=worker.publish, topics=NAMES, job_states=worker.job_states, owned=owns_everything,
-                          moment=lambda: datetime(2026, 1, 1, tzinfo=timezone.utc), now=lambda: AT)
+                          moment=lambda: datetime(2026, 1, 1, tzinfo=UTC), now=lambda: AT)
     await scheduler.look()
     await scheduler.look()
     assert worker.events() == [{"kind": "fire", "job_id": "def-1", "tenant": TENANT, "at": AT, "due": AT,

@@ -7,8 +7,9 @@ the object type, the operation and the column that identifies each object (its e
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 Values = dict[str, Any]  # one row's typed values, by column (api) name
 Condition = tuple[str, bool, Any]  # (field, equal, value): see store.reader.matching_objects
