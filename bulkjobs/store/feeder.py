@@ -10,13 +10,13 @@ idempotent upserts make the replay harmless. What an export status means for fil
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import signal
 
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
+from bulkjobs.gcpause import gc_paused
 from bulkjobs.kafka import clients
 from bulkjobs.kafka.admin import ensure_topics
 from bulkjobs.kafka.topics import TopicNames, decode
@@ -46,8 +46,7 @@ async def _write(writer: ViewWriter, names: TopicNames,
     applied: list[dict] = []
     statuses: list[dict] = []
     beats: list[dict] = []
-    gc.disable()
-    try:
+    with gc_paused():  # decoding a poll makes many fresh objects at once
         for tp, messages in sorted(fetched.items(), key=lambda item: (item[0].topic, item[0].partition)):
             target = applied if tp.topic == names.changes else statuses if tp.topic == names.status else beats
             for message in messages:
@@ -59,9 +58,7 @@ async def _write(writer: ViewWriter, names: TopicNames,
                     target.append(value)
                 else:  # not written by bulkjobs: the view goes on without it
                     log.warning("skipping a message that is not a JSON object: %s@%d", tp, message.offset)
-        return await writer.write(applied, statuses, beats)
-    finally:
-        gc.enable()
+    return await writer.write(applied, statuses, beats)
 
 
 async def feed(settings: Settings, stop: asyncio.Event) -> None:

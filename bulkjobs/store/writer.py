@@ -44,6 +44,7 @@ from bulkjobs.domain.changes import (
 )
 from bulkjobs.domain.counts import Counts
 from bulkjobs.domain.jobs import DELETED, EXPORT
+from bulkjobs.gcpause import gc_paused
 
 log = logging.getLogger(__name__)
 
@@ -221,12 +222,12 @@ class ViewWriter:
         """Apply changes (in their order), then job snapshots, then worker heartbeats, in one
         commit; the latest status of each job written. A message that is not what its topic
         carries is logged and skipped."""
-        changes = _ChangeRows()
-        for applied in applied_batches:
-            changes.add(applied)
-        job_rows = _JobRows()
-        for status in statuses:
-            job_rows.add(status)
+        changes, job_rows = _ChangeRows(), _JobRows()
+        with gc_paused():  # a poll's rows are many fresh objects: one unit of synchronous work
+            for applied in applied_batches:
+                changes.add(applied)
+            for status in statuses:
+                job_rows.add(status)
         db = self.db
         await db.execute("BEGIN")
         try:
