@@ -7,6 +7,7 @@ of messages replayed after a crash leaves the view as it was.
 from __future__ import annotations
 
 import logging
+import time
 from itertools import groupby
 from typing import Any, Iterable
 
@@ -22,6 +23,7 @@ from bulkjobs.domain.records import (
     OP_REL_CREATE,
     OP_REL_DELETE,
 )
+from bulkjobs.store import metrics
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +133,8 @@ class ViewWriter:
                    if status["type"] == EXPORT or job_id in gone_ids]
         file_rows = [row for job_id, (_, _, rows) in latest.items() if job_id not in gone_ids for row in rows]
 
-        db = self.db
+        beats = list(heartbeats)
+        db, started = self.db, time.perf_counter()
         await db.execute("BEGIN")
         try:
             for kind, run in groupby(ops, key=lambda op: op[0]):
@@ -157,7 +160,7 @@ class ViewWriter:
                 await db.executemany("DELETE FROM results WHERE job_id = ?", gone)
                 await db.executemany("DELETE FROM job_batches WHERE job_id = ?", gone)
                 await db.executemany("INSERT OR IGNORE INTO deleted_jobs (id, tenant) VALUES (?, ?)", tombstones)
-            for beat in heartbeats:
+            for beat in beats:
                 await db.execute(
                     "INSERT OR REPLACE INTO workers (worker, host, pid, at, partitions) VALUES (?, ?, ?, ?, ?)",
                     (beat["worker"], beat["host"], beat["pid"], beat["at"], orjson.dumps(beat["partitions"]).decode()),
@@ -166,4 +169,7 @@ class ViewWriter:
         except BaseException:
             await db.execute("ROLLBACK")
             raise
+        metrics.transaction_written(time.perf_counter() - started, ops, {
+            "results": len(result_rows), "job_batches": len(batch_rows), "jobs": len(jobs) + len(gone),
+            "files": len(file_rows), "deleted_jobs": len(gone), "workers": len(beats)})
         return [status for status, _, _ in latest.values()]
