@@ -93,7 +93,8 @@ async def feed(settings: Settings, stop: asyncio.Event) -> None:
                 statuses = await _write(writer, names, fetched)
                 await consumer.commit()
                 await exports.observe(statuses)
-            metrics.CONSUMER_LAG.show(await consumer_lag(consumer, topics))
+            if settings.metrics_port:
+                metrics.CONSUMER_LAG.show(await consumer_lag(consumer, topics))
             # Checked after what was fetched is written, so the view holds every status read.
             if not exports.ready and await _caught_up(consumer, names.status):
                 await exports.start_pending(db)

@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
 
 from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from bulkjobs.domain.jobs import STATUSES
-from bulkjobs.domain.records import OP_REL_CREATE, OP_REL_DELETE
 from bulkjobs.metrics import LagGauge, new_registry
 from bulkjobs.store.schema import TABLES
 
@@ -31,12 +29,10 @@ for _table in TABLES:
     ROWS_WRITTEN.labels(_table)
 
 
-def transaction_written(seconds: float, ops: Sequence[Sequence[Any]], tables: Mapping[str, int]) -> None:
-    """A write transaction committed: ``ops`` (object and relationship changes) and ``tables``
-    (rows by table) written in ``seconds``."""
+def transaction_written(seconds: float, tables: Mapping[str, int]) -> None:
+    """A write transaction committed ``tables`` (rows by table) in ``seconds``."""
     TRANSACTION_SECONDS.observe(seconds)
-    relationships = sum(1 for op in ops if op[0] in (OP_REL_CREATE, OP_REL_DELETE))
-    for table, rows in (*tables.items(), ("objects", len(ops) - relationships), ("relationships", relationships)):
+    for table, rows in tables.items():
         if rows:
             ROWS_WRITTEN.labels(table).inc(rows)
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from itertools import groupby
-from typing import Any, Iterable
+from typing import Any
 
 import aiosqlite
 import orjson
@@ -36,6 +37,8 @@ _OP_SQL = {
     "(id, tenant, relationship_type, source, target, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
     OP_REL_DELETE: "DELETE FROM relationships WHERE id = ?",
 }
+_OP_TABLE = {OP_CREATE: "objects", OP_PATCH: "objects", OP_DELETE: "objects", OP_REL_CREATE: "relationships",
+             OP_REL_DELETE: "relationships"}
 
 
 def _op_row(op: list[Any]) -> tuple[Any, ...]:
@@ -134,11 +137,16 @@ class ViewWriter:
         file_rows = [row for job_id, (_, _, rows) in latest.items() if job_id not in gone_ids for row in rows]
 
         beats = list(heartbeats)
+        written = {"objects": 0, "relationships": 0, "results": len(result_rows), "job_batches": len(batch_rows),
+                   "jobs": len(jobs) + len(gone), "files": len(file_rows), "deleted_jobs": len(gone),
+                   "workers": len(beats)}
         db, started = self.db, time.perf_counter()
         await db.execute("BEGIN")
         try:
             for kind, run in groupby(ops, key=lambda op: op[0]):
-                await db.executemany(_OP_SQL[kind], [_op_row(op) for op in run])
+                rows = [_op_row(op) for op in run]
+                await db.executemany(_OP_SQL[kind], rows)
+                written[_OP_TABLE[kind]] += len(rows)
             if result_rows:
                 await db.executemany(
                     "INSERT OR REPLACE INTO results (job_id, idx, success, object_id, errors, outcome) "
@@ -169,7 +177,5 @@ class ViewWriter:
         except BaseException:
             await db.execute("ROLLBACK")
             raise
-        metrics.transaction_written(time.perf_counter() - started, ops, {
-            "results": len(result_rows), "job_batches": len(batch_rows), "jobs": len(jobs) + len(gone),
-            "files": len(file_rows), "deleted_jobs": len(gone), "workers": len(beats)})
+        metrics.transaction_written(time.perf_counter() - started, written)
         return [status for status, _, _ in latest.values()]

@@ -19,8 +19,9 @@ import logging
 import os
 import socket
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import faust
 from faust.types import TP
