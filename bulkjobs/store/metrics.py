@@ -5,6 +5,7 @@ status, read from the view when scraped (``ViewCollector``)."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import sqlite3
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -16,6 +17,8 @@ from prometheus_client.registry import Collector
 from bulkjobs.domain.jobs import STATUSES
 from bulkjobs.metrics import LagGauge, new_registry
 from bulkjobs.store.schema import TABLES
+
+log = logging.getLogger(__name__)
 
 REGISTRY = new_registry()
 
@@ -52,10 +55,14 @@ class ViewCollector(Collector):
         if not self.path.exists():
             return
         rows, jobs, size = self._families()
-        with contextlib.closing(sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True, timeout=5)) as db:
-            for table in TABLES:
-                rows.add_metric([table], db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
-            by_status = dict(db.execute("SELECT status, count(*) FROM jobs GROUP BY status").fetchall())
+        try:
+            with contextlib.closing(sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True, timeout=5)) as db:
+                for table in TABLES:
+                    rows.add_metric([table], db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+                by_status = dict(db.execute("SELECT status, count(*) FROM jobs GROUP BY status").fetchall())
+        except sqlite3.Error:  # the view is being made (or dropped): the other metrics are still served
+            log.warning("the view in %s could not be read for its metrics", self.path, exc_info=True)
+            return
         for status in STATUSES:
             jobs.add_metric([status], by_status.get(status, 0))
         files = (self.path, self.path.with_name(self.path.name + "-wal"))

@@ -164,3 +164,12 @@ async def test_the_store_counts_rows_by_table_and_the_view_shows_its_size(tmp_pa
     assert registry.get_sample_value("bulkjobs_view_rows", {"table": "results"}) == 3
     assert registry.get_sample_value("bulkjobs_view_jobs", {"status": "queued"}) == 0
     assert (registry.get_sample_value("bulkjobs_view_bytes") or 0) > 0
+
+
+def test_a_view_not_made_yet_leaves_out_only_the_view_gauges(tmp_path: Path) -> None:
+    (tmp_path / "view.db").write_bytes(b"")  # created, no tables yet
+    registry = CollectorRegistry()
+    registry.register(store_metrics.ViewCollector(tmp_path / "view.db"))
+    registry.register(store_metrics.REGISTRY)
+    assert registry.get_sample_value("bulkjobs_view_rows", {"table": "jobs"}) is None
+    assert registry.get_sample_value("bulkjobs_store_transaction_seconds_count") is not None
