@@ -43,7 +43,7 @@ PARTS = ("worker", "store", "api")
 def run_dev(settings: Settings) -> int:
     """Broker (unless one is configured), worker, store feeder and API, until Ctrl-C or SIGTERM.
     A part that dies is restarted (``bulkjobs.supervisor``)."""
-    from bulkjobs.broker import start_broker
+    from bulkjobs.broker import free_port, start_broker
 
     env = dict(os.environ)
     broker = None
@@ -57,8 +57,15 @@ def run_dev(settings: Settings) -> int:
         print(f"bulkjobs dev: API key {key} (tenant 'dev'); set BULKJOBS_API_KEYS to choose your own", flush=True)
     env["BULKJOBS_PORT"] = str(settings.port)
     env["BULKJOBS_DATA_DIR"] = str(settings.data_dir)
+    metrics_ports = {"worker": free_port(), "store": free_port()}
     print(f"bulkjobs dev: API on http://{settings.host}:{settings.port}/v1  (Ctrl-C stops everything)", flush=True)
-    supervisor = Supervisor([Part(part, [sys.executable, "-m", "bulkjobs", part]) for part in PARTS], env)
+    print(f"bulkjobs dev: metrics on http://{settings.host}:{settings.port}/metrics (api), "
+          + ", ".join(f"http://{settings.host}:{port}/metrics ({part})" for part, port in metrics_ports.items()),
+          flush=True)
+    parts = [Part(part, [sys.executable, "-m", "bulkjobs", part]
+                  + (["--metrics-port", str(metrics_ports[part])] if part in metrics_ports else []))
+             for part in PARTS]
+    supervisor = Supervisor(parts, env)
     stopping = False
 
     def stop(*_: object) -> None:
@@ -87,10 +94,15 @@ def cli() -> None:
 # Service commands
 
 
-def _service_settings(port: int | None) -> Settings:
+def _service_settings(port: int | None = None, metrics_port: int | None = None) -> Settings:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = Settings.from_env()
-    return replace(settings, port=port) if port else settings
+    settings = replace(settings, port=port) if port else settings
+    return replace(settings, metrics_port=metrics_port) if metrics_port else settings
+
+
+metrics_port_option = click.option("--metrics-port", type=int,
+                                   help="Serve /metrics on this port (default: BULKJOBS_METRICS_PORT; 0: not served)")
 
 
 @cli.command()
@@ -111,22 +123,24 @@ def api(port: int | None) -> int:
 
 
 @cli.command()
-def worker() -> int:
+@metrics_port_option
+def worker(metrics_port: int | None) -> int:
     """Run the Faust worker."""
     from bulkjobs.streams.worker import run_worker
 
-    settings = _service_settings(None)
+    settings = _service_settings(metrics_port=metrics_port)
     sys.argv = [sys.argv[0]]  # Faust's worker reads the command line too
     run_worker(settings)
     return 0
 
 
 @cli.command()
-def store() -> int:
+@metrics_port_option
+def store(metrics_port: int | None) -> int:
     """Run the process that feeds the SQLite view."""
     from bulkjobs.store.feeder import run_feeder
 
-    run_feeder(_service_settings(None))
+    run_feeder(_service_settings(metrics_port=metrics_port))
     return 0
 
 

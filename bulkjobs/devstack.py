@@ -58,6 +58,8 @@ class Stack:
     env_overrides: dict[str, str] = field(default_factory=dict)
     keys: dict[str, str] = field(default_factory=dict)  # API key -> tenant
     port: int = field(default_factory=free_port)
+    # The port a process (by name: worker, store...) serves its metrics on; the API serves them on its own.
+    metrics_ports: dict[str, int] = field(default_factory=dict)
     die_with_parent: bool = False
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
@@ -80,14 +82,23 @@ class Stack:
         env.update(self.env_overrides)
         return env
 
+    def metrics_url(self, name: str) -> str:
+        """Where the process ``name`` serves its metrics."""
+        if name == "api":
+            return self.base + "/metrics"
+        return f"http://127.0.0.1:{self.metrics_ports[name]}/metrics"
+
     def log_path(self, name: str) -> Path:
         return self.data_dir / f"{name}.log"
 
     def start(self, part: str, name: str | None = None) -> subprocess.Popen[bytes]:
         """Start ``part`` (worker, store or api) as ``name`` (default: the part), logging to ``name.log``."""
         name = name or part
+        env = self.env
+        if name in self.metrics_ports:
+            env["BULKJOBS_METRICS_PORT"] = str(self.metrics_ports[name])
         with open(self.log_path(name), "ab") as log:
-            process = subprocess.Popen([sys.executable, "-m", "bulkjobs", part], env=self.env, stdout=log,
+            process = subprocess.Popen([sys.executable, "-m", "bulkjobs", part], env=env, stdout=log,
                                        stderr=subprocess.STDOUT,
                                        preexec_fn=_die_with_parent if self.die_with_parent else None)
         self.processes[name] = process

@@ -43,6 +43,9 @@ class Settings:
     # A job whose submitter (the API) sends no beat or seal for this long while it is still
     # sending the job's batches fails as upload_interrupted; the API beats every fifth of it.
     upload_timeout: float = 30.0
+    # The port the worker or the store serves /metrics on (each process its own); 0: not served.
+    # The API serves /metrics on its own port, always.
+    metrics_port: int = 0
 
     @property
     def db_path(self) -> Path:
@@ -78,6 +81,7 @@ class Settings:
             ("MAX_UPLOAD_BYTES", "max_upload_bytes"),
             ("BATCH_RECORDS", "batch_records"),
             ("BATCH_BYTES", "batch_bytes"),
+            ("METRICS_PORT", "metrics_port"),
         ):
             if (v := get(name)) is not None:
                 values[attr] = int(v)

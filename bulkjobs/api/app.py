@@ -1,15 +1,16 @@
-"""The HTTP API's composition: the routes of every module, the error and authentication
+"""The HTTP API's composition: the routes of every module, the metrics, error and authentication
 middleware, and the resources (view, publisher, live feed) opened for the app's life."""
 
 from __future__ import annotations
 
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from bulkjobs.api import downloads, export_files, intake, lifecycle, live, reads
+from bulkjobs.api import downloads, export_files, intake, lifecycle, live, metrics, reads
 from bulkjobs.api.common import ACCEPTED, PUBLISHER, READER, SETTINGS, UPLOADS, api_key, json_response
 from bulkjobs.api.publisher import JobPublisher
 from bulkjobs.errors import BulkJobsError, Unauthorized
@@ -24,6 +25,23 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Resources = Callable[[web.Application], AsyncIterator[None]]
+
+OPEN_PATHS = frozenset({"/v1/health", "/metrics"})  # answered without an API key
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count every request by its route and status, outermost: errors are answers by then."""
+    started, status = time.perf_counter(), 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:  # a redirect, passed on by errors_middleware
+        status = exc.status
+        raise
+    finally:
+        metrics.request_answered(request, status, time.perf_counter() - started)
 
 
 @web.middleware
@@ -44,7 +62,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path == "/v1/health" or request.match_info.route.handler in live.HANDLERS:
+    if request.path in OPEN_PATHS or request.match_info.route.handler in live.HANDLERS:
         return await handler(request)  # live sockets authenticate after the upgrade (api.live)
     key = api_key(request)
     if not key:
@@ -60,12 +78,13 @@ def build_app(settings: Settings, resources: Resources | None = None) -> web.App
     """The API's routes over ``resources``, which set the view reader, the publisher and the live
     feed for the app's life (by default opened from the settings; tests pass fakes)."""
     # Bodies are inflated by api.decoding, which answers every encoding problem in the JSON shape.
-    app = web.Application(middlewares=[errors_middleware, auth_middleware], client_max_size=settings.max_body_bytes,
-                          handler_args={"auto_decompress": False})
+    app = web.Application(middlewares=[metrics_middleware, errors_middleware, auth_middleware],
+                          client_max_size=settings.max_body_bytes, handler_args={"auto_decompress": False})
     app[SETTINGS] = settings
     app[ACCEPTED] = OrderedDict()
     app[UPLOADS] = UploadFiles(settings.uploads_dir)
     app.router.add_post("/v1/jobs", intake.create_job)
+    app.router.add_get("/metrics", metrics.serve_metrics)
     reads.add_routes(app)
     lifecycle.add_routes(app)
     downloads.add_routes(app)

@@ -27,6 +27,7 @@ from bulkjobs.api.bodies import BodyReader, Chunk, ParsedBody, parse_json, parse
 from bulkjobs.api.common import PUBLISHER, SETTINGS, UPLOADS, json_response, remember
 from bulkjobs.api.csv_jobs import CSV_TYPES, MULTIPART, CsvUpload, receive, receive_text, spool_rows
 from bulkjobs.api.decoding import body_reader, content_encoding
+from bulkjobs.api.metrics import Form, job_accepted
 from bulkjobs.api.spool import BatchSpool, HeldChunks
 from bulkjobs.clock import parse_time, utc_now
 from bulkjobs.domain.exports import parse_export
@@ -53,8 +54,9 @@ async def create_job(request: web.Request) -> web.Response:
         if content_type == MULTIPART and encoding != "identity":
             raise UnsupportedMediaType(f"content encoding {encoding!r} is not supported for multipart bodies: "
                                        "send the CSV as text/csv to compress it", code="unsupported_content_encoding")
+        form = Form.MULTIPART if content_type == MULTIPART else Form.CSV
         return await _csv_job(request, job_id, receive(request, request.app[UPLOADS], job_id,
-                                                       settings.max_upload_bytes))
+                                                       settings.max_upload_bytes), form)
     body = await _parse_body(request, settings)
     if _job_kind(body.fields) == EXPORT:
         return await _export_job(request, job_id, body)
@@ -62,8 +64,8 @@ async def create_job(request: web.Request) -> web.Response:
         if body.has_data:
             raise BadRequest("a job takes either 'data' or 'file_content'", field="file_content")
         return await _csv_job(request, job_id, asyncio.to_thread(
-            receive_text, body.fields, request.app[UPLOADS], job_id, settings.max_upload_bytes))
-    return await _json_job(request, job_id, body)
+            receive_text, body.fields, request.app[UPLOADS], job_id, settings.max_upload_bytes), Form.FILE_CONTENT)
+    return await _json_job(request, job_id, body, Form.NDJSON if content_type in NDJSON_TYPES else Form.JSON)
 
 
 async def _parse_body(request: web.Request, settings: Settings) -> ParsedBody:
@@ -90,7 +92,7 @@ async def _parse_body(request: web.Request, settings: Settings) -> ParsedBody:
     return body
 
 
-async def _json_job(request: web.Request, job_id: str, body: ParsedBody) -> web.Response:
+async def _json_job(request: web.Request, job_id: str, body: ParsedBody, form: Form) -> web.Response:
     """Route the records into a spool as they are parsed, check the fields (an envelope's
     members after its data are known once the data is read), publish."""
     settings = request.app[SETTINGS]
@@ -108,7 +110,7 @@ async def _json_job(request: web.Request, job_id: str, body: ParsedBody) -> web.
     finally:
         records.release_held()
     job = Job(id=job_id, type=record_type, action=action, description=description)
-    return await _publish(request, job, spool, body.fields.get("schedule"))
+    return await _publish(request, job, spool, body.fields.get("schedule"), form)
 
 
 async def _export_job(request: web.Request, job_id: str, body: ParsedBody) -> web.Response:
@@ -116,10 +118,10 @@ async def _export_job(request: web.Request, job_id: str, body: ParsedBody) -> we
         raise BadRequest("an export takes no 'data'", field="data")
     export = parse_export(body.fields)
     job = Job(id=job_id, type=EXPORT, action=EXPORT, description=export.description, details=export.details())
-    return await _publish(request, job, None, body.fields.get("schedule"))
+    return await _publish(request, job, None, body.fields.get("schedule"), Form.EXPORT)
 
 
-async def _csv_job(request: web.Request, job_id: str, receiving: Awaitable[CsvUpload]) -> web.Response:
+async def _csv_job(request: web.Request, job_id: str, receiving: Awaitable[CsvUpload], form: Form) -> web.Response:
     """Save the file, plan the import from its header and spool its rows, publish; a CSV job
     whose request is refused leaves no file behind."""
     settings, tenant, uploads = request.app[SETTINGS], request["tenant"], request.app[UPLOADS]
@@ -137,14 +139,15 @@ async def _csv_job(request: web.Request, job_id: str, receiving: Awaitable[CsvUp
     job = Job(id=job_id, type=RESOURCES, action=plan.action, description=upload.settings.description,
               details=details)
     try:
-        return await _publish(request, job, spool, upload.schedule)
+        return await _publish(request, job, spool, upload.schedule, form)
     except BulkJobsError as exc:
         if exc.status < 500:  # refused (a schedule, its fields' size): nothing of it was published
             uploads.remove(job_id)
         raise
 
 
-async def _publish(request: web.Request, job: Job, spool: BatchSpool | None, schedule: Any) -> web.Response:
+async def _publish(request: web.Request, job: Job, spool: BatchSpool | None, schedule: Any,
+                   form: Form) -> web.Response:
     """Publish a job whose records are spooled (an export has none); answer 202 once Kafka
     has them all. With a schedule the job is a definition: its runs do the work."""
     tenant, created_at = request["tenant"], utc_now()
@@ -162,6 +165,7 @@ async def _publish(request: web.Request, job: Job, spool: BatchSpool | None, sch
     finally:
         if spool is not None:
             spool.discard()
+    job_accepted(form, job.total or 0)
     body = public_body(job)
     remember(request.app, tenant, body)
     return json_response(body, 202)

@@ -4,7 +4,8 @@ runs the export jobs (``exporter``) as their statuses come in.
 It commits its Kafka offsets only after the SQLite transaction holding those messages has
 committed; after a crash it replays from the last committed offsets, and the writer's
 idempotent upserts make the replay harmless. What an export status means for files on disk
-(start, pause, stop, remove) is done after that commit.
+(start, pause, stop, remove) is done after that commit. With ``BULKJOBS_METRICS_PORT`` it serves
+its metrics (``store.metrics``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from bulkjobs.gcpause import gc_paused
 from bulkjobs.kafka import clients
 from bulkjobs.kafka.admin import ensure_topics
 from bulkjobs.kafka.topics import TopicNames, decode
+from bulkjobs.metrics import consumer_lag, serve
 from bulkjobs.settings import Settings
+from bulkjobs.store import metrics
 from bulkjobs.store.exporter import Exports, Reporter
 from bulkjobs.store.schema import connect
 from bulkjobs.store.writer import ViewWriter
@@ -66,8 +69,9 @@ async def feed(settings: Settings, stop: asyncio.Event) -> None:
     await ensure_topics(settings)
     db = await connect(settings.db_path)
     writer = ViewWriter(db)
+    topics = (names.changes, names.status, names.workers)
     consumer = clients.consumer(
-        settings.kafka_brokers, names.changes, names.status, names.workers,
+        settings.kafka_brokers, *topics,
         group_id=names.store_group,
         auto_offset_reset="earliest",
         max_partition_fetch_bytes=4 * 1024 * 1024,
@@ -86,6 +90,8 @@ async def feed(settings: Settings, stop: asyncio.Event) -> None:
                 statuses = await _write(writer, names, fetched)
                 await consumer.commit()
                 await exports.observe(statuses)
+            if settings.metrics_port:
+                metrics.CONSUMER_LAG.show(await consumer_lag(consumer, topics))
             # Checked after what was fetched is written, so the view holds every status read.
             if not exports.ready and await _caught_up(consumer, names.status):
                 await exports.start_pending(db)
@@ -104,4 +110,6 @@ def run_feeder(settings: Settings) -> None:
             loop.add_signal_handler(sig, stop.set)
         await feed(settings, stop)
 
+    metrics.REGISTRY.register(metrics.ViewCollector(settings.db_path))
+    serve(metrics.REGISTRY, settings.host, settings.metrics_port, "store")
     asyncio.run(main())

@@ -7,6 +7,8 @@ of messages replayed after a crash leaves the view as it was.
 from __future__ import annotations
 
 import logging
+import time
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import groupby
@@ -45,6 +47,7 @@ from bulkjobs.domain.changes import (
 from bulkjobs.domain.counts import Counts
 from bulkjobs.domain.jobs import DELETED, EXPORT
 from bulkjobs.gcpause import gc_paused
+from bulkjobs.store import metrics
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +60,8 @@ _OP_SQL = {
     "(id, tenant, relationship_type, source, target, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
     OP_REL_DELETE: "DELETE FROM relationships WHERE id = ?",
 }
+_OP_TABLE = {OP_CREATE: "objects", OP_PATCH: "objects", OP_DELETE: "objects", OP_REL_CREATE: "relationships",
+             OP_REL_DELETE: "relationships"}
 
 
 def _op_row(op: Op) -> tuple[Any, ...]:
@@ -158,13 +163,16 @@ class _JobRows:
         return {job_id for job_id, status in self.latest.items() if status["status"] == DELETED}
 
 
-async def _write_ops(db: aiosqlite.Connection, ops: list[Op]) -> None:
+async def _write_ops(db: aiosqlite.Connection, ops: list[Op], written: Counter[str]) -> None:
     for op_type, run in groupby(ops, key=lambda op: op[OP_TYPE]):
-        await db.executemany(_OP_SQL[op_type], [_op_row(op) for op in run])
+        rows = [_op_row(op) for op in run]
+        await db.executemany(_OP_SQL[op_type], rows)
+        written[_OP_TABLE[op_type]] += len(rows)
 
 
-async def _write_changes(db: aiosqlite.Connection, changes: _ChangeRows) -> None:
-    await _write_ops(db, changes.ops)
+async def _write_changes(db: aiosqlite.Connection, changes: _ChangeRows, written: Counter[str]) -> None:
+    await _write_ops(db, changes.ops, written)
+    written.update(results=len(changes.results), job_batches=len(changes.batches))
     if changes.results:
         await db.executemany("INSERT OR REPLACE INTO results (job_id, idx, success, object_id, errors, outcome) "
                              "VALUES (?, ?, ?, ?, ?, ?)", changes.results)
@@ -173,7 +181,7 @@ async def _write_changes(db: aiosqlite.Connection, changes: _ChangeRows) -> None
                              "VALUES (?, ?, ?, ?, ?, ?)", changes.batches)
 
 
-async def _write_jobs(db: aiosqlite.Connection, job_rows: _JobRows) -> None:
+async def _write_jobs(db: aiosqlite.Connection, job_rows: _JobRows, written: Counter[str]) -> None:
     gone_ids = job_rows.gone
     jobs = [row for job_id, row in job_rows.jobs.items() if job_id not in gone_ids]
     # An export's file rows are replaced by those its latest status lists (fewer once some
@@ -181,6 +189,7 @@ async def _write_jobs(db: aiosqlite.Connection, job_rows: _JobRows) -> None:
     exports = [(job_id,) for job_id, status in job_rows.latest.items()
                if status["type"] == EXPORT or job_id in gone_ids]
     files = [row for job_id, rows in job_rows.files.items() if job_id not in gone_ids for row in rows]
+    written.update(jobs=len(jobs) + len(gone_ids), files=len(files), deleted_jobs=len(gone_ids))
     if jobs:
         await db.executemany(_UPSERT_JOB, jobs)
     if exports:
@@ -201,8 +210,10 @@ async def _delete_jobs(db: aiosqlite.Connection, tenants: dict[str, str]) -> Non
     await db.executemany("INSERT OR IGNORE INTO deleted_jobs (id, tenant) VALUES (?, ?)", list(tenants.items()))
 
 
-async def _write_heartbeats(db: aiosqlite.Connection, heartbeats: Iterable[dict[str, Any]]) -> None:
+async def _write_heartbeats(db: aiosqlite.Connection, heartbeats: Iterable[dict[str, Any]],
+                            written: Counter[str]) -> None:
     for beat in heartbeats:
+        written["workers"] += 1
         await db.execute(
             "INSERT OR REPLACE INTO workers (worker, host, pid, at, partitions) VALUES (?, ?, ?, ?, ?)",
             (beat["worker"], beat["host"], beat["pid"], beat["at"], orjson.dumps(beat["partitions"]).decode()),
@@ -228,14 +239,15 @@ class ViewWriter:
                 changes.add(applied)
             for status in statuses:
                 job_rows.add(status)
-        db = self.db
+        db, written, started = self.db, Counter[str](), time.perf_counter()
         await db.execute("BEGIN")
         try:
-            await _write_changes(db, changes)
-            await _write_jobs(db, job_rows)
-            await _write_heartbeats(db, heartbeats)
+            await _write_changes(db, changes, written)
+            await _write_jobs(db, job_rows, written)
+            await _write_heartbeats(db, heartbeats, written)
             await db.execute("COMMIT")
         except BaseException:
             await db.execute("ROLLBACK")
             raise
+        metrics.transaction_written(time.perf_counter() - started, written)
         return list(job_rows.latest.values())

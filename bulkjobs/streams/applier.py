@@ -5,12 +5,14 @@ The order of its effects is what makes a batch's effects exactly-once on at-leas
 (its ``(job, seq)`` is in the applied map) only sends its ``BatchDone`` again; a batch of a
 stopped job is skipped, one of a held job is parked (``BatchParked``); otherwise apply it,
 publish its ``AppliedBatch`` and wait for the ack, then publish its ``BatchDone``. An error
-handling a message fails the batch's job, and the stream goes on.
+handling a message fails the batch's job, and the stream goes on. What became of each message
+is counted (``streams.metrics``).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 from bulkjobs.clock import utc_now
@@ -28,6 +30,7 @@ from bulkjobs.kafka.topics import (
     encode,
     names_in,
 )
+from bulkjobs.streams import metrics
 from bulkjobs.streams.effects import DeadLetter, Message, Publish, publish_job_event, request_fail
 from bulkjobs.streams.state import JobCommands, JobStates, ObjectState
 
@@ -45,14 +48,16 @@ class BatchApplier:
     async def handle(self, message: Message) -> None:
         """Apply one message of the batches topic; any error fails the job it names, with the reason."""
         try:
-            await self._handle(message)
+            outcome = await self._handle(message)
         except Exception as exc:  # the stream goes on: the batch's job fails with the reason
+            outcome = metrics.ERROR
             log.exception("the batch at %s could not be handled", message)
             job_id, tenant = names_in(None, message.value)
             if job_id is not None:
                 await self._fail(job_id, tenant or "", f"a batch of the job could not be applied: {exc!r}")
+        metrics.batch_handled(outcome)
 
-    async def _handle(self, message: Message) -> None:
+    async def _handle(self, message: Message) -> str:
         try:
             batch = RecordBatch(**decode(message.value))
         except Exception as exc:
@@ -60,24 +65,26 @@ class BatchApplier:
             job_id, _ = names_in(None, message.value)
             if job_id is not None:
                 await self._fail(job_id, "", f"a batch of the job could not be read: {exc!r}")
-            return
-        await self.apply(message.partition, message.offset, batch)
+            return metrics.UNREADABLE
+        return await self.apply(message.partition, message.offset, batch)
 
-    async def apply(self, partition: int, offset: int, batch: RecordBatch) -> None:
-        """Apply the batch found at ``offset`` of ``partition``, in the order described above."""
+    async def apply(self, partition: int, offset: int, batch: RecordBatch) -> str:
+        """Apply the batch found at ``offset`` of ``partition``, in the order described above;
+        what became of it (one of ``metrics.BATCH_OUTCOMES``)."""
+        started = time.perf_counter()
         await self.objects.sync(partition)
         already = self.objects.applied.get((batch.job_id, batch.seq))
         if already is not None:  # redelivered after a crash: its effects are in Kafka already
             await self._done(batch.job_id, batch.seq, already)
-            return
+            return metrics.DUPLICATE
         await self.job_states.read_all(self.partitions)  # jobs stopped before the worker started
         await self.commands.fresh()  # a cancel or suspend answered by the API is known
         if batch.job_id in self.job_states.stopped or batch.job_id in self.commands.stopped:
-            return
+            return metrics.STOPPED
         if batch.hold or self.job_states.get(batch.job_id).holds_batches or batch.job_id in self.commands.held:
             held = BatchParked(job_id=batch.job_id, seq=batch.seq, partition=partition, offset=offset)
             await publish_job_event(self.publish, self.topics.job_events, held)
-            return
+            return metrics.PARKED
         if batch.type == RELATIONSHIPS and batch.action == "post":
             await self.objects.sync_all(self.partitions)  # sources and targets live anywhere
         at = self.now()
@@ -89,6 +96,8 @@ class BatchApplier:
         landed = await self.publish(self.topics.changes, encode(applied), partition=partition)
         self.objects.record(partition, landed, applied, apply_ops=False)
         await self._done(batch.job_id, batch.seq, records.counts)
+        metrics.batch_applied(records.counts, time.perf_counter() - started)
+        return metrics.APPLIED
 
     def _apply_records(self, batch: RecordBatch, at: str) -> AppliedRecords:
         """The batch applied to the index; an error of the whole batch fails every record."""

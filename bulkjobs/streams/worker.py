@@ -6,9 +6,10 @@ hands each message to the ``JobTracker`` (``tracker.py``), which publishes each 
 ``JobStatus`` to the same partition of the status topic, the jobs' changelog (see
 ``state.JobStates`` and docs/architecture.md for why not a Faust table). Two timers look at the
 jobs of the job-events partitions this worker owns: the ``Scheduler`` fires definitions, the
-``UploadWatch`` fails jobs whose upload was interrupted. A third sends the worker's heartbeat.
-An error handling one message or one job fails that job, with the reason; it never stops an
-agent or a timer.
+``UploadWatch`` fails jobs whose upload was interrupted. A third sends the worker's heartbeat,
+and with ``BULKJOBS_METRICS_PORT`` a fourth updates its gauges (``streams.metrics``). An error
+handling one message or one job fails that job, with the reason; it never stops an agent or a
+timer.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ from bulkjobs.kafka.clients import FAUST_PRODUCER
 from bulkjobs.kafka.refetch import Refetcher
 from bulkjobs.kafka.tail import TopicTail
 from bulkjobs.kafka.topics import TopicNames, WorkerHeartbeat, encode
+from bulkjobs.metrics import serve
 from bulkjobs.settings import Settings
+from bulkjobs.streams import metrics
 from bulkjobs.streams.applier import BatchApplier
 from bulkjobs.streams.effects import Message
 from bulkjobs.streams.scheduler import Scheduler
@@ -42,6 +45,7 @@ from bulkjobs.streams.uploads import UploadClock, UploadWatch
 log = logging.getLogger(__name__)
 
 SCHEDULER_INTERVAL = 0.5  # seconds between looks at the definitions: a one-second cron fires on time
+METRICS_INTERVAL = 1.0  # seconds between two updates of the gauges (consumer lag, index size)
 
 
 class Topics:
@@ -74,6 +78,7 @@ class Topics:
     async def dead_letter(self, message: Message, reason: str) -> None:
         """Set a message aside with the reason it could not be handled; the stream goes on."""
         log.warning("dead letter from %s: %s", message, reason)
+        metrics.dead_letter(message.topic)
         headers = [("reason", reason.encode()), ("topic", message.topic.encode()),
                    ("partition", str(message.partition).encode()), ("offset", str(message.offset).encode())]
         fut = await self.by_name[self.names.dead_letters].send(key=message.key, value=message.value,
@@ -129,6 +134,7 @@ def build_app(settings: Settings) -> faust.App:
     uploads = UploadClock(settings.upload_timeout)
     host = socket.gethostname()
     worker_id = f"{host}-{os.getpid()}"
+    progress = metrics.AgentProgress()
 
     async def start_tails() -> None:
         await objects.tail.ensure_started(settings.partitions, lazy=True)
@@ -150,14 +156,18 @@ def build_app(settings: Settings) -> faust.App:
     async def apply_batches(stream: faust.StreamT) -> AsyncIterator[None]:
         await start_tails()
         async for event in stream.events():
-            await applier.handle(message_of(event))
+            message = message_of(event)
+            await applier.handle(message)
+            progress.handled(message)
             yield None
 
     @app.agent(topics.by_name[names.job_events])
     async def track_jobs(stream: faust.StreamT) -> AsyncIterator[None]:
         await start_tails()
         async for event in stream.events():
-            await tracker.handle(message_of(event))
+            message = message_of(event)
+            await tracker.handle(message)
+            progress.handled(message)
             yield None
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
@@ -166,6 +176,7 @@ def build_app(settings: Settings) -> faust.App:
         lost = {tp.partition for tp in revoked if tp.topic == names.job_events}
         job_states.revoke(lost)
         uploads.restart(lost, job_states.partitions)
+        progress.revoke({(tp.topic, tp.partition) for tp in revoked})
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(app: faust.App, assigned: set[TP], **kwargs: Any) -> None:
@@ -188,16 +199,23 @@ def build_app(settings: Settings) -> faust.App:
         beat = WorkerHeartbeat(worker=worker_id, host=host, pid=os.getpid(), at=utc_now(), partitions=owned)
         await topics.send(names.workers, encode(beat), key=worker_id.encode())
 
+    if settings.metrics_port:
+        @app.timer(METRICS_INTERVAL)
+        async def gauges() -> None:
+            if app.consumer is not None:
+                await never_raising("metrics", partial(metrics.observe, app.consumer, (names.batches, names.job_events),
+                                                       progress, objects.index), METRICS_INTERVAL)
+
     return app
 
 
-async def never_raising(timer: str, look: Callable[[], Awaitable[None]]) -> None:
+async def never_raising(timer: str, look: Callable[[], Awaitable[None]], interval: float = SCHEDULER_INTERVAL) -> None:
     """A timer's look: an error in it is logged, and the next tick looks again (a Faust timer
     that raises stops the worker)."""
     try:
         await look()
     except Exception:
-        log.exception("the %s failed; it looks again in %.1f s", timer, SCHEDULER_INTERVAL)
+        log.exception("the %s failed; it looks again in %.1f s", timer, interval)
 
 
 def run_worker(settings: Settings, loglevel: str = "info") -> None:
@@ -207,6 +225,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     while a crashed member's session is still open on Tansu can be left with partitions it is
     never sent (seen in the crash test); once that session has expired, the join is clean.
     """
+    serve(metrics.REGISTRY, settings.host, settings.metrics_port, "worker")
     asyncio.run(ensure_topics(settings))
     pause = 2 * settings.session_timeout + 1
     log.info("waiting %.1f s for the sessions of crashed workers to expire", pause)

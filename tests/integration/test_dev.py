@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,6 +88,11 @@ def test_dev_runs_everything_and_ctrl_c_stops_it(dev: Dev) -> None:
     assert job["status"] == "succeeded"
     parts = children(dev.process.pid)
     assert set(parts) == {"worker", "store", "api"}
+    metrics = re.findall(r"(http://\S+/metrics) \((\w+)\)", next(line for line in dev.lines if "metrics on" in line))
+    assert {part for _, part in metrics} == {"api", "worker", "store"}
+    for url, part in metrics:
+        with urllib.request.urlopen(url, timeout=10) as resp:  # no API key
+            assert f"bulkjobs_{part}_".encode() in resp.read()
 
     os.killpg(dev.process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
     assert dev.process.wait(timeout=30) == 0

@@ -1,0 +1,83 @@
+"""The worker's metrics, served on ``BULKJOBS_METRICS_PORT``: the batches handled by what became
+of them, the records applied by outcome, how long applying a batch takes, dead letters, the
+agents' consumer lag per partition and the live ids in the object index.
+
+Counted per batch, never per record: a batch's records are counted from its counts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from bulkjobs.domain.counts import Counts
+from bulkjobs.domain.records import ObjectIndex
+from bulkjobs.metrics import Consumer, LagGauge, Partition, consumer_lag, new_registry
+from bulkjobs.streams.effects import Message
+
+REGISTRY = new_registry()
+
+# What became of a message of the batches topic (the label of BATCHES).
+APPLIED = "applied"
+DUPLICATE = "duplicate"  # redelivered, already applied: only its BatchDone is sent again
+STOPPED = "stopped"  # its job is cancelled, failed or deleted: skipped
+PARKED = "parked"  # its job holds its batches (suspended, or a definition)
+UNREADABLE = "unreadable"  # not a record batch: dead-lettered
+ERROR = "error"  # handling it raised: its job fails
+BATCH_OUTCOMES = (APPLIED, DUPLICATE, STOPPED, PARKED, UNREADABLE, ERROR)
+RECORD_OUTCOMES = tuple(field.name for field in fields(Counts) if field.name != "processed")
+
+BATCHES = Counter("bulkjobs_worker_batches", "Messages of the batches topic handled, by what became of them",
+                  ["outcome"], registry=REGISTRY)
+RECORDS = Counter("bulkjobs_worker_records_applied", "Records of the batches applied, by outcome", ["outcome"],
+                  registry=REGISTRY)
+APPLY_SECONDS = Histogram("bulkjobs_worker_batch_apply_seconds", "Seconds from a batch's arrival to its BatchDone "
+                          "acknowledged, for the batches applied", registry=REGISTRY)
+DEAD_LETTERS = Counter("bulkjobs_worker_dead_letters", "Messages set aside in the dead-letters topic, by the "
+                       "topic they came from", ["topic"], registry=REGISTRY)
+CONSUMER_LAG = LagGauge("bulkjobs_worker_consumer_lag", "Messages of each partition this worker is assigned that it "
+                        "has not handled yet (batches and job events)", REGISTRY)
+LIVE_IDS = Gauge("bulkjobs_worker_live_ids", "Live ids in the worker's object index (the partitions it reads), by "
+                 "kind", ["kind"], registry=REGISTRY)
+for _outcome in BATCH_OUTCOMES:
+    BATCHES.labels(_outcome)
+for _outcome in RECORD_OUTCOMES:
+    RECORDS.labels(_outcome)
+
+
+def batch_handled(outcome: str) -> None:
+    BATCHES.labels(outcome).inc()
+
+
+def batch_applied(counts: Counts, seconds: float) -> None:
+    for outcome in RECORD_OUTCOMES:
+        if value := getattr(counts, outcome):
+            RECORDS.labels(outcome).inc(value)
+    APPLY_SECONDS.observe(seconds)
+
+
+def dead_letter(topic: str) -> None:
+    DEAD_LETTERS.labels(topic).inc()
+
+
+class AgentProgress:
+    """The next offset the agents will handle of each partition, for their consumer lag."""
+
+    def __init__(self) -> None:
+        self.next: dict[Partition, int] = {}
+
+    def handled(self, message: Message) -> None:
+        self.next[(message.topic, message.partition)] = message.offset + 1
+
+    def revoke(self, partitions: set[Partition]) -> None:
+        """Forget what was handled of partitions another worker takes: they may come back later."""
+        for partition in partitions:
+            self.next.pop(partition, None)
+
+
+async def observe(consumer: Consumer, topics: tuple[str, ...], progress: AgentProgress, index: ObjectIndex) -> None:
+    """Update the gauges: the lag of the partitions of ``topics`` assigned now, the size of the index."""
+    CONSUMER_LAG.show(await consumer_lag(consumer, topics, progress.next))
+    LIVE_IDS.labels("object").set(len(index.objects))
+    LIVE_IDS.labels("relationship").set(len(index.relationships))
