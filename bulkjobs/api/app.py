@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 from aiohttp import web
 
@@ -24,6 +25,12 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Resources = Callable[[web.Application], AsyncIterator[None]]
+
+UI_DIR = Path(__file__).with_name("ui")  # the dashboard's static files, shipped as package data
+# The dashboard reaches only its own origin (the /v1 routes and their websockets), and renders
+# the data it reads as text: nothing inline, nothing from elsewhere.
+UI_POLICY = ("default-src 'self'; connect-src 'self'; img-src 'self' data:; "
+             "frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
 
 
 @web.middleware
@@ -46,6 +53,8 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path == "/v1/health" or request.match_info.route.handler in live.HANDLERS:
         return await handler(request)  # live sockets authenticate after the upgrade (api.live)
+    if request.path == "/ui" or request.path.startswith("/ui/"):
+        return await handler(request)  # the dashboard's files are public: the app asks for the key itself
     key = api_key(request)
     if not key:
         raise Unauthorized("an API key is required: send it as x-api-key or as a bearer token")
@@ -54,6 +63,23 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         raise Unauthorized("the API key is not valid")
     request["tenant"] = tenant
     return await handler(request)
+
+
+async def ui_redirect(request: web.Request) -> web.StreamResponse:
+    """``GET /ui``: to ``/ui/``, so that the page's relative links (its files, ``../v1``) resolve."""
+    raise web.HTTPFound(request.rel_url.with_path("/ui/"))
+
+
+async def ui_index(request: web.Request) -> web.StreamResponse:
+    """``GET /ui/``: the dashboard's page (a single page: it routes by the URL's fragment)."""
+    return web.FileResponse(UI_DIR / "index.html", headers={"Content-Security-Policy": UI_POLICY,
+                                                              "Cache-Control": "no-cache"})
+
+
+def add_ui_routes(app: web.Application) -> None:
+    app.router.add_get("/ui", ui_redirect)
+    app.router.add_get("/ui/", ui_index)
+    app.router.add_static("/ui/", UI_DIR, append_version=False)
 
 
 def build_app(settings: Settings, resources: Resources | None = None) -> web.Application:
@@ -71,6 +97,7 @@ def build_app(settings: Settings, resources: Resources | None = None) -> web.App
     downloads.add_routes(app)
     live.add_routes(app)
     export_files.add_routes(app)
+    add_ui_routes(app)
     app.cleanup_ctx.append(resources or _resources)
     return app
 
