@@ -85,6 +85,7 @@ export function time(iso) {
 export function duration(ms) {
   if (ms === null || ms === undefined || Number.isNaN(ms)) return "–";
   const s = ms / 1000;
+  if (s < 1) return `${Math.round(ms)} ms`;
   if (s < 10) return `${s.toFixed(1)} s`;
   if (s < 60) return `${Math.round(s)} s`;
   const m = Math.floor(s / 60);

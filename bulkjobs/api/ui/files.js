@@ -79,9 +79,9 @@ function fileRow(file, reload, message) {
     h("td", { class: "num" }, bytes(file.size)),
     h("td", { class: "num" }, number(file.records)),
     h("td", null, time(file.created_at)),
-    h("td", { class: "row-actions" }, act("Download", () => download(path, file.name)), act("Delete", async () => {
+    h("td", null, h("div", { class: "row-actions" }, act("Download", () => download(path, file.name)), act("Delete", async () => {
       if (!window.confirm(`Delete ${file.name}? It cannot be downloaded again.`)) return;
       await del(path);
       await reload();
-    })));
+    }))));
 }

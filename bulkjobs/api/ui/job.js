@@ -41,13 +41,15 @@ export function renderJob(main, id) {
   const progress = progressBar(0, "");
   const counts = h("div", { class: "counts" });
   const details = h("dl", { class: "details" });
-  const settings = h("div");
+  const settings = h("dl", { class: "details" });
+  const mappings = h("section", { class: "card", hidden: true }, h("h2", null, "Field mappings"));
   const downloads = h("div", { class: "downloads" });
   const extra = h("div"); // a definition's runs, an export's files
   const results = h("section", { class: "card" });
   let job = null;
   let stopResults = () => {};
   let shownTerminal = false;
+  let runsShown = null;
 
   function show(next) {
     const first = job === null;
@@ -61,6 +63,10 @@ export function renderJob(main, id) {
     replace(commands, (ALLOWED[job.status] || []).map((name) => commandButton(name)));
     if (first) {
       replace(settings, settingsOf(job));
+      if (job.field_mappings && job.field_mappings.length) {
+        mappings.append(mappingsTable(job.field_mappings));
+        mappings.hidden = false;
+      }
       replace(downloads, downloadButtons(job));
     }
     const terminal = TERMINAL.has(job.status);
@@ -68,8 +74,11 @@ export function renderJob(main, id) {
       replace(extra, extraOf(job));
       stopResults();
       stopResults = renderResults(results, path, job);
+    } else if (job.schedule && job.runs !== runsShown) {
+      replace(extra, extraOf(job));
     }
     shownTerminal = terminal;
+    runsShown = job.runs;
   }
 
   function commandButton(name) {
@@ -97,10 +106,12 @@ export function renderJob(main, id) {
     h("div", { class: "page-head" }, h("div", { class: "title-block" }, heading, status,
       h("div", { class: "id" }, id)), commands),
     message,
+    h("section", { class: "card progress-card" }, h("div", { class: "section-head" }, h("h2", null, "Progress"), downloads),
+      progress, counts),
     h("div", { class: "job-grid" },
-      h("section", { class: "card progress-card" }, h("h2", null, "Progress"), progress, counts),
       h("section", { class: "card" }, h("h2", null, "Details"), details),
-      h("section", { class: "card" }, h("h2", null, "Settings"), settings, h("h3", null, "Downloads"), downloads)),
+      h("section", { class: "card" }, h("h2", null, "Settings"), settings),
+      mappings),
     extra,
     results);
 
@@ -127,10 +138,11 @@ function item(label, ...value) {
 function detailItems(job) {
   const took = jobDuration(job);
   const processed = (job.counts || {}).processed || 0;
-  const rate = took > 0 && processed ? `${number(Math.round(processed / (took / 1000)))} records/s` : null;
+  // A rate over less than a second says more about timer resolution than about the job.
+  const rate = took >= 1000 && processed ? `${number(Math.round(processed / (took / 1000)))} records/s` : null;
   return [
     item("Kind", kind(job)),
-    item("Host", job.host || h("span", { class: "muted" }, "not started")),
+    item("Host", job.host || h("span", { class: "muted" }, job.started_at ? "–" : "not started")),
     item("Created", time(job.created_at)),
     item("Started", time(job.started_at)),
     item("Completed", time(job.completed_at)),
@@ -154,14 +166,15 @@ function settingsOf(job) {
   if (job.schedule) rows.push(["Schedule", scheduleText(job.schedule)], ["Runs made", number(job.runs || 0)]);
   if (job.time_frame) rows.push(["Time frame", job.time_frame.all ? "all" : `${job.time_frame.date_from} – ${job.time_frame.date_to}`]);
   if (job.params) rows.push(["Params", JSON.stringify(job.params)]);
-  const list = h("dl", { class: "details" }, rows.filter(([, v]) => v !== null && v !== undefined && v !== "")
-    .map(([label, value]) => item(label, value)));
-  const mappings = job.field_mappings && job.field_mappings.length ? h("table", { class: "compact mappings" },
-    h("thead", null, h("tr", null, h("th", null, "Column"), h("th", null, "Field"), h("th", null, "Type"),
+  return rows.filter(([, v]) => v !== null && v !== undefined && v !== "").map(([label, value]) => item(label, value));
+}
+
+function mappingsTable(mappings) {
+  return h("table", { class: "compact mappings" },
+    h("thead", null, h("tr", null, h("th", { class: "num" }, "Column"), h("th", null, "Field"), h("th", null, "Type"),
       h("th", null, "Default"))),
-    h("tbody", null, job.field_mappings.map((m) => h("tr", null, h("td", { class: "num" }, m.index), h("td", null, m.api_name),
-      h("td", null, m.type || "string"), h("td", null, m.default_value === null ? "–" : String(m.default_value)))))) : null;
-  return [list, mappings ? h("h3", null, "Field mappings") : null, mappings];
+    h("tbody", null, mappings.map((m) => h("tr", null, h("td", { class: "num" }, m.index), h("td", null, m.api_name),
+      h("td", null, m.type || "string"), h("td", null, m.default_value === null ? "–" : String(m.default_value))))));
 }
 
 export function scheduleText(schedule) {

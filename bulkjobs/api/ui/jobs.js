@@ -21,6 +21,7 @@ export function renderJobs(main, setLive) {
   });
   let loading = null;
   let reloadTimer = null;
+  let newest = ""; // the creation time of the newest job listed (ISO 8601 UTC: compares as text)
 
   async function load() {
     const query = { status: state.status, q: state.q, limit: state.limit, offset: state.offset };
@@ -35,6 +36,7 @@ export function renderJobs(main, setLive) {
     if (mine !== loading) return; // a newer load was started meanwhile
     replace(message);
     rows.clear();
+    newest = page.items.reduce((latest, job) => (job.created_at > latest ? job.created_at : latest), "");
     replace(tbody, page.items.map((job) => jobRow(job, rows)));
     if (!page.items.length) {
       tbody.append(h("tr", null, h("td", { colspan: "7", class: "empty" },
@@ -43,15 +45,18 @@ export function renderJobs(main, setLive) {
     pages.update(state.offset, page.items.length, page.total, "jobs");
   }
 
-  // A change from the socket: update the job's row, or reload the list if a job it should show
-  // now is not in it (a new job at the top of the first page).
+  // A change from the socket: update the job's row, or reload the first page (at most every
+  // RELOAD_AFTER) when a job newer than its newest shows up.
   function changed(job) {
     const row = rows.get(job.id);
     if (row) {
       updateRow(row, job);
-    } else if (state.offset === 0 && (!state.status || state.status === job.status)) {
-      clearTimeout(reloadTimer);
-      reloadTimer = setTimeout(load, RELOAD_AFTER);
+    } else if (state.offset === 0 && (!state.status || state.status === job.status) && job.created_at > newest
+               && !reloadTimer) {
+      reloadTimer = setTimeout(() => {
+        reloadTimer = null;
+        load();
+      }, RELOAD_AFTER);
     }
   }
 

@@ -26,7 +26,7 @@ export function renderResults(section, path, job) {
     Object.entries(FILTERS).map(([value, f]) => h("option", { value }, f.label)));
   const size = h("select", { name: "results-limit", "aria-label": "Results per page" },
     [50, 100, 500].map((n) => h("option", { value: String(n) }, `${n} per page`)));
-  size.value = "100";
+  size.value = "50";
   const tbody = h("tbody");
   const info = h("span", { class: "pager-info" });
   const prev = h("button", { type: "button", class: "secondary", onclick: () => go(starts.pop() ?? 0, false) }, "‹ Previous");
@@ -78,9 +78,9 @@ export function renderResults(section, path, job) {
       ? `No ${filter.label.toLowerCase()} results in records ${number(from)}–${number(Math.max(from, page.to - 1))}.`
       : "No results yet.")));
     const stretch = page.to > from ? `records ${number(from)}–${number(page.to - 1)}` : `from record ${number(from)}`;
-    info.textContent = outcome.value
-      ? `${number(page.found.length)} ${filter.label.toLowerCase()} in ${stretch} · ${number(total)} processed`
-      : `${stretch} of ${number(total)} processed`;
+    if (!total) info.textContent = "No record processed yet";
+    else if (outcome.value) info.textContent = `${number(page.found.length)} ${filter.label.toLowerCase()} in ${stretch} · ${number(total)} processed`;
+    else info.textContent = `${stretch} of ${number(total)} processed`;
     prev.disabled = start === 0 && !starts.length;
     next.disabled = page.ended || page.to >= total;
   }
@@ -99,8 +99,10 @@ export function renderResults(section, path, job) {
         h("th", null, "Error"))),
       tbody)),
     h("div", { class: "pager" }, info, prev, next));
-  if (job.type === "export") {
-    replace(section, h("h2", null, "Results"), h("p", { class: "muted" }, "An export has no per-record results: see its files."));
+  const none = job.type === "export" ? "An export has no per-record results: see its files."
+    : job.schedule ? "A scheduled definition has no results of its own: each of its runs has." : null;
+  if (none) {
+    replace(section, h("h2", null, "Results"), h("p", { class: "muted" }, none));
     return () => {};
   }
   reset();
