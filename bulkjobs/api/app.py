@@ -1,5 +1,6 @@
 """The HTTP API's composition: the routes of every module, the error and authentication
-middleware, and the resources (view, publisher, live feed) opened for the app's life."""
+middleware, the resources (view, publisher, live feed) opened for the app's life, and the
+dashboard's static files (``bulkjobs/api/ui``, served at ``/ui``)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from aiohttp import web
 from bulkjobs.api import downloads, export_files, intake, lifecycle, live, reads
 from bulkjobs.api.common import ACCEPTED, PUBLISHER, READER, SETTINGS, UPLOADS, api_key, json_response
 from bulkjobs.api.publisher import JobPublisher
-from bulkjobs.errors import BulkJobsError, Unauthorized
+from bulkjobs.errors import BulkJobsError, NotFound, Unauthorized
 from bulkjobs.kafka.admin import ensure_topics
 from bulkjobs.kafka.topics import TopicNames
 from bulkjobs.settings import Settings
@@ -31,6 +32,7 @@ UI_DIR = Path(__file__).with_name("ui")  # the dashboard's static files, shipped
 # the data it reads as text: nothing inline, nothing from elsewhere.
 UI_POLICY = ("default-src 'self'; connect-src 'self'; img-src 'self' data:; "
              "frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+UI_CACHING = {"Cache-Control": "no-cache"}  # revalidated (ETag) on each load: a new version shows at once
 
 
 @web.middleware
@@ -72,14 +74,21 @@ async def ui_redirect(request: web.Request) -> web.StreamResponse:
 
 async def ui_index(request: web.Request) -> web.StreamResponse:
     """``GET /ui/``: the dashboard's page (a single page: it routes by the URL's fragment)."""
-    return web.FileResponse(UI_DIR / "index.html", headers={"Content-Security-Policy": UI_POLICY,
-                                                              "Cache-Control": "no-cache"})
+    return web.FileResponse(UI_DIR / "index.html", headers={"Content-Security-Policy": UI_POLICY, **UI_CACHING})
+
+
+async def ui_file(request: web.Request) -> web.StreamResponse:
+    """``GET /ui/<name>.js`` or ``.css``: one of the page's scripts or its style sheet."""
+    path = UI_DIR / request.match_info["name"]
+    if not path.is_file():
+        raise NotFound(f"the dashboard has no file {request.match_info['name']!r}")
+    return web.FileResponse(path, headers=UI_CACHING)
 
 
 def add_ui_routes(app: web.Application) -> None:
     app.router.add_get("/ui", ui_redirect)
     app.router.add_get("/ui/", ui_index)
-    app.router.add_static("/ui/", UI_DIR, append_version=False)
+    app.router.add_get(r"/ui/{name:[a-z]+\.(?:js|css)}", ui_file)
 
 
 def build_app(settings: Settings, resources: Resources | None = None) -> web.Application:
