@@ -65,8 +65,10 @@ function askForKey(message) {
     try {
       await get("jobs", { limit: 1 });
     } catch (error) {
-      apiKey.clear();
-      replace(status, notice(error.status === 401 ? "This API key is not valid." : `The service did not answer: ${error.message}`));
+      if (error.status !== 401) { // a 401 has asked for the key again already (onUnauthorized)
+        apiKey.clear();
+        replace(status, notice(`The service did not answer: ${error.message}`));
+      }
       return;
     }
     route();
@@ -86,7 +88,7 @@ onUnauthorized(() => {
   stopView();
   stopView = () => {};
   setLive(null);
-  askForKey("The service refused the API key: enter it again.");
+  askForKey("The service refused this API key: enter a valid one.");
 });
 
 signOut.addEventListener("click", () => {

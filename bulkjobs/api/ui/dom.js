@@ -137,9 +137,10 @@ export function pager(onPage) {
   const el = h("div", { class: "pager" }, info, prev, next);
   return {
     el,
-    update(offset, count, total, noun = "") {
-      info.textContent = total === 0 ? `No ${noun || "items"}`
-        : `${number(offset + 1)}–${number(offset + count)} of ${number(total)}${noun ? ` ${noun}` : ""}`;
+    update(offset, count, total, noun = "items") {
+      if (total === 0) info.textContent = `No ${noun}`;
+      else if (offset === 0 && count === total) info.textContent = `${number(total)} ${total === 1 ? noun.replace(/s$/, "") : noun}`;
+      else info.textContent = `${number(offset + 1)}–${number(offset + count)} of ${number(total)} ${noun}`;
       prev.disabled = offset <= 0;
       next.disabled = offset + count >= total;
     },

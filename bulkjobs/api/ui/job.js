@@ -53,14 +53,17 @@ export function renderJob(main, id) {
 
   function show(next) {
     const first = job === null;
+    const statusChanged = first || next.status !== job.status;
     job = next;
     heading.textContent = title(job) || "Job";
-    replace(status, badge(job.status));
     setProgress(progress, job.progress, job.status);
     replace(counts, COUNTS.map((name) => h("div", { class: `count count-${name}` },
       h("span", { class: "value" }, number((job.counts || {})[name])), h("span", { class: "label" }, name))));
     replace(details, detailItems(job));
-    replace(commands, (ALLOWED[job.status] || []).map((name) => commandButton(name)));
+    if (statusChanged) { // not on every count: a button replaced under the pointer would lose its click
+      replace(status, badge(job.status));
+      replace(commands, (ALLOWED[job.status] || []).map((name) => commandButton(name)));
+    }
     if (first) {
       replace(settings, settingsOf(job));
       if (job.field_mappings && job.field_mappings.length) {

@@ -180,7 +180,8 @@ function field(label, control, hint) {
 function submitForm(onSubmitted) {
   const file = h("input", { type: "file", name: "file", required: true, accept: ".csv,.json,.ndjson,.jsonl" });
   const format = h("select", { name: "format" }, Object.entries(FORMATS).map(([value, f]) => h("option", { value }, f.label)));
-  const description = h("input", { type: "text", name: "description", maxlength: "4096", placeholder: "optional" });
+  const description = h("input", { type: "text", name: "description", maxlength: "4096", placeholder: "optional",
+    class: "wide" });
   const operation = h("select", { name: "operation" }, OPERATIONS.map((op) => h("option", { value: op }, op)));
   operation.value = "upsert";
   const objectType = h("input", { type: "text", name: "object_type", placeholder: "e.g. machine" });
@@ -238,7 +239,10 @@ function submitForm(onSubmitted) {
     replace(status, h("span", { class: "muted" }, `Sending ${chosen.name} (${bytes(chosen.size)})…`));
     try {
       const job = await submitFile(chosen, FORMATS[format.value].contentType, query,
-        (fraction) => setProgress(progress, fraction * 100, "processing"));
+        (fraction) => {
+          setProgress(progress, fraction * 100, "processing");
+          if (fraction >= 1) replace(status, h("span", { class: "muted" }, "Sent: the service is checking and publishing it…"));
+        });
       replace(status, notice(h("span", null, "Accepted: ",
         h("a", { href: `#/jobs/${encodeURIComponent(job.id)}` }, title(job) || job.id),
         ` (${number(job.counts.total)} records)`), "ok"));
