@@ -119,7 +119,9 @@ export function renderJob(main, id) {
     results);
 
   let stopLive = () => {};
+  let alive = true;
   get(path).then((found) => {
+    if (!alive) return; // another view came meanwhile
     show(found);
     if (!TERMINAL.has(found.status)) {
       stopLive = follow(`${path}/live`, show, (state) => state === "not_found" && replace(message, notice("This job is gone.")));
@@ -128,6 +130,7 @@ export function renderJob(main, id) {
     ? `There is no job ${id}.` : `The job could not be read: ${errorText(error)}`), h("a", { href: "#/jobs" }, "Back to the jobs")));
   const tick = setInterval(() => job && job.status === "processing" && replace(details, detailItems(job)), 1000);
   return () => {
+    alive = false;
     stopLive();
     stopResults();
     clearInterval(tick);

@@ -44,7 +44,7 @@ export function renderResults(section, path, job) {
     const want = filtered ? WINDOW : limit;
     const found = [];
     let at = from;
-    for (let window = 0; window < (filtered ? MAX_WINDOWS : 1); window += 1) {
+    for (let reads = 0; reads < (filtered ? MAX_WINDOWS : 1); reads += 1) {
       const page = await get(`${path}/results`, { offset: at, limit: want });
       for (const result of page.items) {
         at = result.index + 1;
@@ -62,9 +62,11 @@ export function renderResults(section, path, job) {
     const limit = Number(size.value);
     info.textContent = "Reading…";
     let page;
-    let total;
+    // The job's counts: how many are processed, and how many records it has (results land in
+    // parallel, so any index below that may be there while it runs).
+    let counts;
     try {
-      [page, total] = await Promise.all([readPage(from, limit, filter.keep), get(path).then((j) => j.counts.processed)]);
+      [page, counts] = await Promise.all([readPage(from, limit, filter.keep), get(path).then((j) => j.counts)]);
     } catch (error) {
       if (alive && mine === current) replace(tbody, row(notice(`The results could not be read: ${errorText(error)}`)));
       return;
@@ -78,11 +80,12 @@ export function renderResults(section, path, job) {
       ? `No ${filter.label.toLowerCase()} results in records ${number(from)}–${number(Math.max(from, page.to - 1))}.`
       : "No results yet.")));
     const stretch = page.to > from ? `records ${number(from)}–${number(page.to - 1)}` : `from record ${number(from)}`;
-    if (!total) info.textContent = "No record processed yet";
-    else if (outcome.value) info.textContent = `${number(page.found.length)} ${filter.label.toLowerCase()} in ${stretch} · ${number(total)} processed`;
-    else info.textContent = `${stretch} of ${number(total)} processed`;
+    const processed = `${number(counts.processed)} of ${number(counts.total)} processed`;
+    if (!counts.processed) info.textContent = "No record processed yet";
+    else if (outcome.value) info.textContent = `${number(page.found.length)} ${filter.label.toLowerCase()} in ${stretch} · ${processed}`;
+    else info.textContent = `${stretch} · ${processed}`;
     prev.disabled = start === 0 && !starts.length;
-    next.disabled = page.ended || page.to >= total;
+    next.disabled = page.ended || (counts.total !== null && page.to >= counts.total);
   }
 
   const reset = () => {
