@@ -33,7 +33,8 @@ export function renderSchedules(main) {
   }
 
   replace(main,
-    h("div", { class: "page-head" }, h("h1", null, "Schedules")),
+    h("div", { class: "page-head" }, h("h1", null, "Schedules"),
+      h("button", { type: "button", class: "secondary", onclick: load }, "Refresh")),
     h("section", { class: "card" }, message,
       h("div", { class: "table-wrap" }, h("table", { class: "jobs" },
         h("thead", null, h("tr", null, h("th", null, "Definition"), h("th", null, "Kind"), h("th", null, "Status"),
