@@ -1,5 +1,6 @@
 """The HTTP API's composition: the routes of every module, the metrics, error and authentication
-middleware, and the resources (view, publisher, live feed) opened for the app's life."""
+middleware, the resources (view, publisher, live feed) opened for the app's life, and the
+dashboard's static files (``bulkjobs/api/ui``, served at ``/ui``)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,14 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 from aiohttp import web
 
 from bulkjobs.api import downloads, export_files, intake, lifecycle, live, metrics, reads
 from bulkjobs.api.common import ACCEPTED, PUBLISHER, READER, SETTINGS, UPLOADS, api_key, json_response
 from bulkjobs.api.publisher import JobPublisher
-from bulkjobs.errors import BulkJobsError, Unauthorized
+from bulkjobs.errors import BulkJobsError, NotFound, Unauthorized
 from bulkjobs.kafka.admin import ensure_topics
 from bulkjobs.kafka.topics import TopicNames
 from bulkjobs.settings import Settings
@@ -44,6 +46,14 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         metrics.request_answered(request, status, time.perf_counter() - started)
 
 
+UI_DIR = Path(__file__).with_name("ui")  # the dashboard's static files, shipped as package data
+# The dashboard reaches only its own origin (the /v1 routes and their websockets), and renders
+# the data it reads as text: nothing inline, nothing from elsewhere.
+UI_POLICY = ("default-src 'self'; connect-src 'self'; img-src 'self' data:; "
+             "frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+UI_CACHING = {"Cache-Control": "no-cache"}  # revalidated (ETag) on each load: a new version shows at once
+
+
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
@@ -64,6 +74,8 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path in OPEN_PATHS or request.match_info.route.handler in live.HANDLERS:
         return await handler(request)  # live sockets authenticate after the upgrade (api.live)
+    if request.path == "/ui" or request.path.startswith("/ui/"):
+        return await handler(request)  # the dashboard's files are public: the app asks for the key itself
     key = api_key(request)
     if not key:
         raise Unauthorized("an API key is required: send it as x-api-key or as a bearer token")
@@ -72,6 +84,30 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         raise Unauthorized("the API key is not valid")
     request["tenant"] = tenant
     return await handler(request)
+
+
+async def ui_redirect(request: web.Request) -> web.StreamResponse:
+    """``GET /ui``: to ``/ui/``, so that the page's relative links (its files, ``../v1``) resolve."""
+    raise web.HTTPFound(request.rel_url.with_path("/ui/"))
+
+
+async def ui_index(request: web.Request) -> web.StreamResponse:
+    """``GET /ui/``: the dashboard's page (a single page: it routes by the URL's fragment)."""
+    return web.FileResponse(UI_DIR / "index.html", headers={"Content-Security-Policy": UI_POLICY, **UI_CACHING})
+
+
+async def ui_file(request: web.Request) -> web.StreamResponse:
+    """``GET /ui/<name>.js`` or ``.css``: one of the page's scripts or its style sheet."""
+    path = UI_DIR / request.match_info["name"]
+    if not path.is_file():
+        raise NotFound(f"the dashboard has no file {request.match_info['name']!r}")
+    return web.FileResponse(path, headers=UI_CACHING)
+
+
+def add_ui_routes(app: web.Application) -> None:
+    app.router.add_get("/ui", ui_redirect)
+    app.router.add_get("/ui/", ui_index)
+    app.router.add_get(r"/ui/{name:[a-z]+\.(?:js|css)}", ui_file)
 
 
 def build_app(settings: Settings, resources: Resources | None = None) -> web.Application:
@@ -90,6 +126,7 @@ def build_app(settings: Settings, resources: Resources | None = None) -> web.App
     downloads.add_routes(app)
     live.add_routes(app)
     export_files.add_routes(app)
+    add_ui_routes(app)
     app.cleanup_ctx.append(resources or _resources)
     return app
 
