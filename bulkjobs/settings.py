@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from bulkjobs.logs import checked_format
+
 
 def parse_api_keys(text: str) -> dict[str, str]:
     """``key=tenant,key2=tenant2`` -> {key: tenant}; blanks are ignored."""
@@ -43,6 +45,7 @@ class Settings:
     # A job whose submitter (the API) sends no beat or seal for this long while it is still
     # sending the job's batches fails as upload_interrupted; the API beats every fifth of it.
     upload_timeout: float = 30.0
+    log_format: str = "text"  # or "json": one JSON object per line (bulkjobs.logs)
 
     @property
     def db_path(self) -> Path:
@@ -69,6 +72,8 @@ class Settings:
             values["host"] = v
         if (v := get("TOPIC_PREFIX")) is not None:
             values["topic_prefix"] = v
+        if (v := get("LOG_FORMAT")) is not None:
+            values["log_format"] = checked_format(v)
         for name, attr in (
             ("PORT", "port"),
             ("PARTITIONS", "partitions"),

@@ -25,6 +25,7 @@ from bulkjobs.kafka.topics import (
     decode,
     encode,
 )
+from bulkjobs.logs import about_job
 from bulkjobs.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,8 @@ class JobPublisher:
         try:
             await self._upload(submitted, spool)
         except Exception as exc:
-            log.exception("job %s: batches could not be written; failing it", submitted.job_id)
+            log.exception("job %s: batches could not be written; failing it", submitted.job_id,
+                          extra=about_job(submitted.job_id, submitted.tenant))
             reason = f"the job's records could not all be written to Kafka: {exc!r}"
             await self.command(submitted.job_id, submitted.tenant, "fail", reason)
             raise Unavailable(reason) from None

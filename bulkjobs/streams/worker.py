@@ -18,8 +18,9 @@ import logging
 import os
 import socket
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import faust
 from faust.types import TP
@@ -30,6 +31,7 @@ from bulkjobs.kafka.clients import FAUST_PRODUCER
 from bulkjobs.kafka.refetch import Refetcher
 from bulkjobs.kafka.tail import TopicTail
 from bulkjobs.kafka.topics import TopicNames, WorkerHeartbeat, encode
+from bulkjobs.logs import logging_config
 from bulkjobs.settings import Settings
 from bulkjobs.streams.applier import BatchApplier
 from bulkjobs.streams.effects import Message
@@ -211,4 +213,6 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     log.info("waiting %.1f s for the sessions of crashed workers to expire", pause)
     time.sleep(pause)
     app = build_app(settings)
-    faust.Worker(app, loglevel=loglevel).execute_from_commandline()
+    # Faust sets logging up itself: handed the same configuration, it logs as the other parts do.
+    config = logging_config("worker", settings.log_format, loglevel.upper())
+    faust.Worker(app, loglevel=loglevel, logging_config=config).execute_from_commandline()
