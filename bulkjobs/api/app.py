@@ -44,7 +44,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path == "/v1/health" or request.match_info.route.handler in live.HANDLERS:
+    if request.path in reads.OPEN_PATHS or request.match_info.route.handler in live.HANDLERS:
         return await handler(request)  # live sockets authenticate after the upgrade (api.live)
     key = api_key(request)
     if not key:

@@ -45,6 +45,11 @@ class JobPublisher:
     async def stop(self) -> None:
         await self.producer.stop()
 
+    async def reachable(self) -> None:
+        """Return once the broker has answered a metadata request of the producer's client; raise
+        if it cannot be reached (the caller bounds the wait)."""
+        await self.producer.client.fetch_all_metadata()
+
     async def submit(self, submitted: JobSubmitted, spool: BatchSpool | None) -> None:
         """Publish the job's totals, then its batches (an export has none), then seal it; return
         once the broker has them all. A definition's batches are marked to be held for its runs."""
