@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import logging
 import logging.config
+import sys
 from datetime import UTC, datetime
+from types import TracebackType
 from typing import Any
 
 import orjson
@@ -75,5 +77,12 @@ def logging_config(process: str, log_format: str, level: str = "INFO") -> dict[s
 
 
 def setup_logging(process: str, log_format: str, level: str = "INFO") -> None:
-    """Send the process's log to stderr in ``log_format`` (``text`` or ``json``)."""
+    """Send the process's log to stderr in ``log_format`` (``text`` or ``json``). In JSON, an
+    exception nothing caught is logged too, rather than printed as a bare traceback."""
     logging.config.dictConfig(logging_config(process, log_format, level))
+    if log_format == "json":
+        sys.excepthook = log_uncaught
+
+
+def log_uncaught(kind: type[BaseException], value: BaseException, traceback: TracebackType | None) -> None:
+    logging.getLogger("bulkjobs").critical("uncaught %s", kind.__name__, exc_info=(kind, value, traceback))

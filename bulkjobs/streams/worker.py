@@ -243,5 +243,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
         time.sleep(pause)
     app = build_app(settings)
     # Faust sets logging up itself: handed the same configuration, it logs as the other parts do.
+    # Quiet, it prints nothing beside the log (its banner, "-INT-" on Ctrl-C), which JSON needs.
     config = logging_config("worker", settings.log_format, loglevel.upper())
-    faust.Worker(app, loglevel=loglevel, logging_config=config).execute_from_commandline()
+    faust.Worker(app, loglevel=loglevel, logging_config=config,
+                 quiet=settings.log_format == "json").execute_from_commandline()

@@ -5,13 +5,14 @@ from __future__ import annotations
 import io
 import logging
 import logging.config
+import sys
 from collections.abc import Iterator
 from datetime import datetime
 
 import orjson
 import pytest
 
-from bulkjobs.logs import JsonFormatter, about_job, logging_config
+from bulkjobs.logs import JsonFormatter, about_job, logging_config, setup_logging
 from bulkjobs.settings import Settings
 
 
@@ -90,3 +91,21 @@ def test_the_log_format_is_a_setting_text_by_default() -> None:
     assert Settings.from_env({"BULKJOBS_LOG_FORMAT": "json"}).log_format == "json"
     with pytest.raises(ValueError, match="BULKJOBS_LOG_FORMAT must be one of text, json"):
         Settings.from_env({"BULKJOBS_LOG_FORMAT": "xml"})
+
+
+def test_in_json_an_uncaught_exception_is_a_log_line(capsys: pytest.CaptureFixture[str]) -> None:
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level, sys.excepthook
+    try:
+        setup_logging("store", "json")
+        try:
+            raise RuntimeError("the end")
+        except RuntimeError as exc:
+            sys.excepthook(type(exc), exc, exc.__traceback__)
+    finally:
+        root.handlers[:], _, sys.excepthook = saved
+        root.setLevel(saved[1])
+    [line] = capsys.readouterr().err.splitlines()
+    entry = orjson.loads(line)
+    assert (entry["level"], entry["message"]) == ("CRITICAL", "uncaught RuntimeError")
+    assert "RuntimeError: the end" in entry["exception"]
