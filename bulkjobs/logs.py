@@ -85,4 +85,5 @@ def setup_logging(process: str, log_format: str, level: str = "INFO") -> None:
 
 
 def log_uncaught(kind: type[BaseException], value: BaseException, traceback: TracebackType | None) -> None:
+    """``sys.excepthook`` in JSON: the exception that ends the process, as a log line."""
     logging.getLogger("bulkjobs").critical("uncaught %s", kind.__name__, exc_info=(kind, value, traceback))
