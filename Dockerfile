@@ -32,6 +32,12 @@ ENV BULKJOBS_DATA_DIR=/data \
 VOLUME ["/data"]
 EXPOSE 8080
 
+# The API is healthy once it can publish to Kafka and read the view (GET /readyz; GET /livez only
+# says that it runs). The worker and the store serve no HTTP: their containers turn this off
+# (docker-compose.yml does).
+HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=6 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ['BULKJOBS_PORT'] + '/readyz', timeout=4)"]
+
 USER bulkjobs
 WORKDIR /home/bulkjobs
 ENTRYPOINT ["bulkjobs"]

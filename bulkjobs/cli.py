@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from bulkjobs.client import ApiError, BulkJobsClient, ClientSettings, Job, JobOptions, plan_upload
 from bulkjobs.domain.jobs import STATUSES, SUCCEEDED, TERMINAL
+from bulkjobs.logs import setup_logging
 from bulkjobs.settings import Settings
 from bulkjobs.supervisor import Part, Supervisor
 
@@ -38,6 +39,16 @@ ERROR_EXIT = 2  # a usage or HTTP error, as click's usage errors
 
 
 PARTS = ("worker", "store", "api")
+DEV_PREFIX = "bulkjobs dev: "
+
+log = logging.getLogger("bulkjobs.dev")
+
+
+def dev_reporter(settings: Settings) -> Callable[[str], None]:
+    """How ``bulkjobs dev`` tells what it does: printed lines, or log lines with the JSON log format."""
+    if settings.log_format == "text":
+        return lambda line: print(line, flush=True)
+    return lambda line: log.info(line.removeprefix(DEV_PREFIX))
 
 
 def run_dev(settings: Settings) -> int:
@@ -45,27 +56,27 @@ def run_dev(settings: Settings) -> int:
     A part that dies is restarted (``bulkjobs.supervisor``)."""
     from bulkjobs.broker import free_port, start_broker
 
+    report = dev_reporter(settings)
     env = dict(os.environ)
     broker = None
     if not os.environ.get("BULKJOBS_KAFKA_BROKERS"):
         broker = start_broker()
         env["BULKJOBS_KAFKA_BROKERS"] = broker.address
-        print(f"bulkjobs dev: embedded Tansu broker on {broker.address}", flush=True)
+        report(f"{DEV_PREFIX}embedded Tansu broker on {broker.address}")
     if not settings.api_keys:
         key = "dev-" + secrets.token_urlsafe(16)
         env["BULKJOBS_API_KEYS"] = f"{key}=dev"
-        print(f"bulkjobs dev: API key {key} (tenant 'dev'); set BULKJOBS_API_KEYS to choose your own", flush=True)
+        report(f"{DEV_PREFIX}API key {key} (tenant 'dev'); set BULKJOBS_API_KEYS to choose your own")
     env["BULKJOBS_PORT"] = str(settings.port)
     env["BULKJOBS_DATA_DIR"] = str(settings.data_dir)
     metrics_ports = {"worker": free_port(), "store": free_port()}
-    print(f"bulkjobs dev: API on http://{settings.host}:{settings.port}/v1  (Ctrl-C stops everything)", flush=True)
-    print(f"bulkjobs dev: metrics on http://{settings.host}:{settings.port}/metrics (api), "
-          + ", ".join(f"http://{settings.host}:{port}/metrics ({part})" for part, port in metrics_ports.items()),
-          flush=True)
+    report(f"{DEV_PREFIX}API on http://{settings.host}:{settings.port}/v1  (Ctrl-C stops everything)")
+    report(f"{DEV_PREFIX}metrics on http://{settings.host}:{settings.port}/metrics (api), "
+           + ", ".join(f"http://{settings.host}:{port}/metrics ({part})" for part, port in metrics_ports.items()))
     parts = [Part(part, [sys.executable, "-m", "bulkjobs", part]
                   + (["--metrics-port", str(metrics_ports[part])] if part in metrics_ports else []))
              for part in PARTS]
-    supervisor = Supervisor(parts, env)
+    supervisor = Supervisor(parts, env, log=report)
     stopping = False
 
     def stop(*_: object) -> None:
@@ -94,9 +105,10 @@ def cli() -> None:
 # Service commands
 
 
-def _service_settings(port: int | None = None, metrics_port: int | None = None) -> Settings:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+def _service_settings(process: str, port: int | None = None, metrics_port: int | None = None) -> Settings:
+    """The settings of a service command, with its logging set up (``BULKJOBS_LOG_FORMAT``)."""
     settings = Settings.from_env()
+    setup_logging(process, settings.log_format)
     settings = replace(settings, port=port) if port else settings
     return replace(settings, metrics_port=metrics_port) if metrics_port else settings
 
@@ -109,7 +121,7 @@ metrics_port_option = click.option("--metrics-port", type=int,
 @click.option("--port", type=int, help="API port (default 8080 or BULKJOBS_PORT)")
 def dev(port: int | None) -> int:
     """Run broker, worker, store and API locally."""
-    return run_dev(_service_settings(port))
+    return run_dev(_service_settings("dev", port))
 
 
 @cli.command()
@@ -118,7 +130,7 @@ def api(port: int | None) -> int:
     """Run the HTTP API."""
     from bulkjobs.api.app import run_api
 
-    run_api(_service_settings(port))
+    run_api(_service_settings("api", port))
     return 0
 
 
@@ -128,7 +140,7 @@ def worker(metrics_port: int | None) -> int:
     """Run the Faust worker."""
     from bulkjobs.streams.worker import run_worker
 
-    settings = _service_settings(metrics_port=metrics_port)
+    settings = _service_settings("worker", metrics_port=metrics_port)
     sys.argv = [sys.argv[0]]  # Faust's worker reads the command line too
     run_worker(settings)
     return 0
@@ -140,7 +152,7 @@ def store(metrics_port: int | None) -> int:
     """Run the process that feeds the SQLite view."""
     from bulkjobs.store.feeder import run_feeder
 
-    run_feeder(_service_settings(metrics_port=metrics_port))
+    run_feeder(_service_settings("store", metrics_port=metrics_port))
     return 0
 
 

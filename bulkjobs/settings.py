@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from bulkjobs.logs import checked_format
+
 
 def parse_api_keys(text: str) -> dict[str, str]:
     """``key=tenant,key2=tenant2`` -> {key: tenant}; blanks are ignored."""
@@ -46,6 +48,7 @@ class Settings:
     # The port the worker or the store serves /metrics on (each process its own); 0: not served.
     # The API serves /metrics on its own port, always.
     metrics_port: int = 0
+    log_format: str = "text"  # or "json": one JSON object per line (bulkjobs.logs)
 
     @property
     def db_path(self) -> Path:
@@ -72,6 +75,8 @@ class Settings:
             values["host"] = v
         if (v := get("TOPIC_PREFIX")) is not None:
             values["topic_prefix"] = v
+        if (v := get("LOG_FORMAT")) is not None:
+            values["log_format"] = checked_format(v)
         for name, attr in (
             ("PORT", "port"),
             ("PARTITIONS", "partitions"),

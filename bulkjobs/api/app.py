@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Resources = Callable[[web.Application], AsyncIterator[None]]
 
-OPEN_PATHS = frozenset({"/v1/health", "/metrics"})  # answered without an API key
+OPEN_PATHS = frozenset({"/v1/health", "/livez", "/readyz", "/metrics"})  # answered without an API key
 
 
 @web.middleware

@@ -25,6 +25,7 @@ from bulkjobs.kafka.topics import (
     decode,
     encode,
 )
+from bulkjobs.logs import about_job
 from bulkjobs.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,11 @@ class JobPublisher:
     async def stop(self) -> None:
         await self.producer.stop()
 
+    async def reachable(self) -> None:
+        """Return once the broker has answered a metadata request of the producer's client; raise
+        if it cannot be reached (the caller bounds the wait)."""
+        await self.producer.client.fetch_all_metadata()
+
     async def submit(self, submitted: JobSubmitted, spool: BatchSpool | None) -> None:
         """Publish the job's totals, then its batches (an export has none), then seal it; return
         once the broker has them all. A definition's batches are marked to be held for its runs."""
@@ -59,7 +65,8 @@ class JobPublisher:
         try:
             await self._upload(submitted, spool)
         except Exception as exc:
-            log.exception("job %s: batches could not be written; failing it", submitted.job_id)
+            log.exception("job %s: batches could not be written; failing it", submitted.job_id,
+                          extra=about_job(submitted.job_id, submitted.tenant))
             reason = f"the job's records could not all be written to Kafka: {exc!r}"
             await self.command(submitted.job_id, submitted.tenant, "fail", reason)
             raise Unavailable(reason) from None

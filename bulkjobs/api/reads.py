@@ -1,17 +1,21 @@
 """Plain reads: a job and its results, objects and relationships from the view, and the
-service's health. (Lists of jobs, runs and history are in ``api.lifecycle``.)"""
+service's health: the whole system's (``/v1/health``) and, for orchestrators, this process's
+(``/livez``: it runs; ``/readyz``: it can publish to Kafka and read the view). (Lists of jobs,
+runs and history are in ``api.lifecycle``.)"""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from aiohttp import web
 
-from bulkjobs.api.common import READER, find_job, json_response, paging
+from bulkjobs.api.common import PUBLISHER, READER, find_job, json_response, paging
 from bulkjobs.clock import utc_now
 from bulkjobs.errors import NotFound, Unavailable
 
 HEARTBEAT_MAX_AGE = timedelta(seconds=15)
+READY_TIMEOUT = 2.0  # seconds for each readiness check: an orchestrator's probe gives up after a few
 
 
 async def get_job(request: web.Request) -> web.Response:
@@ -66,6 +70,25 @@ async def health(request: web.Request) -> web.Response:
     return json_response({"status": "ok", "workers": workers})
 
 
+async def livez(request: web.Request) -> web.Response:
+    """200 while the process serves."""
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """200 if the broker answers this API's producer and the view can be read, each within
+    READY_TIMEOUT; 503 saying which cannot otherwise."""
+    try:
+        await asyncio.wait_for(request.app[PUBLISHER].reachable(), READY_TIMEOUT)
+    except Exception as exc:
+        raise Unavailable(f"Kafka cannot be reached: {exc!r}") from None
+    try:
+        await asyncio.wait_for(request.app[READER].job("", ""), READY_TIMEOUT)  # a key lookup: a trivial read
+    except Exception as exc:
+        raise Unavailable(f"the view cannot be read: {exc!r}") from None
+    return json_response({"status": "ok"})
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/jobs/{job_id}", get_job)
     app.router.add_get("/v1/jobs/{job_id}/results", job_results)
@@ -74,3 +97,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/relationships", list_relationships)
     app.router.add_get("/v1/relationships/{relationship_id}", get_relationship)
     app.router.add_get("/v1/health", health)
+    app.router.add_get("/livez", livez)
+    app.router.add_get("/readyz", readyz)

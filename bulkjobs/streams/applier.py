@@ -30,6 +30,7 @@ from bulkjobs.kafka.topics import (
     encode,
     names_in,
 )
+from bulkjobs.logs import about_job
 from bulkjobs.streams import metrics
 from bulkjobs.streams.effects import DeadLetter, Message, Publish, publish_job_event, request_fail
 from bulkjobs.streams.state import JobCommands, JobStates, ObjectState
@@ -51,8 +52,8 @@ class BatchApplier:
             outcome = await self._handle(message)
         except Exception as exc:  # the stream goes on: the batch's job fails with the reason
             outcome = metrics.ERROR
-            log.exception("the batch at %s could not be handled", message)
             job_id, tenant = names_in(None, message.value)
+            log.exception("the batch at %s could not be handled", message, extra=about_job(job_id, tenant))
             if job_id is not None:
                 await self._fail(job_id, tenant or "", f"a batch of the job could not be applied: {exc!r}")
         metrics.batch_handled(outcome)
@@ -105,7 +106,8 @@ class BatchApplier:
             with gc_paused():
                 return apply_batch(batch.type, batch.action, batch.tenant, batch.items, self.objects.index, at)
         except Exception as exc:
-            log.exception("batch %s/%d could not be applied", batch.job_id, batch.seq)
+            log.exception("batch %s/%d could not be applied", batch.job_id, batch.seq,
+                          extra=about_job(batch.job_id, batch.tenant))
             return fail_all(batch.items, internal_error(f"batch could not be applied: {exc!r}"))
 
     async def _done(self, job_id: str, seq: int, counts: Counts) -> None:

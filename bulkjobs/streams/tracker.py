@@ -31,6 +31,7 @@ from bulkjobs.kafka.topics import (
     names_in,
     status_message,
 )
+from bulkjobs.logs import about_job
 from bulkjobs.settings import Settings
 from bulkjobs.streams.effects import DeadLetter, Message, Publish, Send, publish_job_event
 from bulkjobs.streams.rules import next_job, released
@@ -60,14 +61,15 @@ class JobTracker:
         try:
             changed = await self.track(message)
         except Exception as exc:  # never stop the tracker: the job fails, the stream goes on
-            log.exception("job event at %s could not be handled", message)
-            changed = self._failed_by_message(*names_in(message.key, message.value),
-                                              f"an event of the job could not be handled: {exc!r}")
+            job_id, tenant = names_in(message.key, message.value)
+            log.exception("job event at %s could not be handled", message, extra=about_job(job_id, tenant))
+            changed = self._failed_by_message(job_id, tenant, f"an event of the job could not be handled: {exc!r}")
         if changed is not None and changed.tenant:
             try:
                 await self._publish_status(changed, message.partition)
             except Exception:  # a status not even a small copy of can be sent: told in the log
-                log.exception("the status of job %s could not be published", changed.id)
+                log.exception("the status of job %s could not be published", changed.id,
+                              extra=about_job(changed.id, changed.tenant))
 
     async def track(self, message: Message) -> jobs.Job | None:
         """The job as one job event leaves it (None: unchanged)."""

@@ -24,6 +24,7 @@ from functools import partial
 from typing import Any
 
 import faust
+from aiokafka.admin import AIOKafkaAdminClient
 from faust.types import TP
 
 from bulkjobs.clock import utc_now
@@ -32,6 +33,7 @@ from bulkjobs.kafka.clients import FAUST_PRODUCER
 from bulkjobs.kafka.refetch import Refetcher
 from bulkjobs.kafka.tail import TopicTail
 from bulkjobs.kafka.topics import TopicNames, WorkerHeartbeat, encode
+from bulkjobs.logs import logging_config
 from bulkjobs.metrics import serve
 from bulkjobs.settings import Settings
 from bulkjobs.streams import metrics
@@ -218,17 +220,49 @@ async def never_raising(timer: str, look: Callable[[], Awaitable[None]], interva
         log.exception("the %s failed; it looks again in %.1f s", timer, interval)
 
 
+async def group_members(settings: Settings, attempts: int = 10) -> int | None:
+    """How many members the worker group's coordinator holds now (an empty or unknown group:
+    0); None if the broker does not say."""
+    group = TopicNames(settings.topic_prefix).worker_app_id
+    for attempt in range(attempts):
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_brokers)
+        try:
+            await admin.start()
+            [response] = await admin.describe_consumer_groups([group])
+            [described] = response.to_object()["groups"]
+            if described["error_code"] == 0:
+                return len(described["members"])
+            log.info("describing group %s: error %d", group, described["error_code"])
+        except Exception as exc:  # e.g. no coordinator yet on a new Kafka cluster
+            log.info("describing group %s failed (%r)", group, exc)
+        finally:
+            await admin.close()
+        if attempt < attempts - 1:
+            await asyncio.sleep(0.5)
+    return None
+
+
 def run_worker(settings: Settings, loglevel: str = "info") -> None:
     """Run the worker in the foreground until it is stopped.
 
-    It first waits out the session of a member it may replace: a worker that joins the group
+    If its group has members, it first waits out their sessions: a worker that joins the group
     while a crashed member's session is still open on Tansu can be left with partitions it is
-    never sent (seen in the crash test); once that session has expired, the join is clean.
+    never sent (seen in the crash test); once that session has expired, the join is clean. A
+    group without members (a first start, or after the workers left it) is joined at once.
     """
     serve(metrics.REGISTRY, settings.host, settings.metrics_port, "worker")
     asyncio.run(ensure_topics(settings))
-    pause = 2 * settings.session_timeout + 1
-    log.info("waiting %.1f s for the sessions of crashed workers to expire", pause)
-    time.sleep(pause)
+    members = asyncio.run(group_members(settings))
+    if members == 0:
+        log.info("the worker group has no members: joining it now")
+    else:
+        pause = 2 * settings.session_timeout + 1
+        log.info("the worker group has %s member(s), maybe crashed: waiting %.1f s for their sessions to expire",
+                 "unknown" if members is None else members, pause)
+        time.sleep(pause)
     app = build_app(settings)
-    faust.Worker(app, loglevel=loglevel).execute_from_commandline()
+    # Faust sets logging up itself: handed the same configuration, it logs as the other parts do.
+    # Quiet, it prints nothing beside the log (its banner, "-INT-" on Ctrl-C), which JSON needs.
+    config = logging_config("worker", settings.log_format, loglevel.upper())
+    faust.Worker(app, loglevel=loglevel, logging_config=config,
+                 quiet=settings.log_format == "json").execute_from_commandline()

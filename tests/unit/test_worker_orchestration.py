@@ -230,7 +230,8 @@ async def test_an_unreadable_batch_goes_to_the_dead_letters_and_fails_its_job() 
     assert fail["reason"].startswith("a batch of the job could not be read")
 
 
-async def test_an_error_handling_a_batch_fails_its_job_and_the_stream_goes_on() -> None:
+async def test_an_error_handling_a_batch_fails_its_job_and_the_stream_goes_on(
+        caplog: pytest.LogCaptureFixture) -> None:
     worker = Worker()
 
     async def broken(partition: int) -> None:
@@ -241,6 +242,8 @@ async def test_an_error_handling_a_batch_fails_its_job_and_the_stream_goes_on() 
     [(_, topic, fail, key, _)] = worker.published()
     assert (topic, key, fail["kind"], fail["tenant"]) == (NAMES.job_events, b"job-1", "fail", TENANT)
     assert fail["reason"] == "a batch of the job could not be applied: RuntimeError('no broker')"
+    [logged] = [record for record in caplog.records if record.levelname == "ERROR"]
+    assert (vars(logged)["job_id"], vars(logged)["tenant"]) == ("job-1", TENANT)  # in a JSON log line
 
 
 async def test_an_error_in_the_whole_batch_fails_each_record_and_still_publishes() -> None:
@@ -339,7 +342,8 @@ async def test_a_message_naming_no_job_is_set_aside_and_nothing_else_happens() -
     assert (kind, letter) == ("dead_letter", message)
 
 
-async def test_an_error_handling_an_event_fails_its_job_and_the_stream_goes_on() -> None:
+async def test_an_error_handling_an_event_fails_its_job_and_the_stream_goes_on(
+        caplog: pytest.LogCaptureFixture) -> None:
     worker = Worker()
     await worker.track(submitted())
 
@@ -352,6 +356,8 @@ async def test_an_error_handling_an_event_fails_its_job_and_the_stream_goes_on()
     [(_, _, status, _, _)] = worker.published()
     assert status["status"] == FAILED
     assert status["error"]["message"] == "an event of the job could not be handled: RuntimeError('no broker')"
+    [logged] = [record for record in caplog.records if record.levelname == "ERROR"]
+    assert vars(logged)["job_id"] == "job-1"  # in a JSON log line
     await worker.track(submitted("job-2"))
     assert worker.statuses()[-1].id == "job-2"
 
