@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -14,6 +15,7 @@ from typing import Any, TypeVar
 
 from bulkjobs import devstack
 from bulkjobs.domain.jobs import TERMINAL
+from bulkjobs.kafka import clients
 
 T = TypeVar("T")
 
@@ -127,3 +129,17 @@ class Stack(devstack.Stack):
 
     def client(self, key: str | None = "key-a") -> Client:
         return Client(self.base, key)
+
+
+def produce(brokers: str, topic: str, messages: list[tuple[bytes | None, bytes]]) -> None:
+    """Write (key, value) messages to a topic, as an outside producer would, and wait for the acks."""
+    async def send() -> None:
+        producer = clients.producer(brokers)
+        await producer.start()
+        try:
+            for key, value in messages:
+                await producer.send_and_wait(topic, value, key=key)
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())

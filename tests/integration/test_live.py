@@ -10,10 +10,9 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from bulkjobs.kafka.topics import TopicNames
-from tests.support import Client, Stack
+from tests.support import Client, Stack, produce
 
 TERMINAL = {"succeeded", "partially_succeeded", "failed", "cancelled"}
 
@@ -119,16 +118,7 @@ def test_only_the_live_routes_skip_the_auth_middleware(stack: Stack) -> None:
 
 
 def produce_to_status_topic(stack: Stack, messages: list[tuple[bytes | None, bytes]]) -> None:
-    async def send() -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=stack.brokers, acks="all", max_batch_size=1)
-        await producer.start()
-        try:
-            for key, value in messages:
-                await producer.send_and_wait(TopicNames(stack.prefix).status, value, key=key)
-        finally:
-            await producer.stop()
-
-    asyncio.run(send())
+    produce(stack.brokers, TopicNames(stack.prefix).status, messages)
 
 
 MALFORMED_STATUSES = [

@@ -9,10 +9,10 @@ import sys
 import uuid
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bulkjobs.kafka.topics import TopicNames
-from tests.support import Client, Stack, wait_for
+from tests.support import Client, Stack, produce, wait_for
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "produce_job.py"
 
@@ -30,16 +30,7 @@ def wait_produced(api: Client, job_id: str) -> dict:
 
 
 def send_raw(stack: Stack, messages: list[tuple[bytes | None, bytes]]) -> None:
-    async def send() -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=stack.brokers, acks="all")
-        await producer.start()
-        try:
-            for key, value in messages:
-                await producer.send_and_wait(TopicNames(stack.prefix).job_events, value, key=key)
-        finally:
-            await producer.stop()
-
-    asyncio.run(send())
+    produce(stack.brokers, TopicNames(stack.prefix).job_events, messages)
 
 
 def dead_letters(stack: Stack) -> list[tuple[bytes | None, bytes, dict[str, bytes]]]:
