@@ -12,11 +12,13 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from bulkjobs.api.app import build_app
-from bulkjobs.api.common import PUBLISHER
+from bulkjobs.api.common import PUBLISHER, READER
 from bulkjobs.api.spool import BatchSpool
 from bulkjobs.errors import Unavailable
 from bulkjobs.kafka.topics import JobSubmitted, RecordBatch
 from bulkjobs.settings import Settings
+from bulkjobs.store.reader import ViewReader
+from bulkjobs.store.schema import connect
 
 KEY = {"x-api-key": "key-a"}
 
@@ -45,12 +47,19 @@ def publisher() -> FakePublisher:
 
 
 @pytest.fixture
-async def client(tmp_path: Path, publisher: FakePublisher) -> AsyncIterator[TestClient]:
-    async def resources(app: web.Application) -> AsyncIterator[None]:
-        app[PUBLISHER] = publisher  # type: ignore[misc]
-        yield
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path, api_keys={"key-a": "tenant-a"}, partitions=3, batch_records=4)
 
-    settings = Settings(data_dir=tmp_path, api_keys={"key-a": "tenant-a"}, partitions=3, batch_records=4)
+
+@pytest.fixture
+async def client(tmp_path: Path, settings: Settings, publisher: FakePublisher) -> AsyncIterator[TestClient]:
+    async def resources(app: web.Application) -> AsyncIterator[None]:
+        db = await connect(tmp_path / "view.db")  # an empty view: the cap of active jobs counts from it
+        app[PUBLISHER] = publisher  # type: ignore[misc]
+        app[READER] = ViewReader(db)
+        yield
+        await db.close()
+
     async with TestClient(TestServer(build_app(settings, resources))) as client:
         yield client
 
