@@ -101,8 +101,7 @@ async def _parse_body(request: web.Request, settings: Settings) -> ParsedBody:
     body = await parse(BodyReader(body_reader(request, READ_CHUNK), settings.max_body_bytes))
     check_query(request, () if body.envelope else BARE_QUERY)
     if not body.envelope:  # a bare array or NDJSON: the job's fields are query parameters
-        body.fields.update({key: value for key in ("type", "action", "description")
-                            if (value := request.query.get(key)) is not None})
+        body.fields.update({key: value for key in BARE_QUERY if (value := request.query.get(key)) is not None})
         _job_fields(body.fields)  # refused before the records are parsed
     return body
 
