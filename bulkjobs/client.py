@@ -108,7 +108,7 @@ def plan_upload(path: Path, options: JobOptions) -> Upload:
         if _first_byte(path) == b"[":
             _only(given, RECORD_SETTINGS, "a JSON array")
             return Upload(path, "application/json", given)
-        # An envelope carries its own type, action and description; the API ignores the query then.
+        # An envelope carries its own type, action and description; the API refuses a query then.
         _only(given, frozenset(), "a JSON envelope (its type, action and description are in the file)")
         return Upload(path, "application/json", {})
     raise ValueError(f"{path.name}: send a .csv, .json, .ndjson or .jsonl file")

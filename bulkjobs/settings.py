@@ -45,6 +45,8 @@ class Settings:
     # A job whose submitter (the API) sends no beat or seal for this long while it is still
     # sending the job's batches fails as upload_interrupted; the API beats every fifth of it.
     upload_timeout: float = 30.0
+    # Jobs a tenant may have queued or processing at once (Zendesk's cap); one more is refused.
+    max_active_jobs: int = 1000
     # The port the worker or the store serves /metrics on (each process its own); 0: not served.
     # The API serves /metrics on its own port, always.
     metrics_port: int = 0
@@ -87,6 +89,7 @@ class Settings:
             ("BATCH_RECORDS", "batch_records"),
             ("BATCH_BYTES", "batch_bytes"),
             ("METRICS_PORT", "metrics_port"),
+            ("MAX_ACTIVE_JOBS", "max_active_jobs"),
         ):
             if (v := get(name)) is not None:
                 values[attr] = int(v)

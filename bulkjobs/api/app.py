@@ -7,13 +7,25 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from aiohttp import web
 
 from bulkjobs.api import downloads, export_files, intake, lifecycle, live, metrics, reads
-from bulkjobs.api.common import ACCEPTED, PUBLISHER, READER, SETTINGS, UPLOADS, api_key, json_response
+from bulkjobs.api.caps import ACTIVE_JOBS, ActiveJobs
+from bulkjobs.api.common import (
+    ACCEPTED,
+    PUBLISHER,
+    READER,
+    SETTINGS,
+    UPLOADS,
+    Handler,
+    api_key,
+    check_query,
+    json_response,
+    query_params,
+)
 from bulkjobs.api.publisher import JobPublisher
 from bulkjobs.errors import BulkJobsError, NotFound, Unauthorized
 from bulkjobs.kafka.admin import ensure_topics
@@ -25,7 +37,6 @@ from bulkjobs.store.schema import connect
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Resources = Callable[[web.Application], AsyncIterator[None]]
 
 OPEN_PATHS = frozenset({"/v1/health", "/livez", "/readyz", "/metrics"})  # answered without an API key
@@ -59,7 +70,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     try:
         return await handler(request)
     except BulkJobsError as exc:
-        return json_response(exc.to_body(), exc.status)
+        return json_response(exc.to_body(), exc.status, exc.headers)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -83,6 +94,15 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if tenant is None:
         raise Unauthorized("the API key is not valid")
     request["tenant"] = tenant
+    return await handler(request)
+
+
+@web.middleware
+async def query_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse a query parameter the route does not take (``common.takes_query``), so that a
+    misspelt filter is a 400 rather than a list that silently ignores it."""
+    if request.match_info.http_exception is None:  # a route matched (else the 404 or 405 answers)
+        check_query(request, query_params(request.match_info.route.handler))
     return await handler(request)
 
 
@@ -114,11 +134,12 @@ def build_app(settings: Settings, resources: Resources | None = None) -> web.App
     """The API's routes over ``resources``, which set the view reader, the publisher and the live
     feed for the app's life (by default opened from the settings; tests pass fakes)."""
     # Bodies are inflated by api.decoding, which answers every encoding problem in the JSON shape.
-    app = web.Application(middlewares=[metrics_middleware, errors_middleware, auth_middleware],
+    app = web.Application(middlewares=[metrics_middleware, errors_middleware, auth_middleware, query_middleware],
                           client_max_size=settings.max_body_bytes, handler_args={"auto_decompress": False})
     app[SETTINGS] = settings
     app[ACCEPTED] = OrderedDict()
     app[UPLOADS] = UploadFiles(settings.uploads_dir)
+    app[ACTIVE_JOBS] = ActiveJobs(settings.max_active_jobs)
     app.router.add_post("/v1/jobs", intake.create_job)
     app.router.add_get("/metrics", metrics.serve_metrics)
     reads.add_routes(app)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any, TypeVar
 
 import orjson
@@ -12,7 +12,7 @@ from aiohttp import web
 
 from bulkjobs.api.publisher import JobPublisher
 from bulkjobs.domain.identity import is_job_id
-from bulkjobs.errors import BadRequest, NotFound
+from bulkjobs.errors import BadRequest, InvalidField, NotFound, check_known
 from bulkjobs.settings import Settings
 from bulkjobs.store.files import UploadFiles
 from bulkjobs.store.reader import ViewReader
@@ -30,8 +30,34 @@ VIEW_POLL = 0.05  # the longest pause between two looks at the view while waitin
 T = TypeVar("T")
 
 
-def json_response(body: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json", headers=headers)
+
+
+# --- query parameters: each handler declares those it takes; any other is a 400 ---------------------
+
+PAGING = ("limit", "offset")  # the query parameters of every paged list
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+H = TypeVar("H", bound=Handler)
+_QUERY_PARAMS: dict[Handler, frozenset[str]] = {}
+
+
+def takes_query(*names: str) -> Callable[[H], H]:
+    """Declare the query parameters a handler takes (a handler that declares none takes none)."""
+    def declare(handler: H) -> H:
+        _QUERY_PARAMS[handler] = frozenset(names)
+        return handler
+    return declare
+
+
+def query_params(handler: Handler) -> frozenset[str]:
+    """The query parameters ``handler`` takes."""
+    return _QUERY_PARAMS.get(handler, frozenset())
+
+
+def check_query(request: web.Request, known: Collection[str]) -> None:
+    """400 ``unknown_field`` naming the first query parameter that is not ``known``."""
+    check_known(request.query.keys(), known, "query parameter")
 
 
 def attachment(name: str) -> dict[str, str]:
@@ -57,14 +83,14 @@ def int_param(request: web.Request, name: str, default: int, low: int, high: int
     try:
         value = int(raw)
     except ValueError:
-        raise BadRequest(f"'{name}' must be an integer", field=name) from None
+        raise InvalidField(f"'{name}' must be an integer", field=name) from None
     if not low <= value <= high:
         raise BadRequest(f"'{name}' must be between {low} and {high}", field=name)
     return value
 
 
 def paging(request: web.Request, default: int = 100, most: int = 1000) -> tuple[int, int]:
-    """(limit, offset) from the query string."""
+    """(limit, offset) from the query string (``PAGING``)."""
     return int_param(request, "limit", default, 1, most), int_param(request, "offset", 0, 0, 2**62)
 
 

@@ -28,11 +28,15 @@ from bulkjobs.domain.csv_import import (
     parse_settings,
     plan_import,
 )
-from bulkjobs.errors import BadRequest, TooLarge
+from bulkjobs.errors import BadRequest, InvalidField, TooLarge, check_known
 from bulkjobs.store.files import READ_CHUNK, UploadFiles
 
 CSV_TYPES = {"text/csv", "application/csv", "text/comma-separated-values"}
 MULTIPART = "multipart/form-data"
+# What a CSV job's settings may come with, by the form they come in (anything else is refused).
+CSV_QUERY = (*SETTINGS, "schedule", "file_name")  # a text/csv body's query string
+_MULTIPART_EXTRA = ("schedule",)  # one part per setting, or the 'job' part's JSON
+_FILE_CONTENT_EXTRA = ("schedule", "file_content", "file_name", "kind")  # a JSON object's members
 
 
 @dataclass
@@ -48,7 +52,7 @@ class CsvUpload:
 
 def _fields_from_strings(pairs: dict[str, str]) -> dict[str, Any]:
     """Settings sent as text (query parameters, form fields): field_mappings is JSON text."""
-    fields: dict[str, Any] = {key: value for key, value in pairs.items() if key in (*SETTINGS, "schedule")}
+    fields: dict[str, Any] = dict(pairs)
     for name in ("field_mappings", "schedule"):
         if name in fields:
             try:
@@ -82,8 +86,8 @@ class _UploadWriter:
         self._file.close()
 
 
-def _upload(fields: dict[str, Any], name: str | None, writer: _UploadWriter) -> CsvUpload:
-    settings = parse_settings(fields)
+def _upload(fields: dict[str, Any], extra: tuple[str, ...], name: str | None, writer: _UploadWriter) -> CsvUpload:
+    settings = parse_settings(fields, extra)
     if writer.size == 0:
         raise BadRequest("the file is empty: a CSV job needs a header and at least one row", field="file",
                          code="empty_file")
@@ -97,15 +101,17 @@ async def receive(request: web.Request, files: UploadFiles, job_id: str, max_byt
     try:
         if request.content_type.lower() == MULTIPART:
             fields, name = await _receive_multipart(request, writer)
+            extra: tuple[str, ...] = _MULTIPART_EXTRA
         else:
             if request.content_length is not None and request.content_length > max_bytes:
                 raise TooLarge(f"the file is larger than the limit of {max_bytes} bytes", limit=max_bytes)
             fields = _fields_from_strings(dict(request.query))
-            name = request.query.get("file_name")
+            extra = CSV_QUERY
+            name = fields.pop("file_name", None)
             await writer.copy(body_reader(request, READ_CHUNK))  # inflated (api.decoding)
     finally:
         writer.close()
-    return _upload(fields, name, writer)
+    return _upload(fields, extra, name, writer)
 
 
 # What aiohttp's multipart reader raises on a malformed body: no, a wrong or an unclosed boundary
@@ -152,8 +158,10 @@ async def _read_multipart(request: web.Request, writer: _UploadWriter) -> tuple[
             if not isinstance(job, dict):
                 raise BadRequest("the 'job' part must be a JSON object", field="job")
             fields.update(job)
-        elif part.name in (*SETTINGS, "schedule"):
+        elif part.name in (*SETTINGS, *_MULTIPART_EXTRA):
             texts[part.name] = (await _setting_bytes(part)).decode(part.get_charset(default="utf-8"))
+        else:
+            check_known([part.name or ""], ("file", "job", *SETTINGS, *_MULTIPART_EXTRA), "part")
     if not seen_file:
         raise BadRequest("a multipart CSV job needs a 'file' part", field="file")
     return {**_fields_from_strings(texts), **fields}, name
@@ -184,16 +192,17 @@ def receive_text(fields: dict[str, Any], files: UploadFiles, job_id: str, max_by
     """Save the ``file_content`` of a JSON job request (the CSV as a string) as the job's file."""
     content = fields.get("file_content")
     if not isinstance(content, str):
-        raise BadRequest("'file_content' must be a string holding the CSV", field="file_content")
+        raise InvalidField("'file_content' must be a string holding the CSV", field="file_content")
     writer = _UploadWriter(files, job_id, max_bytes)
     try:
         writer.write(content.encode())
     finally:
         writer.close()
     name = fields.get("file_name")
-    fields = {key: value for key, value in fields.items() if key in (*SETTINGS, "schedule")}
-    fields.setdefault("character_encoding", "utf-8")  # a JSON string holds text, not bytes
-    return _upload(fields, name if isinstance(name, str) else None, writer)
+    if name is not None and not isinstance(name, str):
+        raise InvalidField("'file_name' must be a string", field="file_name")
+    fields = {"character_encoding": "utf-8", **fields}  # a JSON string holds text, not bytes
+    return _upload(fields, _FILE_CONTENT_EXTRA, name, writer)
 
 
 def spool_rows(files: UploadFiles, job_id: str, upload: CsvUpload, max_records: int,

@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bulkjobs.api.common import READER, UPLOADS, attachment, find_job, json_response, paging
+from bulkjobs.api.common import PAGING, READER, UPLOADS, attachment, find_job, json_response, paging, takes_query
 from bulkjobs.domain.csv_files import RowReader, write_rows
 from bulkjobs.domain.csv_import import parse_filter, template_rows
 from bulkjobs.domain.job_types import JOB_TYPES, JobType
@@ -194,6 +194,7 @@ async def get_job_type(request: web.Request) -> web.Response:
     return json_response(_job_type(request).to_dict())
 
 
+@takes_query("q", "object_type", *PAGING)
 async def job_type_template(request: web.Request) -> web.Response:
     """The job type's CSV template, prefilled with the objects it applies to (filtered by
     ``q=field:value ...``), a page at a time; ``Link: <...>; rel="next"`` names the next page."""

@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from bulkjobs.api.common import (
+    PAGING,
     PUBLISHER,
     READER,
     SETTINGS,
@@ -23,6 +24,7 @@ from bulkjobs.api.common import (
     find_job,
     json_response,
     paging,
+    takes_query,
 )
 from bulkjobs.domain.exports import CONTENT_TYPES, FORMATS, parse_instant
 from bulkjobs.errors import BadRequest, NotFound
@@ -31,6 +33,7 @@ from bulkjobs.store.files import ExportFiles
 MAX_NAMES = 100  # names in one request, as the seed API allows
 
 
+@takes_query(*PAGING)
 async def job_files(request: web.Request) -> web.Response:
     """A job's files in the order it wrote them."""
     job = await find_job(request)
@@ -45,6 +48,7 @@ def _instant(request: web.Request, name: str) -> str | None:
     return parse_instant(value, name) if value else None
 
 
+@takes_query("name", "job_title", "type", "created_from", "created_to", *PAGING)
 async def list_files(request: web.Request) -> web.Response:
     """The tenant's files, newest first: ``name`` and ``job_title`` match within, ``type`` is
     a format, ``created_from`` and ``created_to`` bound the creation time (from inclusive)."""
@@ -100,6 +104,7 @@ async def delete_file(request: web.Request) -> web.Response:
     return await _delete(request, [request.match_info["name"]])
 
 
+@takes_query("names")
 async def delete_files(request: web.Request) -> web.Response:
     """``?names=a,b``: the files named, comma-separated."""
     names = list(dict.fromkeys(name.strip() for name in request.query.get("names", "").split(",") if name.strip()))

@@ -24,18 +24,19 @@ import orjson
 from aiohttp import web
 
 from bulkjobs.api.bodies import BodyReader, Chunk, ParsedBody, parse_json, parse_ndjson
-from bulkjobs.api.common import PUBLISHER, SETTINGS, UPLOADS, json_response, remember
-from bulkjobs.api.csv_jobs import CSV_TYPES, MULTIPART, CsvUpload, receive, receive_text, spool_rows
+from bulkjobs.api.caps import ACTIVE_JOBS
+from bulkjobs.api.common import PUBLISHER, SETTINGS, UPLOADS, check_query, json_response, remember, takes_query
+from bulkjobs.api.csv_jobs import CSV_QUERY, CSV_TYPES, MULTIPART, CsvUpload, receive, receive_text, spool_rows
 from bulkjobs.api.decoding import body_reader, content_encoding
 from bulkjobs.api.metrics import Form, job_accepted
 from bulkjobs.api.spool import BatchSpool, HeldChunks
 from bulkjobs.clock import parse_time, utc_now
-from bulkjobs.domain.exports import parse_export
+from bulkjobs.domain.exports import EXPORT_FIELDS, parse_export
 from bulkjobs.domain.identity import ACTIONS, RESOURCES
 from bulkjobs.domain.jobs import EXPORT, SCHEDULED, Job, public_body
 from bulkjobs.domain.limits import check_description, check_job_size
 from bulkjobs.domain.schedules import check_schedule
-from bulkjobs.errors import BadRequest, BulkJobsError, TooLarge, UnsupportedMediaType
+from bulkjobs.errors import BadRequest, BulkJobsError, InvalidField, TooLarge, UnsupportedMediaType, check_known
 from bulkjobs.gcpause import without_gc
 from bulkjobs.kafka.topics import JobSubmitted, encode
 from bulkjobs.settings import Settings
@@ -44,13 +45,26 @@ NDJSON_TYPES = {"application/x-ndjson", "application/ndjson", "application/jsonl
 JSON_TYPES = {"application/json", "text/json", "application/octet-stream", ""}
 READ_CHUNK = 256 * 1024  # a chunk is parsed and routed without yielding: keep it short
 IMPORT = "import"
+# What each form takes besides its records; anything else is a 400 unknown_field. An envelope and
+# a multipart body take no query parameters; a CSV body's are its settings (api.csv_jobs).
+IMPORT_FIELDS = ("kind", "type", "action", "description", "data", "schedule")
+BARE_QUERY = ("type", "action", "description")  # a bare array's or NDJSON's fields
+EXPORT_REQUEST = (*EXPORT_FIELDS, "kind", "schedule")
 
 
+@takes_query(*BARE_QUERY, *CSV_QUERY)  # those of every form: each form checks its own
 async def create_job(request: web.Request) -> web.Response:
-    """An import of JSON records, an import of a CSV file, or an export, by the body's form."""
+    """An import of JSON records, an import of a CSV file, or an export, by the body's form;
+    429 before the body is read while the tenant is at its cap of active jobs (``api.caps``)."""
+    async with request.app[ACTIVE_JOBS].admitted(request):
+        return await _create_job(request)
+
+
+async def _create_job(request: web.Request) -> web.Response:
     settings, job_id = request.app[SETTINGS], uuid.uuid4().hex
     content_type, encoding = request.content_type.lower(), content_encoding(request)
     if content_type in CSV_TYPES or content_type == MULTIPART:
+        check_query(request, CSV_QUERY if content_type in CSV_TYPES else ())
         if content_type == MULTIPART and encoding != "identity":
             raise UnsupportedMediaType(f"content encoding {encoding!r} is not supported for multipart bodies: "
                                        "send the CSV as text/csv to compress it", code="unsupported_content_encoding")
@@ -85,9 +99,9 @@ async def _parse_body(request: web.Request, settings: Settings) -> ParsedBody:
             "text/csv or multipart/form-data"
         )
     body = await parse(BodyReader(body_reader(request, READ_CHUNK), settings.max_body_bytes))
+    check_query(request, () if body.envelope else BARE_QUERY)
     if not body.envelope:  # a bare array or NDJSON: the job's fields are query parameters
-        body.fields.update({key: value for key in ("type", "action", "description")
-                            if (value := request.query.get(key)) is not None})
+        body.fields.update({key: value for key in BARE_QUERY if (value := request.query.get(key)) is not None})
         _job_fields(body.fields)  # refused before the records are parsed
     return body
 
@@ -97,6 +111,7 @@ async def _json_job(request: web.Request, job_id: str, body: ParsedBody, form: F
     members after its data are known once the data is read), publish."""
     settings = request.app[SETTINGS]
     records = _JobRecords(settings, job_id, request["tenant"])
+    check_known(body.fields, IMPORT_FIELDS)  # the members before the data, refused before it is read
     try:
         async for chunk in body.chunks:
             if not records.routing and "type" in body.fields and "action" in body.fields:
@@ -116,6 +131,7 @@ async def _json_job(request: web.Request, job_id: str, body: ParsedBody, form: F
 async def _export_job(request: web.Request, job_id: str, body: ParsedBody) -> web.Response:
     if body.has_data:
         raise BadRequest("an export takes no 'data'", field="data")
+    check_known(body.fields, EXPORT_REQUEST)
     export = parse_export(body.fields)
     job = Job(id=job_id, type=EXPORT, action=EXPORT, description=export.description, details=export.details())
     return await _publish(request, job, None, body.fields.get("schedule"), Form.EXPORT)
@@ -186,18 +202,19 @@ def _job_kind(fields: dict[str, Any]) -> str:
 
 def _job_fields(fields: dict[str, Any]) -> tuple[str, str, str | None]:
     """An import's record type, action and description, checked."""
+    check_known(fields, IMPORT_FIELDS)
     record_type, action = fields.get("type"), fields.get("action")
     if record_type is None:
         raise BadRequest("'type' is required: one of " + ", ".join(ACTIONS), field="type")
     if not isinstance(record_type, str):
-        raise BadRequest("'type' must be a string: one of " + ", ".join(ACTIONS), field="type", code="invalid_field")
+        raise InvalidField("'type' must be a string: one of " + ", ".join(ACTIONS), field="type")
     if record_type not in ACTIONS:
         raise BadRequest(f"unknown type {_shown(record_type)}: one of " + ", ".join(ACTIONS), field="type",
                          code="unknown_type")
     if action is None:
         raise BadRequest("'action' is required", field="action")
     if not isinstance(action, str):
-        raise BadRequest("'action' must be a string", field="action", code="invalid_field")
+        raise InvalidField("'action' must be a string", field="action")
     if not any(action in actions for actions in ACTIONS.values()):
         raise BadRequest(f"unknown action {_shown(action)}", field="action", code="unknown_action")
     if action not in ACTIONS[record_type]:

@@ -24,6 +24,7 @@ from aiohttp import web
 
 import bulkjobs
 from bulkjobs.api.common import (
+    PAGING,
     PUBLISHER,
     READER,
     UPLOADS,
@@ -32,6 +33,7 @@ from bulkjobs.api.common import (
     job_of,
     json_response,
     paging,
+    takes_query,
     until_shown,
 )
 from bulkjobs.api.decoding import read_all
@@ -51,12 +53,13 @@ from bulkjobs.domain.jobs import (
 )
 from bulkjobs.domain.limits import check_description
 from bulkjobs.domain.schedules import check_schedule
-from bulkjobs.errors import BadRequest, BulkJobsError, Conflict, InvalidJson, NotFound
+from bulkjobs.errors import BadRequest, BulkJobsError, Conflict, InvalidField, InvalidJson, NotFound, check_known
 from bulkjobs.kafka.topics import COMMAND_NOTICE
 from bulkjobs.store.reader import JOB_SORTS
 
 UPDATE_FIELDS = ("description", "schedule", "params", "suspended")
 MAX_IDS = 100  # jobs in one request
+LIST_QUERY = ("status", "sort", "order", *PAGING)  # what every job list takes (see _query)
 
 # Whether the job as the view shows it, once the command can no longer be sent to it, got
 # there by the command (otherwise the tracker refused it: the job had changed meanwhile).
@@ -141,9 +144,7 @@ async def _json_object(request: web.Request) -> dict[str, Any]:
 
 def _changes(job: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
     """The tracker's ``update`` changes for a PUT body; 400 for what cannot change."""
-    unknown = sorted(set(body) - set(UPDATE_FIELDS))
-    if unknown:
-        raise BadRequest(f"{unknown[0]!r} cannot be updated: only " + ", ".join(UPDATE_FIELDS), field=unknown[0])
+    check_known(body, UPDATE_FIELDS)
     changes: dict[str, Any] = {}
     if "description" in body:
         changes["description"] = check_description(body["description"])
@@ -160,7 +161,7 @@ def _changes(job: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
         changes["details"] = {**job_details(job), **parse_export(fields).details()}
     if "suspended" in body:
         if not isinstance(body["suspended"], bool):
-            raise BadRequest("'suspended' must be true or false", field="suspended")
+            raise InvalidField("'suspended' must be true or false", field="suspended")
         changes["suspended"] = body["suspended"]
     return changes
 
@@ -235,6 +236,7 @@ async def delete_job(request: web.Request) -> web.Response:
     return await _delete(request, [job], Conflict)
 
 
+@takes_query("ids")
 async def delete_jobs(request: web.Request) -> web.Response:
     """``DELETE /v1/jobs?ids=a,b``: every job must exist (404 lists the missing) and have ended (409)."""
     return await _delete(request, await _found(request, _ids(request, "ids")), Conflict)
@@ -255,12 +257,14 @@ def _query(request: web.Request) -> dict[str, Any]:
     return {"status": status, "sort": sort, "descending": order == "desc", "limit": limit, "offset": offset}
 
 
+@takes_query("q", *LIST_QUERY)
 async def list_jobs(request: web.Request) -> web.Response:
     items, total = await request.app[READER].jobs(request["tenant"], search=request.query.get("q") or None,
                                                   **_query(request))
     return json_response({"items": items, "total": total})
 
 
+@takes_query(*LIST_QUERY)
 async def job_runs(request: web.Request) -> web.Response:
     """``GET /v1/jobs/{id}/runs``: the runs a scheduled definition has made."""
     job = await find_job(request)
@@ -268,6 +272,7 @@ async def job_runs(request: web.Request) -> web.Response:
     return json_response({"items": items, "total": total})
 
 
+@takes_query("job_id", *LIST_QUERY)
 async def history(request: web.Request) -> web.Response:
     """``GET /v1/history``: every execution of the tenant (one-off jobs and runs; ``job_id``
     keeps one definition's runs)."""
@@ -297,6 +302,7 @@ async def delete_history_item(request: web.Request) -> web.Response:
     return await _delete(request, [await _execution(request)], BadRequest)
 
 
+@takes_query("ids")
 async def delete_history(request: web.Request) -> web.Response:
     """``DELETE /v1/history?ids=a,b``: 404 lists the missing; 400 if any is still running."""
     return await _delete(request, await _found(request, _ids(request, "ids")), BadRequest)

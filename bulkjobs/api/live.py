@@ -20,7 +20,7 @@ import orjson
 from aiohttp import WSCloseCode, WSMsgType, web
 from aiokafka import TopicPartition
 
-from bulkjobs.api.common import READER, SETTINGS, api_key, find_job
+from bulkjobs.api.common import READER, SETTINGS, api_key, find_job, takes_query
 from bulkjobs.domain.jobs import CANCELLED, DELETED, TERMINAL, public_body
 from bulkjobs.errors import NotFound
 from bulkjobs.kafka import clients
@@ -191,6 +191,7 @@ async def _serve(ws: web.WebSocketResponse, sender: asyncio.Task[None]) -> None:
             await sender
 
 
+@takes_query("api_key")
 async def job_live(request: web.Request) -> web.WebSocketResponse:
     """``GET /v1/jobs/{id}/live``: the job's state now, then each change, then a normal close."""
     ws = await _open(request)
@@ -211,6 +212,7 @@ async def job_live(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
+@takes_query("api_key")
 async def tenant_live(request: web.Request) -> web.WebSocketResponse:
     """``GET /v1/live``: the tenant's running jobs now, then every change of any of its jobs."""
     ws = await _open(request)

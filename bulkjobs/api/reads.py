@@ -10,7 +10,7 @@ from datetime import timedelta
 
 from aiohttp import web
 
-from bulkjobs.api.common import PUBLISHER, READER, find_job, json_response, paging
+from bulkjobs.api.common import PAGING, PUBLISHER, READER, find_job, json_response, paging, takes_query
 from bulkjobs.clock import utc_now
 from bulkjobs.errors import NotFound, Unavailable
 
@@ -22,6 +22,7 @@ async def get_job(request: web.Request) -> web.Response:
     return json_response(await find_job(request))
 
 
+@takes_query(*PAGING)
 async def job_results(request: web.Request) -> web.Response:
     job = await find_job(request)
     limit, offset = paging(request)
@@ -37,6 +38,7 @@ async def get_object(request: web.Request) -> web.Response:
     return json_response(found)
 
 
+@takes_query("type", "external_id", *PAGING)
 async def list_objects(request: web.Request) -> web.Response:
     limit, offset = paging(request)
     items, total = await request.app[READER].objects(
@@ -53,6 +55,7 @@ async def get_relationship(request: web.Request) -> web.Response:
     return json_response(found)
 
 
+@takes_query("relationship_type", *PAGING)
 async def list_relationships(request: web.Request) -> web.Response:
     limit, offset = paging(request)
     items, total = await request.app[READER].relationships(

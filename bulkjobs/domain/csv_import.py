@@ -15,6 +15,7 @@ written as an attribute too), or is ``id`` to find objects by their bulkjobs id.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -31,7 +32,7 @@ from bulkjobs.domain.job_types import (
 )
 from bulkjobs.domain.limits import check_description
 from bulkjobs.domain.records import Refused
-from bulkjobs.errors import BadRequest
+from bulkjobs.errors import BadRequest, InvalidField, check_known
 
 OPERATIONS = ("insert", "update", "upsert", "delete")
 SETTINGS = ("operation", "object_type", "job_type", "find_by", "field_mappings", "description",
@@ -91,7 +92,7 @@ def _optional_str(fields: dict[str, Any], name: str, max_chars: int | None = Non
     if value is None or value == "":
         return None
     if not isinstance(value, str):
-        raise BadRequest(f"'{name}' must be a string", field=name)
+        raise InvalidField(f"'{name}' must be a string", field=name)
     if max_chars is not None and len(value) > max_chars:
         raise _too_long(f"'{name}'", name, max_chars)
     return value
@@ -107,7 +108,8 @@ def check_file_name(name: str | None) -> str | None:
 def _mapping(entry: Any, position: int) -> FieldMapping:
     where = f"field_mappings[{position}]"
     if not isinstance(entry, dict):
-        raise BadRequest(f"{where} must be an object with api_name and index", field="field_mappings")
+        raise InvalidField(f"{where} must be an object with api_name and index", field="field_mappings")
+    check_known(entry, ("api_name", "index", "default_value", "type"), prefix=f"{where}.")
     api_name, index = entry.get("api_name"), entry.get("index")
     if not isinstance(api_name, str) or not api_name:
         raise BadRequest(f"{where}.api_name must be a non-empty string", field="field_mappings")
@@ -126,8 +128,11 @@ def _mapping(entry: Any, position: int) -> FieldMapping:
     return FieldMapping(api_name, index, default, column_type)
 
 
-def parse_settings(fields: dict[str, Any]) -> ImportSettings:
-    """Check the types of a CSV job's settings; a 400 for the first one that is wrong."""
+def parse_settings(fields: dict[str, Any], also: Collection[str] = ()) -> ImportSettings:
+    """Check the types of a CSV job's settings; a 400 for the first one that is wrong, or for
+    a field that is neither a setting nor one of ``also`` (what the request's form takes
+    beside the settings, such as its schedule)."""
+    check_known(fields, (*SETTINGS, *also))
     operation = _optional_str(fields, "operation")
     if operation is not None and operation not in OPERATIONS:
         raise BadRequest(f"unknown operation {operation!r}: one of " + ", ".join(OPERATIONS),

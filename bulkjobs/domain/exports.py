@@ -19,7 +19,7 @@ import orjson
 
 from bulkjobs.clock import format_time, parse_time
 from bulkjobs.domain.limits import check_description
-from bulkjobs.errors import BadRequest
+from bulkjobs.errors import BadRequest, InvalidField, check_known
 
 OBJECTS = "objects"
 RELATIONSHIPS = "relationships"
@@ -36,6 +36,7 @@ DEFAULT_SPLIT = 100_000  # records per file when the request does not say
 OBJECT_FIELDS = ("id", "type", "external_id", "attributes", "created_at", "updated_at")
 RELATIONSHIP_FIELDS = ("id", "relationship_type", "source", "target", "created_at", "updated_at")
 
+EXPORT_FIELDS = ("title", "description", "source", "object_type", "time_frame", "params")  # of a request
 _TIME_FRAME_KEYS = frozenset({"all", "date_from", "date_to"})
 _PARAM_KEYS = frozenset({"format", "file_split_size", "attributes"})
 
@@ -87,16 +88,13 @@ def _time_frame_dates(value: Any) -> tuple[Any, Any]:
     """(date_from, date_to) as a time_frame object gives them (None where open), or a 400 when
     it is not ``{"all": true}`` or dates."""
     if not isinstance(value, dict):
-        raise BadRequest("'time_frame' must be an object: {\"all\": true} or {\"date_from\", \"date_to\"}",
-                         field="time_frame")
-    unknown = sorted(set(value) - _TIME_FRAME_KEYS)
-    if unknown:
-        raise BadRequest(f"unknown time_frame field {unknown[0]!r}: one of all, date_from, date_to",
-                         field=f"time_frame.{unknown[0]}")
+        raise InvalidField("'time_frame' must be an object: {\"all\": true} or {\"date_from\", \"date_to\"}",
+                           field="time_frame")
+    check_known(value, _TIME_FRAME_KEYS, prefix="time_frame.")
     date_from, date_to = value.get("date_from"), value.get("date_to")
     everything = value.get("all", False)
     if not isinstance(everything, bool):
-        raise BadRequest("'time_frame.all' must be true or false", field="time_frame.all")
+        raise InvalidField("'time_frame.all' must be true or false", field="time_frame.all")
     if everything and (date_from is not None or date_to is not None):
         raise BadRequest("a time frame is either all or dates, not both", field="time_frame")
     if not everything and date_from is None and date_to is None:
@@ -164,11 +162,8 @@ def parse_export(fields: dict[str, Any]) -> ExportRequest:
     params = fields.get("params")
     params = {} if params is None else params
     if not isinstance(params, dict):
-        raise BadRequest("'params' must be an object", field="params")
-    unknown = sorted(set(params) - _PARAM_KEYS)
-    if unknown:
-        raise BadRequest(f"unknown params field {unknown[0]!r}: one of " + ", ".join(sorted(_PARAM_KEYS)),
-                         field=f"params.{unknown[0]}")
+        raise InvalidField("'params' must be an object", field="params")
+    check_known(params, _PARAM_KEYS, prefix="params.")
     file_format = params.get("format") or JSONL
     if file_format not in FORMATS:
         raise BadRequest(f"unknown format {file_format!r}: one of " + ", ".join(FORMATS), field="params.format")

@@ -33,6 +33,16 @@ STATUS_TOO_LARGE = "status_too_large"
 MAX_REASON = 2000  # characters of a failure's reason kept in the job's error
 MAX_SMALL_DESCRIPTION = 1000  # characters of the description a too-large status keeps
 
+ACTIVE = frozenset({QUEUED, PROCESSING})  # counted against a tenant's cap (BULKJOBS_MAX_ACTIVE_JOBS)
+TOO_MANY_ACTIVE_JOBS = "too_many_active_jobs"
+
+
+def too_many_active(cap: int) -> str:
+    """Why a job is refused when its tenant is at the cap."""
+    return (f"the tenant has {cap} jobs queued or processing, the most it may have (BULKJOBS_MAX_ACTIVE_JOBS): "
+            "send the job again once some have ended")
+
+
 STATUSES = (QUEUED, PROCESSING, SUCCEEDED, PARTIALLY_SUCCEEDED, FAILED, CANCELLED, SUSPENDED, SCHEDULED)
 TERMINAL = frozenset({SUCCEEDED, PARTIALLY_SUCCEEDED, FAILED, CANCELLED, DELETED})
 LABELS = {
@@ -98,6 +108,11 @@ class Job:
     @property
     def progress(self) -> int:
         return progress(self.counts.processed, self.total)
+
+    @property
+    def active(self) -> bool:
+        """Whether it counts against its tenant's cap (``ACTIVE``); a job not announced yet does not."""
+        return self.status in ACTIVE and bool(self.tenant)
 
     @property
     def started(self) -> bool:

@@ -16,14 +16,18 @@ from typing import Any
 from croniter import CroniterBadDateError, croniter
 
 from bulkjobs.clock import format_time, parse_time
-from bulkjobs.errors import BadRequest
+from bulkjobs.errors import BadRequest, InvalidField, check_known
 
 _KEYS = {"immediately", "cron", "runs", "start_date"}
 
 
 def check_schedule(raw: Any, now: datetime) -> dict[str, Any]:
     """A request's schedule, checked and normalised; a 400 naming the field for each mistake."""
-    if not isinstance(raw, dict) or not raw or set(raw) - _KEYS:
+    if not isinstance(raw, dict):
+        raise InvalidField("'schedule' must be an object with immediately, cron, runs and/or start_date",
+                           field="schedule")
+    check_known(raw, _KEYS, prefix="schedule.")
+    if not raw:
         raise BadRequest("'schedule' must be an object with immediately, cron, runs and/or start_date",
                          field="schedule")
     immediately = _immediately(raw.get("immediately", False))
@@ -37,7 +41,7 @@ def check_schedule(raw: Any, now: datetime) -> dict[str, Any]:
 
 def _immediately(value: Any) -> bool:
     if not isinstance(value, bool):
-        raise BadRequest("'schedule.immediately' must be true or false", field="schedule.immediately")
+        raise InvalidField("'schedule.immediately' must be true or false", field="schedule.immediately")
     return value
 
 

@@ -12,7 +12,7 @@ import aiosqlite
 import orjson
 
 from bulkjobs.domain.counts import Counts
-from bulkjobs.domain.jobs import EXPORT, Job, public_body, visible_status
+from bulkjobs.domain.jobs import ACTIVE, EXPORT, Job, public_body, visible_status
 
 _JOB_COLUMNS = (
     "id, type, action, description, status, total, processed, created, updated, deleted, skipped, "
@@ -112,6 +112,13 @@ class ViewReader:
         rows = await self._all(f"SELECT id FROM jobs WHERE tenant = ? AND id IN ({', '.join('?' * len(job_ids))})",
                                (tenant, *job_ids))
         return {row["id"] for row in rows}
+
+    async def active_jobs(self, tenant: str) -> int:
+        """How many of the tenant's jobs are queued or processing (``domain.jobs.ACTIVE``)."""
+        marks = ", ".join("?" * len(ACTIVE))
+        rows = await self._all(f"SELECT count(*) FROM jobs WHERE tenant = ? AND status IN ({marks})",
+                               (tenant, *sorted(ACTIVE)))
+        return int(rows[0][0])
 
     async def deleted(self, tenant: str, job_id: str) -> bool:
         """Whether the tenant's job ``job_id`` has been deleted."""

@@ -10,7 +10,7 @@ import aiosqlite
 log = logging.getLogger(__name__)
 
 # Raise it with every change below: a view of another version is dropped (see _migrate).
-VERSION = 5
+VERSION = 6
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -41,6 +41,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_by_tenant ON jobs (tenant, created_at DESC);
 CREATE INDEX IF NOT EXISTS jobs_by_parent ON jobs (parent_id, created_at DESC);
+CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (tenant, status);  -- a tenant's active jobs, counted at the door
 -- One row per applied batch whose results are stored: how many results a job has in the view,
 -- and where and when each batch was applied (the job's log).
 CREATE TABLE IF NOT EXISTS job_batches (

@@ -16,6 +16,7 @@ caught up.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
@@ -118,6 +119,7 @@ class JobStates(RebuiltState):
         self.stopped: set[str] = set()
         self._definitions: set[str] = set()
         self._uploads: set[str] = set()
+        self._active: Counter[str] = Counter()  # tenant -> its jobs queued or processing
         self._all_read = False
 
     def _on_message(self, partition: int, offset: int, value: bytes) -> None:
@@ -126,6 +128,11 @@ class JobStates(RebuiltState):
         self.put(job_from_status(decode(value)), partition)
 
     def put(self, job: Job, partition: int) -> None:
+        before = self.jobs.get(job.id)
+        if before is not None and before.active:
+            self._active[before.tenant] -= 1
+        if job.active:
+            self._active[job.tenant] += 1
         self.jobs[job.id] = job
         self.partitions[job.id] = partition
         if job.stops_batches:
@@ -154,6 +161,11 @@ class JobStates(RebuiltState):
     def uploads(self) -> list[Job]:
         """The jobs whose submitter has not sealed them yet (and that have not ended)."""
         return [self.jobs[job_id] for job_id in self._uploads]
+
+    def active(self, tenant: str) -> int:
+        """How many of the tenant's jobs are queued or processing, as far as this worker knows
+        (the statuses of other workers' partitions arrive through the tail)."""
+        return self._active[tenant]
 
     def get(self, job_id: str) -> Job:
         return self.jobs.get(job_id) or Job(id=job_id)

@@ -2,7 +2,8 @@
 
 It owns the job-events partitions it is assigned: before the first event of a partition it
 waits until its ``JobStates`` holds the partition's jobs, then applies the job rules to each
-event (``rules.next_job``), routes the parts of a job produced to Kafka into batches, keeps the
+event (``rules.next_job``), fails a job produced to Kafka whose tenant is at its cap of active
+jobs, routes the parts of such a job into batches, keeps the
 parked batches of a job that holds them and sends them on when it is resumed (``release``),
 makes a definition's runs (``fire``), and judges interrupted uploads. The new state goes to the
 same partition of the status topic, the jobs' changelog. A message it cannot read goes to the
@@ -23,6 +24,7 @@ from bulkjobs.kafka.batching import Batcher
 from bulkjobs.kafka.topics import (
     BatchParked,
     JobCommand,
+    JobRequest,
     JobSubmitted,
     RecordPart,
     TopicNames,
@@ -88,9 +90,19 @@ class JobTracker:
         if isinstance(event, JobSubmitted) and event.uploading:
             self.uploads.heard(job.id)
         changed = next_job(job, event, self.now())
+        if isinstance(event, JobRequest) and changed is not None:
+            return self._capped(changed)
         if changed is not None:  # a resume (or an update that resumes) sends held batches on
             await self.release(jobs.released_batches(job, changed), job.id)
         return changed
+
+    def _capped(self, requested: jobs.Job) -> jobs.Job:
+        """A job produced to Kafka, failed (never dropped) if its tenant already has as many
+        jobs queued or processing as it may; the API answers 429 at the same cap."""
+        cap = self.settings.max_active_jobs
+        if self.job_states.active(requested.tenant) < cap:
+            return requested
+        return jobs.failed(requested, self.now(), jobs.too_many_active(cap), jobs.TOO_MANY_ACTIVE_JOBS) or requested
 
     async def _tracker_command(self, job: jobs.Job, command: JobCommand) -> jobs.Job | None:
         """A command that the tracker carries out itself, beyond the job rules."""

@@ -186,9 +186,10 @@ def test_a_body_that_does_not_inflate_is_400_for_every_body_form(api: Client, fo
 ])
 def test_hostile_json_is_answered_quickly_in_the_json_shape(stack: Stack, api: Client, body: bytes, status: int,
                                                             code: str) -> None:
+    query = "?type=resources&action=post" if body.startswith(b"[") else ""  # an envelope takes no query
     started = time.monotonic()
     resp, latencies = while_health_is_polled(stack, lambda: api.post(
-        "/v1/jobs?type=resources&action=post", data=body, content_type="application/json"))
+        "/v1/jobs" + query, data=body, content_type="application/json"))
     assert (resp.status, error_of(resp)["code"]) == (status, code)
     assert time.monotonic() - started < 3
     assert max(latencies) < 0.5, latencies

@@ -106,10 +106,12 @@ def test_update_a_job_that_has_not_started_and_delete_many(api: Client) -> None:
     updated = api.job(job["id"])
     assert updated == resp.body and updated["description"] == "moved"  # the answer is what the next read shows
     assert updated["schedule"]["start_date"].startswith(even_later[:19]) and updated["status"] == "scheduled"
-    for body, field in (({"schedule": {"cron": "not cron"}}, "schedule.cron"), ({"colour": "red"}, "colour"),
-                        ({"suspended": "yes"}, "suspended"), ({"params": {}}, "params")):
+    for body, field, code in (({"schedule": {"cron": "not cron"}}, "schedule.cron", "invalid_cron"),
+                              ({"colour": "red"}, "colour", "unknown_field"),
+                              ({"suspended": "yes"}, "suspended", "invalid_field"),
+                              ({"params": {}}, "params", "bad_request")):
         resp = api.put(f"/v1/jobs/{job['id']}", json_body=body)
-        assert resp.status == 400 and error_of(resp)["field"] == field, body
+        assert resp.status == 400 and (error_of(resp)["field"], error_of(resp)["code"]) == (field, code), body
 
     assert api.put(f"/v1/jobs/{job['id']}", json_body={"suspended": True}).status == 200
     assert api.job(job["id"])["status"] == "suspended"

@@ -280,7 +280,25 @@ def test_mappings_too_large_for_the_job_status_message_are_400() -> None:
 
 
 def test_empty_settings_are_unset() -> None:
-    assert parse_settings({"operation": "", "description": None, "other": 1}) == ImportSettings()
+    assert parse_settings({"operation": "", "description": None}) == ImportSettings()
+
+
+@pytest.mark.parametrize("fields, also, field", [
+    ({"operation": "insert", "other": 1}, (), "other"),
+    ({"schedule": {}}, (), "schedule"),
+    ({"field_mappings": [{"api_name": "a", "index": 0, "kind": "x"}]}, (), "field_mappings[0].kind"),
+])
+def test_a_field_that_is_no_setting_is_refused(fields: dict[str, Any], also: tuple[str, ...], field: str) -> None:
+    with pytest.raises(BadRequest) as err:
+        parse_settings(fields, also)
+    assert (err.value.code, err.value.details["field"]) == ("unknown_field", field)
+    assert parse_settings({"schedule": {}}, ("schedule",)) == ImportSettings()
+
+
+def test_a_setting_of_the_wrong_type_is_invalid_field() -> None:
+    with pytest.raises(BadRequest) as err:
+        parse_settings({"object_type": 5})
+    assert (err.value.code, err.value.details["field"]) == ("invalid_field", "object_type")
 
 
 def test_a_filter_of_more_terms_than_the_limit_is_400() -> None:

@@ -137,7 +137,7 @@ def test_export_progress_and_done() -> None:
 
 
 @pytest.mark.parametrize("schedule, field", [
-    ("daily", "schedule"), ({}, "schedule"), ({"every": 5}, "schedule"),
+    ("daily", "schedule"), ({}, "schedule"), ({"every": 5}, "schedule.every"),
     ({"cron": "every day"}, "schedule.cron"), ({"cron": 5}, "schedule.cron"),
     ({"runs": 0, "cron": "* * * * *"}, "schedule.runs"), ({"runs": True, "cron": "* * * * *"}, "schedule.runs"),
     ({"immediately": 1}, "schedule.immediately"),

@@ -374,6 +374,42 @@ async def test_a_part_of_a_requested_job_is_routed_into_batches() -> None:
     assert worker.statuses()[-1].total == 2 and worker.statuses()[-1].batches == len(batches)
 
 
+def a_request(job_id: str, tenant: str = TENANT) -> bytes:
+    return orjson.dumps({"kind": "request", "job_id": job_id, "tenant": tenant, "type": RESOURCES, "action": "post",
+                         "parts": 1})
+
+
+async def test_a_requested_job_over_its_tenants_cap_fails_with_the_reason_and_one_that_ends_frees_a_place() -> None:
+    worker = Worker(Settings(partitions=PARTITIONS, max_active_jobs=2))
+    for job_id, tenant in (("job-1", TENANT), ("job-2", TENANT), ("other", "another tenant")):
+        await worker.tracker.handle(Message(NAMES.job_events, 0, 0, job_id.encode(), a_request(job_id, tenant)))
+    assert [job.status for job in worker.statuses()] == [QUEUED, QUEUED, QUEUED]  # each tenant has its own cap
+
+    await worker.tracker.handle(Message(NAMES.job_events, 0, 0, b"job-3", a_request("job-3")))
+    refused = worker.statuses()[-1]
+    assert (refused.id, refused.status, refused.error["code"]) == ("job-3", FAILED, "too_many_active_jobs")
+    assert "2 jobs queued or processing" in refused.error["message"]
+    part = {"kind": "part", "job_id": "job-3", "part": 0, "records": [{"type": "server"}]}
+    await worker.tracker.handle(Message(NAMES.job_events, 0, 0, b"job-3", orjson.dumps(part)))
+    assert not [effect for effect in worker.published() if effect[1] == NAMES.batches]  # its parts are not routed
+
+    await worker.track(command("cancel", "job-1"))
+    await worker.tracker.handle(Message(NAMES.job_events, 0, 0, b"job-4", a_request("job-4")))
+    assert (worker.statuses()[-1].id, worker.statuses()[-1].status) == ("job-4", QUEUED)
+    assert worker.job_states.active(TENANT) == 2
+
+
+def test_job_states_count_each_tenants_active_jobs_from_any_partition() -> None:
+    states = JobStates(lambda on_message: FakeTail([], "status", on_message))
+    states.put(Job(id="a", tenant=TENANT), 0)
+    states.tail.deliver(1, 0, orjson.dumps(Job(id="b", tenant=TENANT, status="processing").to_dict()))
+    states.put(Job(id="c", tenant=TENANT, status=SUSPENDED), 2)
+    assert states.active(TENANT) == 2
+    states.put(Job(id="a", tenant=TENANT, status="succeeded"), 0)
+    states.put(Job(id="c", tenant=TENANT, status=QUEUED), 2)
+    assert (states.active(TENANT), states.active("nobody")) == (2, 0)
+
+
 # --- the scheduler and the upload watch ----------------------------------------------------------
 
 

@@ -190,7 +190,7 @@ function submitForm(onSubmitted) {
   const type = h("select", { name: "type" }, Object.keys(ACTIONS).map((t) => h("option", { value: t }, t)));
   const action = h("select", { name: "action" });
   const envelopeNote = h("p", { class: "muted small", hidden: true },
-    "This file is a JSON envelope: its type and action are read from it.");
+    "This file is a JSON envelope: its type, action and description are read from it.");
   const setActions = () => replace(action, ACTIONS[type.value].map((a) => h("option", { value: a }, a)));
   type.addEventListener("change", setActions);
   setActions();
@@ -226,7 +226,8 @@ function submitForm(onSubmitted) {
     event.preventDefault();
     const chosen = file.files[0];
     if (!chosen) return;
-    const query = { description: description.value.trim() };
+    // An envelope carries its own fields: the API refuses a query beside it.
+    const query = format.value === "json" && envelope ? {} : { description: description.value.trim() };
     if (format.value === "csv") {
       Object.assign(query, { operation: operation.value, object_type: objectType.value.trim(), job_type: jobType.value,
         find_by: findBy.value.trim(), file_name: chosen.name });
