@@ -6,7 +6,7 @@ a few dozen examples per operation, derandomized (the same requests on every run
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -39,7 +39,10 @@ schemathesis.serializer.alias(["application/x-ndjson", "application/ndjson", "ap
                                "application/x-jsonlines", "application/csv", "text/comma-separated-values"],
                               "text/plain")
 # The websockets (GET /v1/live, /v1/jobs/{id}/live) answer only an upgrade: test_live covers them.
-schema = schemathesis.openapi.from_path(OPENAPI_PATH).exclude(path_regex=r"/live$")
+# The sequences of calls follow the document's links alone (none inferred from names).
+CONFIG = schemathesis.Config.from_dict({"phases": {"stateful": {"inference": {"algorithms": []},
+                                                               "generation": {"mode": "positive"}}}})
+schema = schemathesis.openapi.from_path(OPENAPI_PATH, config=CONFIG).exclude(path_regex=r"/live$")
 
 # Invalid job bodies POST /v1/jobs still accepts: a member the document does not have, and a
 # source or params.format of the wrong type that reads as false (then the default). The strict
@@ -72,23 +75,31 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance, error_shape, invalid_data_refused, positive_data_acceptance, ignored_auth]
 
 
+# A body these accept by its schema may still be refused for what no schema says: a CSV with a
+# header only, records of a type and an action that do not go together, a schedule for a job that
+# is not a definition, params for one that is not an export.
+JUDGED_BY_MEANING = {"POST /v1/jobs", "PUT /v1/jobs/{job_id}"}
+
+
 def checks(case: schemathesis.Case) -> list[Callable[..., Any]]:
-    """The checks for ``case``. POST /v1/jobs is held to all but two: a body its schema allows
-    may still be refused for what no schema says (a CSV with a header only, records of a type
-    and an action that do not go together), and it reads its query parameters only for the body
+    """The checks for ``case``: all of them, but that the operations in JUDGED_BY_MEANING may
+    refuse a valid body, and that POST /v1/jobs reads its query parameters only for the body
     forms that carry the job's fields there (a bare array, NDJSON, text/csv): with another form
     a wrong one goes unread, so an invalid query is no reason to refuse that job."""
-    if case.operation.label != "POST /v1/jobs":
-        return CHECKS
+    label = case.operation.label
     query = case.meta.components.get(ParameterLocation.QUERY) if case.meta else None
-    unread = {positive_data_acceptance} | ({invalid_data_refused} if query and not query.mode.is_positive else set())
-    return [check for check in CHECKS if check not in unread]
+    unread = label == "POST /v1/jobs" and query is not None and not query.mode.is_positive
+    skipped = ({positive_data_acceptance} if label in JUDGED_BY_MEANING else set()) | (
+        {invalid_data_refused} if unread else set())
+    return [check for check in CHECKS if check not in skipped]
 
 
 @pytest.fixture(scope="module")
-def fuzzed(make_stack: Callable[..., Stack]) -> Stack:
+def fuzzed(make_stack: Callable[..., Stack]) -> Iterator[Stack]:
     """A stack of its own: the fuzz creates and deletes jobs at random."""
-    return make_stack().start_all()
+    stack = make_stack().start_all()
+    yield stack
+    stack.stop()
 
 
 @schema.parametrize()
@@ -100,3 +111,20 @@ def test_the_api_answers_as_its_openapi_document_says(case: schemathesis.Case, f
         assert response.status_code == 400, response.text
         return
     case.validate_response(response, checks=checks(case), headers=HEADERS, transport_kwargs={"timeout": 30})
+
+
+def test_calls_on_the_jobs_it_submits_answer_as_the_document_says(fuzzed: Stack) -> None:
+    """Sequences of calls that follow the document's links: a job submitted, then read, changed,
+    suspended, resumed, cancelled or deleted by its id (so the 200s and 409s of those, which
+    random ids never reach)."""
+
+    class Calls(schema.as_state_machine()):  # type: ignore[misc]
+        def get_call_kwargs(self, case: schemathesis.Case) -> dict[str, Any]:
+            return {"base_url": fuzzed.base, "headers": HEADERS, "timeout": 30}
+
+        def validate_response(self, response: schemathesis.Response, case: schemathesis.Case,
+                              additional_checks: Any = None, **kwargs: Any) -> None:
+            case.validate_response(response, checks=checks(case), headers=HEADERS, transport_kwargs=kwargs)
+
+    Calls.run(settings=settings(max_examples=EXAMPLES, stateful_step_count=5, derandomize=True, deadline=None,
+                                database=None, suppress_health_check=list(HealthCheck)))
