@@ -32,16 +32,17 @@ HEADERS = {"x-api-key": "key-a"}
 # The HTTP server refuses a request line longer than this (a plain-text 400) before the API sees it:
 # a query string of a few thousand characters, each of them percent-encoded, gets there.
 MAX_REQUEST_LINE = 8190
-EXAMPLES = 25  # per operation: about 30 s for the whole document
+EXAMPLES = 25  # per operation, and sequences of calls: about 40 s for the whole file with its stack
 
 # Sent as the text the document's string schema generates (schemathesis knows text/csv and JSON).
 schemathesis.serializer.alias(["application/x-ndjson", "application/ndjson", "application/jsonl",
                                "application/x-jsonlines", "application/csv", "text/comma-separated-values"],
                               "text/plain")
-# The websockets (GET /v1/live, /v1/jobs/{id}/live) answer only an upgrade: test_live covers them.
-# The sequences of calls follow the document's links alone (none inferred from names).
+# The sequences of calls follow the document's links alone (none inferred from names), with valid
+# requests: the single calls already send invalid ones.
 CONFIG = schemathesis.Config.from_dict({"phases": {"stateful": {"inference": {"algorithms": []},
                                                                "generation": {"mode": "positive"}}}})
+# The websockets (GET /v1/live, /v1/jobs/{id}/live) answer only an upgrade: test_live covers them.
 schema = schemathesis.openapi.from_path(OPENAPI_PATH, config=CONFIG).exclude(path_regex=r"/live$")
 
 # Invalid job bodies POST /v1/jobs still accepts: a member the document does not have, and a
