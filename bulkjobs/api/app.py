@@ -39,7 +39,10 @@ log = logging.getLogger(__name__)
 
 Resources = Callable[[web.Application], AsyncIterator[None]]
 
-OPEN_PATHS = frozenset({"/v1/health", "/livez", "/readyz", "/metrics"})  # answered without an API key
+# Answered without an API key.
+OPEN_PATHS = frozenset({"/v1/health", "/v1/openapi.json", "/livez", "/readyz", "/metrics"})
+# The HTTP contract as OpenAPI 3.1, kept by hand beside the handlers (a test holds it to the routes).
+OPENAPI_PATH = Path(__file__).with_name("openapi.json")
 
 
 @web.middleware
@@ -124,6 +127,16 @@ async def ui_file(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(path, headers=UI_CACHING)
 
 
+def add_openapi_route(app: web.Application) -> None:
+    """``GET /v1/openapi.json``: the document, read once when the app is built."""
+    document = OPENAPI_PATH.read_bytes()
+
+    async def openapi(request: web.Request) -> web.Response:
+        return web.Response(body=document, content_type="application/json")
+
+    app.router.add_get("/v1/openapi.json", openapi)
+
+
 def add_ui_routes(app: web.Application) -> None:
     app.router.add_get("/ui", ui_redirect)
     app.router.add_get("/ui/", ui_index)
@@ -147,6 +160,7 @@ def build_app(settings: Settings, resources: Resources | None = None) -> web.App
     downloads.add_routes(app)
     live.add_routes(app)
     export_files.add_routes(app)
+    add_openapi_route(app)
     add_ui_routes(app)
     app.cleanup_ctx.append(resources or _resources)
     return app
