@@ -78,7 +78,10 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         if exc.status < 400:
             raise
         code = exc.reason.lower().replace(" ", "_")
-        return json_response({"error": {"code": code, "message": exc.reason}}, exc.status)
+        response = json_response({"error": {"code": code, "message": exc.reason}}, exc.status)
+        if "Allow" in exc.headers:  # a 405 says which methods the route takes
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return json_response({"error": {"code": "internal_error", "message": "internal server error"}}, 500)

@@ -13,7 +13,6 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
-from schemathesis.core.failures import AcceptedNegativeData
 from schemathesis.core.parameters import ParameterLocation
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -45,12 +44,6 @@ CONFIG = schemathesis.Config.from_dict({"phases": {"stateful": {"inference": {"a
 # The websockets (GET /v1/live, /v1/jobs/{id}/live) answer only an upgrade: test_live covers them.
 schema = schemathesis.openapi.from_path(OPENAPI_PATH, config=CONFIG).exclude(path_regex=r"/live$")
 
-# Invalid job bodies POST /v1/jobs still accepts: a member the document does not have, and a
-# source or params.format of the wrong type that reads as false (then the default). The strict
-# input of issue 14 (400 unknown_field / invalid_field) refuses them; this list goes with it.
-LENIENT_TODAY = ("object with unexpected properties", "- source: Incorrect type", "params -> format: Incorrect type")
-
-
 def error_shape(ctx: schemathesis.CheckContext, response: schemathesis.Response, case: schemathesis.Case) -> None:
     """Every 4xx is ``{"error": {"code", "message", ...}}`` with a snake_case code."""
     if 400 <= response.status_code < 500:
@@ -61,19 +54,8 @@ def error_shape(ctx: schemathesis.CheckContext, response: schemathesis.Response,
         assert isinstance(error.get("message"), str), error
 
 
-def invalid_data_refused(ctx: schemathesis.CheckContext, response: schemathesis.Response,
-                         case: schemathesis.Case) -> bool | None:
-    """``negative_data_rejection`` but for the job bodies in LENIENT_TODAY."""
-    try:
-        return negative_data_rejection(ctx, response, case)
-    except AcceptedNegativeData as failure:
-        if case.operation.label == "POST /v1/jobs" and any(text in failure.message for text in LENIENT_TODAY):
-            return None
-        raise
-
-
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
-          response_schema_conformance, error_shape, invalid_data_refused, positive_data_acceptance, ignored_auth]
+          response_schema_conformance, error_shape, negative_data_rejection, positive_data_acceptance, ignored_auth]
 
 
 # A body these accept by its schema may still be refused for what no schema says: a CSV with a
@@ -91,7 +73,7 @@ def checks(case: schemathesis.Case) -> list[Callable[..., Any]]:
     query = case.meta.components.get(ParameterLocation.QUERY) if case.meta else None
     unread = label == "POST /v1/jobs" and query is not None and not query.mode.is_positive
     skipped = ({positive_data_acceptance} if label in JUDGED_BY_MEANING else set()) | (
-        {invalid_data_refused} if unread else set())
+        {negative_data_rejection} if unread else set())
     return [check for check in CHECKS if check not in skipped]
 
 
