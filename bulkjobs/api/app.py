@@ -13,7 +13,16 @@ from pathlib import Path
 from aiohttp import web
 
 from bulkjobs.api import downloads, export_files, intake, lifecycle, live, metrics, reads
-from bulkjobs.api.common import ACCEPTED, PUBLISHER, READER, SETTINGS, UPLOADS, api_key, json_response
+from bulkjobs.api.common import (
+    ACCEPTED,
+    PUBLISHER,
+    READER,
+    SETTINGS,
+    UPLOADS,
+    api_key,
+    compression_middleware,
+    json_response,
+)
 from bulkjobs.api.publisher import JobPublisher
 from bulkjobs.errors import BulkJobsError, NotFound, Unauthorized
 from bulkjobs.kafka.admin import ensure_topics
@@ -114,7 +123,7 @@ def build_app(settings: Settings, resources: Resources | None = None) -> web.App
     """The API's routes over ``resources``, which set the view reader, the publisher and the live
     feed for the app's life (by default opened from the settings; tests pass fakes)."""
     # Bodies are inflated by api.decoding, which answers every encoding problem in the JSON shape.
-    app = web.Application(middlewares=[metrics_middleware, errors_middleware, auth_middleware],
+    app = web.Application(middlewares=[metrics_middleware, compression_middleware, errors_middleware, auth_middleware],
                           client_max_size=settings.max_body_bytes, handler_args={"auto_decompress": False})
     app[SETTINGS] = settings
     app[ACCEPTED] = OrderedDict()
