@@ -111,9 +111,9 @@ def _after(order: list[tuple[str, bool]], key: tuple[Any, ...]) -> tuple[str, li
         return f"({columns}) {'<' if order[0][1] else '>'} ({', '.join('?' * len(key))})", list(key)
     terms, params, equal = [], [], ""
     for (expression, descending), value in zip(order, key, strict=True):
-        terms.append(f"({equal}{expression} {'<' if descending else '>'} ?)")
+        terms.append(f"({equal}({expression}) {'<' if descending else '>'} ?)")
         params.extend([*key[:len(terms) - 1], value])
-        equal += f"{expression} IS ? AND "
+        equal += f"({expression}) IS ? AND "
     return "(" + " OR ".join(terms) + ")", params
 
 
