@@ -23,6 +23,7 @@ from bulkjobs.api.common import (
     Handler,
     api_key,
     check_query,
+    compression_middleware,
     json_response,
     query_params,
 )
@@ -150,7 +151,8 @@ def build_app(settings: Settings, resources: Resources | None = None) -> web.App
     """The API's routes over ``resources``, which set the view reader, the publisher and the live
     feed for the app's life (by default opened from the settings; tests pass fakes)."""
     # Bodies are inflated by api.decoding, which answers every encoding problem in the JSON shape.
-    app = web.Application(middlewares=[metrics_middleware, errors_middleware, auth_middleware, query_middleware],
+    app = web.Application(middlewares=[metrics_middleware, compression_middleware, errors_middleware,
+                                       auth_middleware, query_middleware],
                           client_max_size=settings.max_body_bytes, handler_args={"auto_decompress": False})
     app[SETTINGS] = settings
     app[ACCEPTED] = OrderedDict()

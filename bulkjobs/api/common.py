@@ -1,21 +1,25 @@
-"""What the API's handlers share: the application's keys, JSON answers, paging and job lookup."""
+"""What the API's handlers share: the application's keys, JSON answers and their compression, paging
+(with its links and cursors) and job lookup."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any, TypeVar
 
 import orjson
-from aiohttp import web
+from aiohttp import hdrs, web
+from aiohttp.web_response import ContentCoding
 
 from bulkjobs.api.publisher import JobPublisher
 from bulkjobs.domain.identity import is_job_id
 from bulkjobs.errors import BadRequest, InvalidField, NotFound, check_known
 from bulkjobs.settings import Settings
 from bulkjobs.store.files import UploadFiles
-from bulkjobs.store.reader import ViewReader
+from bulkjobs.store.reader import Page, Paging, ViewReader
 
 SETTINGS = web.AppKey("settings", Settings)
 READER = web.AppKey("reader", ViewReader)
@@ -30,13 +34,19 @@ VIEW_POLL = 0.05  # the longest pause between two looks at the view while waitin
 T = TypeVar("T")
 
 
+COMPRESS_FROM = 1024  # bytes: a smaller body gains too little from gzip to be worth it
+# Content that gzip would not make smaller.
+COMPRESSED_TYPES = ("application/gzip", "application/zip", "application/zstd", "image/", "video/", "audio/")
+
+
+
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(body=orjson.dumps(body), status=status, content_type="application/json", headers=headers)
 
 
 # --- query parameters: each handler declares those it takes; any other is a 400 ---------------------
 
-PAGING = ("limit", "offset")  # the query parameters of every paged list
+PAGING = ("limit", "offset", "cursor")  # the query parameters of every paged list
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 H = TypeVar("H", bound=Handler)
 _QUERY_PARAMS: dict[Handler, frozenset[str]] = {}
@@ -58,6 +68,31 @@ def query_params(handler: Handler) -> frozenset[str]:
 def check_query(request: web.Request, known: Collection[str]) -> None:
     """400 ``unknown_field`` naming the first query parameter that is not ``known``."""
     check_known(request.query.keys(), known, "query parameter")
+
+
+def compress(request: web.Request, response: web.StreamResponse) -> None:
+    """gzip the response as it is written, if the client accepts gzip and it is worth it: not a
+    websocket, a file served as it is on disk (it answers ranges), a body already compressed, or
+    a small one. Call it before a streamed response is prepared (``compression_middleware``
+    calls it on every other response)."""
+    if (isinstance(response, web.WebSocketResponse | web.FileResponse) or response.prepared
+            or "gzip" not in request.headers.get(hdrs.ACCEPT_ENCODING, "").lower()
+            or hdrs.CONTENT_ENCODING in response.headers or response.content_type.startswith(COMPRESSED_TYPES)):
+        return
+    if isinstance(response, web.Response) and not (isinstance(response.body, bytes | bytearray)
+                                                   and len(response.body) >= COMPRESS_FROM):
+        return
+    response.headers[hdrs.VARY] = hdrs.ACCEPT_ENCODING
+    response.enable_compression(ContentCoding.gzip)
+
+
+@web.middleware
+async def compression_middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                                 ) -> web.StreamResponse:
+    """gzip every answer not yet sent that is worth it (``compress``)."""
+    response = await handler(request)
+    compress(request, response)
+    return response
 
 
 def attachment(name: str) -> dict[str, str]:
@@ -92,6 +127,60 @@ def int_param(request: web.Request, name: str, default: int, low: int, high: int
 def paging(request: web.Request, default: int = 100, most: int = 1000) -> tuple[int, int]:
     """(limit, offset) from the query string (``PAGING``)."""
     return int_param(request, "limit", default, 1, most), int_param(request, "offset", 0, 0, 2**62)
+
+
+def _cursor(position: int, key: tuple[Any, ...]) -> str:
+    """An opaque cursor: the position of the next page in the list and the sort key before it."""
+    return base64.urlsafe_b64encode(orjson.dumps([position, *key])).rstrip(b"=").decode()
+
+
+def page_of(request: web.Request) -> Paging:
+    """Which page of a list the query string asks for: ``limit``, and ``cursor`` (from a
+    ``next`` link) or ``offset`` (slower deep in a long list, kept for compatibility)."""
+    limit, offset = paging(request)
+    raw = request.query.get("cursor")
+    if not raw:
+        return Paging(limit, offset)
+    if "offset" in request.query:
+        raise BadRequest("send 'cursor' or 'offset', not both", field="cursor")
+    try:
+        decoded = orjson.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+    except (binascii.Error, ValueError):
+        decoded = None
+    if (not isinstance(decoded, list) or len(decoded) < 2 or not isinstance(decoded[0], int) or decoded[0] < 0
+            or not all(isinstance(value, str | int | float | None) for value in decoded[1:])):
+        raise BadRequest("'cursor' is not one this API gave: follow the list's Link header", field="cursor")
+    return Paging(limit, decoded[0], tuple(decoded[1:]))
+
+
+def page_links(request: web.Request, *, total: int, offset: int, limit: int, next_page: dict[str, str | int] | None
+               ) -> dict[str, str]:
+    """``X-Total-Count`` and ``Link`` for a page of a list starting at position ``offset``:
+    ``rel="next"`` with the ``next_page`` parameters (a cursor or an offset) if one follows,
+    ``rel="prev"`` unless the page is the first; the other query parameters are kept."""
+    url = request.rel_url.with_query([(name, value) for name, value in request.query.items()
+                                      if name not in ("cursor", "offset")])
+    links = []
+    if next_page is not None:
+        links.append(f'<{url.update_query(next_page)}>; rel="next"')
+    if offset > 0:
+        links.append(f'<{url.update_query(offset=max(0, offset - limit))}>; rel="prev"')
+    headers = {"X-Total-Count": str(total)}
+    if links:
+        headers["Link"] = ", ".join(links)
+    return headers
+
+
+def page_response(request: web.Request, paging: Paging, page: Page) -> web.Response:
+    """A page of a list: ``{"items", "total"}`` with its ``X-Total-Count`` and ``Link`` headers;
+    the ``next`` link's cursor holds the last item's sort key, so the next page is found by it."""
+    next_page: dict[str, str | int] | None = None
+    if page.more and page.last_key is not None:
+        next_page = {"cursor": _cursor(paging.offset + len(page.items), page.last_key)}
+    response = json_response({"items": page.items, "total": page.total})
+    response.headers.update(page_links(request, total=page.total, offset=paging.offset, limit=paging.limit,
+                                       next_page=next_page))
+    return response
 
 
 def remember(app: web.Application, tenant: str, job: dict[str, Any]) -> None:

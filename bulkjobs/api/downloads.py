@@ -13,7 +13,17 @@ from typing import Any
 
 from aiohttp import web
 
-from bulkjobs.api.common import PAGING, READER, UPLOADS, attachment, find_job, json_response, paging, takes_query
+from bulkjobs.api.common import (
+    READER,
+    UPLOADS,
+    attachment,
+    compress,
+    find_job,
+    json_response,
+    page_links,
+    paging,
+    takes_query,
+)
 from bulkjobs.domain.csv_files import RowReader, write_rows
 from bulkjobs.domain.csv_import import parse_filter, template_rows
 from bulkjobs.domain.job_types import JOB_TYPES, JobType
@@ -96,6 +106,7 @@ async def results_csv(request: web.Request) -> web.StreamResponse:
     job = await _csv_job(request)
     response = web.StreamResponse(headers={"Content-Type": "text/csv; charset=utf-8",
                                            **attachment(f"{job['id']}-results.csv")})
+    compress(request, response)
     await response.prepare(request)
     results = _Results(request.app[READER], job["id"])
     index = -1  # the header comes first
@@ -157,6 +168,7 @@ async def job_log(request: web.Request) -> web.StreamResponse:
     job = await find_job(request)
     reader = request.app[READER]
     response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
+    compress(request, response)
     await response.prepare(request)
     head = log_head(job, await reader.batches(job["id"]))
     await response.write(("\n".join(head) + "\n").encode())
@@ -194,7 +206,7 @@ async def get_job_type(request: web.Request) -> web.Response:
     return json_response(_job_type(request).to_dict())
 
 
-@takes_query("q", "object_type", *PAGING)
+@takes_query("q", "object_type", "limit", "offset")  # a template pages by offset only
 async def job_type_template(request: web.Request) -> web.Response:
     """The job type's CSV template, prefilled with the objects it applies to (filtered by
     ``q=field:value ...``), a page at a time; ``Link: <...>; rel="next"`` names the next page."""
@@ -209,9 +221,10 @@ async def job_type_template(request: web.Request) -> web.Response:
             request["tenant"], object_type, conditions, limit, offset)
     elif request.query.get("q"):
         raise BadRequest(f"a filter needs an object_type for job type {job_type.name!r}", field="object_type")
-    headers = {"X-Total-Count": str(total), **attachment(f"{job_type.name}-template.csv")}
-    if offset + len(objects) < total:
-        headers["Link"] = f'<{request.rel_url.update_query(offset=offset + len(objects))}>; rel="next"'
+    more = offset + len(objects) < total
+    headers = {**page_links(request, total=total, offset=offset, limit=limit,
+                            next_page={"offset": offset + len(objects)} if more else None),
+               **attachment(f"{job_type.name}-template.csv")}
     body = await asyncio.to_thread(lambda: _csv_bytes(template_rows(job_type, objects)))  # 12,000 rows: 0.1 s
     return web.Response(body=body, headers=headers, content_type="text/csv", charset="utf-8")
 

@@ -22,8 +22,8 @@ from bulkjobs.api.common import (
     answer_deleted,
     attachment,
     find_job,
-    json_response,
-    paging,
+    page_of,
+    page_response,
     takes_query,
 )
 from bulkjobs.domain.exports import CONTENT_TYPES, FORMATS, parse_instant
@@ -37,10 +37,9 @@ MAX_NAMES = 100  # names in one request, as the seed API allows
 async def job_files(request: web.Request) -> web.Response:
     """A job's files in the order it wrote them."""
     job = await find_job(request)
-    limit, offset = paging(request)
-    items, total = await request.app[READER].files(request["tenant"], job_id=job["id"], newest_first=False,
-                                                   limit=limit, offset=offset)
-    return json_response({"items": items, "total": total})
+    paging = page_of(request)
+    page = await request.app[READER].files(request["tenant"], paging, job_id=job["id"], newest_first=False)
+    return page_response(request, paging, page)
 
 
 def _instant(request: web.Request, name: str) -> str | None:
@@ -56,12 +55,13 @@ async def list_files(request: web.Request) -> web.Response:
     if file_type is not None and file_type not in FORMATS:
         raise BadRequest(f"unknown type {file_type!r}: one of " + ", ".join(FORMATS), field="type")
     created_from, created_to = _instant(request, "created_from"), _instant(request, "created_to")
-    limit, offset = paging(request)
-    items, total = await request.app[READER].files(
-        request["tenant"], name=request.query.get("name") or None, job_title=request.query.get("job_title") or None,
-        file_type=file_type, created_from=created_from, created_to=created_to, limit=limit, offset=offset,
+    paging = page_of(request)
+    page = await request.app[READER].files(
+        request["tenant"], paging, name=request.query.get("name") or None,
+        job_title=request.query.get("job_title") or None, file_type=file_type, created_from=created_from,
+        created_to=created_to,
     )
-    return json_response({"items": items, "total": total})
+    return page_response(request, paging, page)
 
 
 async def _found(request: web.Request, names: list[str]) -> list[dict[str, Any]]:

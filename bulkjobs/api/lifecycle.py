@@ -32,7 +32,8 @@ from bulkjobs.api.common import (
     find_job,
     job_of,
     json_response,
-    paging,
+    page_of,
+    page_response,
     takes_query,
     until_shown,
 )
@@ -243,7 +244,7 @@ async def delete_jobs(request: web.Request) -> web.Response:
 
 
 def _query(request: web.Request) -> dict[str, Any]:
-    """Status, sort, order and paging of a job list."""
+    """Status, sort and order of a job list."""
     status = request.query.get("status") or None
     if status is not None and status not in STATUSES:
         raise BadRequest(f"unknown status {status!r}: one of " + ", ".join(STATUSES), field="status")
@@ -253,32 +254,33 @@ def _query(request: web.Request) -> dict[str, Any]:
     order = request.query.get("order") or ("desc" if sort.endswith("_at") else "asc")
     if order not in ("asc", "desc"):
         raise BadRequest(f"'order' must be asc or desc, not {order!r}", field="order")
-    limit, offset = paging(request)
-    return {"status": status, "sort": sort, "descending": order == "desc", "limit": limit, "offset": offset}
+    return {"status": status, "sort": sort, "descending": order == "desc"}
+
+
+async def _job_list(request: web.Request, **filters: Any) -> web.Response:
+    """A page of the tenant's jobs that ``filters`` keep, as the query string sorts and pages them."""
+    query, paging = _query(request), page_of(request)
+    page = await request.app[READER].job_page(request["tenant"], paging, **query, **filters)
+    return page_response(request, paging, page)
 
 
 @takes_query("q", *LIST_QUERY)
 async def list_jobs(request: web.Request) -> web.Response:
-    items, total = await request.app[READER].jobs(request["tenant"], search=request.query.get("q") or None,
-                                                  **_query(request))
-    return json_response({"items": items, "total": total})
+    return await _job_list(request, search=request.query.get("q") or None)
 
 
 @takes_query(*LIST_QUERY)
 async def job_runs(request: web.Request) -> web.Response:
     """``GET /v1/jobs/{id}/runs``: the runs a scheduled definition has made."""
     job = await find_job(request)
-    items, total = await request.app[READER].jobs(request["tenant"], parent_id=job["id"], **_query(request))
-    return json_response({"items": items, "total": total})
+    return await _job_list(request, parent_id=job["id"])
 
 
 @takes_query("job_id", *LIST_QUERY)
 async def history(request: web.Request) -> web.Response:
     """``GET /v1/history``: every execution of the tenant (one-off jobs and runs; ``job_id``
     keeps one definition's runs)."""
-    items, total = await request.app[READER].jobs(
-        request["tenant"], parent_id=request.query.get("job_id") or None, executions_only=True, **_query(request))
-    return json_response({"items": items, "total": total})
+    return await _job_list(request, parent_id=request.query.get("job_id") or None, executions_only=True)
 
 
 async def _execution(request: web.Request) -> dict[str, Any]:

@@ -6,13 +6,24 @@ runs and history are in ``api.lifecycle``.)"""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import timedelta
 
 from aiohttp import web
 
-from bulkjobs.api.common import PAGING, PUBLISHER, READER, find_job, json_response, paging, takes_query
+from bulkjobs.api.common import (
+    PAGING,
+    PUBLISHER,
+    READER,
+    find_job,
+    json_response,
+    page_of,
+    page_response,
+    takes_query,
+)
 from bulkjobs.clock import utc_now
 from bulkjobs.errors import NotFound, Unavailable
+from bulkjobs.store.reader import Page
 
 HEARTBEAT_MAX_AGE = timedelta(seconds=15)
 READY_TIMEOUT = 2.0  # seconds for each readiness check: an orchestrator's probe gives up after a few
@@ -24,10 +35,15 @@ async def get_job(request: web.Request) -> web.Response:
 
 @takes_query(*PAGING)
 async def job_results(request: web.Request) -> web.Response:
+    """A job's results from record index ``offset`` on, or after the index a cursor holds: a
+    result's position in the list is its index."""
     job = await find_job(request)
-    limit, offset = paging(request)
-    items = await request.app[READER].results(job["id"], limit, offset)
-    return json_response({"items": items, "total": job["counts"]["processed"]})
+    paging = page_of(request)
+    start = paging.offset if paging.after is None else int(paging.after[0]) + 1
+    items = await request.app[READER].results(job["id"], paging.limit + 1, start)
+    last_key = (items[paging.limit - 1]["index"],) if len(items) > paging.limit else None
+    page = Page(items[:paging.limit], job["counts"]["processed"], last_key is not None, last_key)
+    return page_response(request, replace(paging, offset=start), page)
 
 
 async def get_object(request: web.Request) -> web.Response:
@@ -40,11 +56,10 @@ async def get_object(request: web.Request) -> web.Response:
 
 @takes_query("type", "external_id", *PAGING)
 async def list_objects(request: web.Request) -> web.Response:
-    limit, offset = paging(request)
-    items, total = await request.app[READER].objects(
-        request["tenant"], request.query.get("type"), request.query.get("external_id"), limit, offset
-    )
-    return json_response({"items": items, "total": total})
+    paging = page_of(request)
+    page = await request.app[READER].objects(request["tenant"], request.query.get("type"),
+                                             request.query.get("external_id"), paging)
+    return page_response(request, paging, page)
 
 
 async def get_relationship(request: web.Request) -> web.Response:
@@ -57,11 +72,9 @@ async def get_relationship(request: web.Request) -> web.Response:
 
 @takes_query("relationship_type", *PAGING)
 async def list_relationships(request: web.Request) -> web.Response:
-    limit, offset = paging(request)
-    items, total = await request.app[READER].relationships(
-        request["tenant"], request.query.get("relationship_type"), limit, offset
-    )
-    return json_response({"items": items, "total": total})
+    paging = page_of(request)
+    page = await request.app[READER].relationships(request["tenant"], request.query.get("relationship_type"), paging)
+    return page_response(request, paging, page)
 
 
 async def health(request: web.Request) -> web.Response:

@@ -6,6 +6,7 @@ Every query is scoped by tenant; rows come back as plain dicts shaped for the HT
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import aiosqlite
@@ -74,7 +75,46 @@ def _file(row: aiosqlite.Row) -> dict[str, Any]:
 
 
 # A job's files in the order written: by time, then by number (``<job id>-2`` before ``-10``).
-_FILE_ORDER = "created_at {0}, length(name) {0}, name {0}"
+_FILE_ORDER = ("created_at", "length(name)", "name")
+_TIME_ORDER = ("created_at", "id")  # objects and relationships, oldest first
+_Key = tuple[Any, ...]  # the values of a row's sort expressions
+
+
+@dataclass(frozen=True)
+class Paging:
+    """Which page of a list to read: ``limit`` items from position ``offset``, or, with ``after``
+    (the sort key of the item just before the page, from a cursor), the items after it, found
+    through an index however deep the page is (``offset`` then only says where the page starts)."""
+
+    limit: int
+    offset: int = 0
+    after: tuple[Any, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Page:
+    """A page of a list: its items, how many the whole list has, whether more follow, and the
+    sort key of the last item (what a cursor to the next page holds)."""
+
+    items: list[dict[str, Any]]
+    total: int
+    more: bool
+    last_key: tuple[Any, ...] | None
+
+
+def _after(order: list[tuple[str, bool]], key: tuple[Any, ...]) -> tuple[str, list[Any]]:
+    """The condition (and its parameters) of the rows that sort after ``key`` in ``order``
+    (``(expression, descending)`` pairs). One direction and no nulls is a row-value comparison,
+    which SQLite answers by seeking an index; otherwise each column's term, null-safe."""
+    if len({descending for _, descending in order}) == 1 and None not in key:
+        columns = ", ".join(expression for expression, _ in order)
+        return f"({columns}) {'<' if order[0][1] else '>'} ({', '.join('?' * len(key))})", list(key)
+    terms, params, equal = [], [], ""
+    for (expression, descending), value in zip(order, key, strict=True):
+        terms.append(f"({equal}({expression}) {'<' if descending else '>'} ?)")
+        params.extend([*key[:len(terms) - 1], value])
+        equal += f"({expression}) IS ? AND "
+    return "(" + " OR ".join(terms) + ")", params
 
 
 class ViewReader:
@@ -86,17 +126,33 @@ class ViewReader:
         async with self.db.execute(sql, params) as cursor:
             return list(await cursor.fetchall())
 
-    async def _page(self, table: str, columns: str, tenant: str, filters: dict[str, str | None],
-                    order: str, limit: int, offset: int) -> tuple[list[aiosqlite.Row], int]:
-        """One page of a tenant's rows matching the given (non-None) column filters, and their count."""
-        wanted = {column: value for column, value in filters.items() if value is not None}
-        where = " AND ".join(["tenant = ?", *(f"{column} = ?" for column in wanted)])
-        params = (tenant, *wanted.values())
+    async def _page(self, table: str, where: list[str], params: list[Any], order: list[tuple[str, bool]],
+                    paging: Paging, columns: str = "*") -> tuple[list[aiosqlite.Row], int, bool, _Key | None]:
+        """A page of the rows meeting every condition of ``where``, sorted by ``order``
+        (``(expression, descending)`` pairs ending with a unique column); their count, whether
+        more follow, and the last row's sort key."""
+        condition = " AND ".join(where)
+        rows_where, rows_params, skip = condition, list(params), paging.offset
+        if paging.after is not None:
+            after, after_params = _after(order, paging.after)
+            rows_where, skip = f"{condition} AND {after}", 0
+            rows_params.extend(after_params)
+        keys = ", ".join(f"{expression} AS _key{n}" for n, (expression, _) in enumerate(order))
+        sort = ", ".join(f"{expression} {'DESC' if descending else 'ASC'}" for expression, descending in order)
         rows = await self._all(
-            f"SELECT {columns} FROM {table} WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?", (*params, limit, offset)
-        )
-        counted = await self._all(f"SELECT count(*) FROM {table} WHERE {where}", params)
-        return rows, int(counted[0][0])
+            f"SELECT {columns}, {keys} FROM {table} WHERE {rows_where} ORDER BY {sort} LIMIT ? OFFSET ?",
+            (*rows_params, paging.limit + 1, skip))
+        counted = await self._all(f"SELECT count(*) FROM {table} WHERE {condition}", tuple(params))
+        more, rows = len(rows) > paging.limit, rows[:paging.limit]
+        last_key = tuple(rows[-1][f"_key{n}"] for n in range(len(order))) if rows else None
+        return rows, int(counted[0][0]), more, last_key
+
+    async def _tenant_page(self, table: str, tenant: str, filters: dict[str, str | None],
+                           paging: Paging) -> tuple[list[aiosqlite.Row], int, bool, _Key | None]:
+        """A page of a tenant's rows matching the given (non-None) column filters, oldest first."""
+        wanted = {column: value for column, value in filters.items() if value is not None}
+        return await self._page(table, ["tenant = ?", *(f"{column} = ?" for column in wanted)],
+                                [tenant, *wanted.values()], [(column, False) for column in _TIME_ORDER], paging)
 
     async def _one(self, table: str, columns: str, tenant: str, row_id: str) -> aiosqlite.Row | None:
         rows = await self._all(f"SELECT {columns} FROM {table} WHERE id = ? AND tenant = ?", (row_id, tenant))
@@ -124,34 +180,31 @@ class ViewReader:
         """Whether the tenant's job ``job_id`` has been deleted."""
         return bool(await self._all("SELECT 1 FROM deleted_jobs WHERE id = ? AND tenant = ?", (job_id, tenant)))
 
-    async def jobs(self, tenant: str, *, status: str | None = None, search: str | None = None,
-                   sort: str = "created_at", descending: bool = True, limit: int = 100, offset: int = 0,
-                   parent_id: str | None = None, executions_only: bool = False) -> tuple[list[dict[str, Any]], int]:
+    async def jobs(self, tenant: str, *, status: str | None = None,
+                   limit: int = 100) -> tuple[list[dict[str, Any]], int]:
+        """The tenant's newest jobs (of a status) and how many there are."""
+        page = await self.job_page(tenant, Paging(limit), status=status)
+        return page.items, page.total
+
+    async def job_page(self, tenant: str, paging: Paging, *, status: str | None = None, search: str | None = None,
+                       sort: str = "created_at", descending: bool = True, parent_id: str | None = None,
+                       executions_only: bool = False) -> Page:
         """A page of the tenant's jobs: ``search`` matches within the description; ``sort`` is
-        one of ``JOB_SORTS`` (nulls last either way); ``parent_id`` keeps one definition's runs,
-        ``executions_only`` every job but the scheduled definitions (the history)."""
+        one of ``JOB_SORTS`` (nulls last either way, then by id); ``parent_id`` keeps one
+        definition's runs, ``executions_only`` every job but the scheduled definitions (the history)."""
         if sort not in JOB_SORTS:
             raise ValueError(f"unknown sort field {sort!r}")
-        where, params = "tenant = ?", [tenant]
-        if parent_id is not None:
-            where += " AND parent_id = ?"
-            params.append(parent_id)
+        where, params = ["tenant = ?"], [tenant]
+        for condition, value in (("parent_id = ?", parent_id), ("status = ?", status),
+                                 ("description LIKE ? ESCAPE '\\'", search and _like(search))):
+            if value:
+                where.append(condition)
+                params.append(value)
         if executions_only:
-            where += " AND schedule IS NULL"
-        if status is not None:
-            where += " AND status = ?"
-            params.append(status)
-        if search:
-            where += " AND description LIKE ? ESCAPE '\\'"
-            params.append(_like(search))
-        direction = "DESC" if descending else "ASC"
-        rows = await self._all(
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE {where} "
-            f"ORDER BY {sort} IS NULL, {sort} {direction}, id {direction} LIMIT ? OFFSET ?",
-            (*params, limit, offset),
-        )
-        counted = await self._all(f"SELECT count(*) FROM jobs WHERE {where}", tuple(params))
-        return [_job(row) for row in rows], int(counted[0][0])
+            where.append("schedule IS NULL")
+        order = [(f"{sort} IS NULL", False), (sort, descending), ("id", descending)]
+        rows, total, more, last_key = await self._page("jobs", where, params, order, paging, _JOB_COLUMNS)
+        return Page([_job(row) for row in rows], total, more, last_key)
 
     async def results(self, job_id: str, limit: int, offset: int, failed_only: bool = False) -> list[dict[str, Any]]:
         """Results from record index ``offset`` on, in record order (only unsuccessful ones if asked)."""
@@ -198,26 +251,23 @@ class ViewReader:
         row = await self._one("objects", "*", tenant, object_id)
         return _object(row) if row else None
 
-    async def objects(self, tenant: str, object_type: str | None, external_id: str | None,
-                      limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
-        rows, total = await self._page("objects", "*", tenant, {"type": object_type, "external_id": external_id},
-                                       "created_at, id", limit, offset)
-        return [_object(row) for row in rows], total
+    async def objects(self, tenant: str, object_type: str | None, external_id: str | None, paging: Paging) -> Page:
+        rows, total, more, last_key = await self._tenant_page(
+            "objects", tenant, {"type": object_type, "external_id": external_id}, paging)
+        return Page([_object(row) for row in rows], total, more, last_key)
 
     async def relationship(self, tenant: str, rel_id: str) -> dict[str, Any] | None:
         row = await self._one("relationships", "*", tenant, rel_id)
         return _relationship(row) if row else None
 
-    async def relationships(self, tenant: str, relationship_type: str | None, limit: int,
-                            offset: int) -> tuple[list[dict[str, Any]], int]:
-        rows, total = await self._page("relationships", "*", tenant, {"relationship_type": relationship_type},
-                                       "created_at, id", limit, offset)
-        return [_relationship(row) for row in rows], total
+    async def relationships(self, tenant: str, relationship_type: str | None, paging: Paging) -> Page:
+        rows, total, more, last_key = await self._tenant_page(
+            "relationships", tenant, {"relationship_type": relationship_type}, paging)
+        return Page([_relationship(row) for row in rows], total, more, last_key)
 
-    async def files(self, tenant: str, *, job_id: str | None = None, name: str | None = None,
+    async def files(self, tenant: str, paging: Paging, *, job_id: str | None = None, name: str | None = None,
                     job_title: str | None = None, file_type: str | None = None, created_from: str | None = None,
-                    created_to: str | None = None, newest_first: bool = True, limit: int = 100,
-                    offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+                    created_to: str | None = None, newest_first: bool = True) -> Page:
         """A page of the tenant's export files: of one job; whose name or job title contains
         the text given; of a type (format); created in [``created_from``, ``created_to``)."""
         where, params = ["tenant = ?"], [tenant]
@@ -228,12 +278,9 @@ class ViewReader:
             if value:
                 where.append(condition)
                 params.append(value)
-        clause = " AND ".join(where)
-        order = _FILE_ORDER.format("DESC" if newest_first else "ASC")
-        rows = await self._all(f"SELECT * FROM files WHERE {clause} ORDER BY {order} LIMIT ? OFFSET ?",
-                               (*params, limit, offset))
-        counted = await self._all(f"SELECT count(*) FROM files WHERE {clause}", tuple(params))
-        return [_file(row) for row in rows], int(counted[0][0])
+        order = [(expression, newest_first) for expression in _FILE_ORDER]
+        rows, total, more, last_key = await self._page("files", where, params, order, paging)
+        return Page([_file(row) for row in rows], total, more, last_key)
 
     async def files_named(self, tenant: str, names: list[str]) -> list[dict[str, Any]]:
         """The tenant's files among ``names`` (another tenant's are not found); keep ``names``

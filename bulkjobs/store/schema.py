@@ -10,7 +10,7 @@ import aiosqlite
 log = logging.getLogger(__name__)
 
 # Raise it with every change below: a view of another version is dropped (see _migrate).
-VERSION = 6
+VERSION = 7
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -39,7 +39,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     completed_at TEXT,
     updated_at TEXT
 );
-CREATE INDEX IF NOT EXISTS jobs_by_tenant ON jobs (tenant, created_at DESC);
+CREATE INDEX IF NOT EXISTS jobs_by_tenant ON jobs (tenant, created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS jobs_by_parent ON jobs (parent_id, created_at DESC);
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (tenant, status);  -- a tenant's active jobs, counted at the door
 -- One row per applied batch whose results are stored: how many results a job has in the view,
@@ -74,6 +74,10 @@ CREATE TABLE IF NOT EXISTS objects (
     updated_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS objects_by_key ON objects (tenant, type, external_id);
+-- The object and relationship lists' order (oldest first), of all types and of one, so that a
+-- page is read from the index wherever it starts (keyset paging, reader.Paging).
+CREATE INDEX IF NOT EXISTS objects_by_time ON objects (tenant, created_at, id);
+CREATE INDEX IF NOT EXISTS objects_by_type_time ON objects (tenant, type, created_at, id);
 CREATE TABLE IF NOT EXISTS relationships (
     id TEXT PRIMARY KEY,
     tenant TEXT NOT NULL,
@@ -83,7 +87,8 @@ CREATE TABLE IF NOT EXISTS relationships (
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS relationships_by_type ON relationships (tenant, relationship_type);
+CREATE INDEX IF NOT EXISTS relationships_by_time ON relationships (tenant, created_at, id);
+CREATE INDEX IF NOT EXISTS relationships_by_type ON relationships (tenant, relationship_type, created_at, id);
 -- The files of finished export jobs, as the job's latest status lists them (details.files).
 CREATE TABLE IF NOT EXISTS files (
     name TEXT PRIMARY KEY,
