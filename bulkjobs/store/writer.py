@@ -11,7 +11,6 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from itertools import groupby
 from typing import Any
 
 import aiosqlite
@@ -119,7 +118,8 @@ class _ChangeRows:
 
     batches: list[tuple[Any, ...]] = field(default_factory=list)
     results: list[tuple[Any, ...]] = field(default_factory=list)
-    ops: list[Op] = field(default_factory=list)
+    # The ops' rows, made while the GC is paused: runs of one op type, in the order of the ops.
+    op_runs: list[tuple[str, list[tuple[Any, ...]]]] = field(default_factory=list)
 
     def add(self, applied: dict[str, Any]) -> None:
         """Add an ``AppliedBatch``'s rows; one that is not what a worker writes is logged and skipped."""
@@ -129,13 +129,17 @@ class _ChangeRows:
                      _json(applied["counts"]))
             results = [(job_id, result[RESULT_INDEX], 1 if result[RESULT_SUCCESS] else 0, result[RESULT_ID],
                         _json(result[RESULT_ERRORS]), result[RESULT_OUTCOME]) for result in applied["results"]]
-            ops = list(applied["ops"])
+            op_rows = [(op[OP_TYPE], _op_row(op)) for op in applied["ops"]]
         except (KeyError, IndexError, TypeError, ValueError):  # not written by a worker: the view goes on
             log.exception("skipping a change that is not an applied batch")
             return
         self.batches.append(batch)
         self.results.extend(results)
-        self.ops.extend(ops)
+        for op_type, row in op_rows:
+            if self.op_runs and self.op_runs[-1][0] == op_type:
+                self.op_runs[-1][1].append(row)
+            else:
+                self.op_runs.append((op_type, [row]))
 
 
 @dataclass
@@ -163,15 +167,15 @@ class _JobRows:
         return {job_id for job_id, status in self.latest.items() if status["status"] == DELETED}
 
 
-async def _write_ops(db: aiosqlite.Connection, ops: list[Op], written: Counter[str]) -> None:
-    for op_type, run in groupby(ops, key=lambda op: op[OP_TYPE]):
-        rows = [_op_row(op) for op in run]
+async def _write_ops(db: aiosqlite.Connection, op_runs: list[tuple[str, list[tuple[Any, ...]]]],
+                    written: Counter[str]) -> None:
+    for op_type, rows in op_runs:
         await db.executemany(_OP_SQL[op_type], rows)
         written[_OP_TABLE[op_type]] += len(rows)
 
 
 async def _write_changes(db: aiosqlite.Connection, changes: _ChangeRows, written: Counter[str]) -> None:
-    await _write_ops(db, changes.ops, written)
+    await _write_ops(db, changes.op_runs, written)
     written.update(results=len(changes.results), job_batches=len(changes.batches))
     if changes.results:
         await db.executemany("INSERT OR REPLACE INTO results (job_id, idx, success, object_id, errors, outcome) "
