@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -22,6 +24,36 @@ def parse_api_keys(text: str) -> dict[str, str]:
             raise ValueError(f"BULKJOBS_API_KEYS entry {pair!r} is not key=tenant")
         keys[key.strip()] = tenant.strip()
     return keys
+
+
+WEBHOOK_SECRET_PREFIX = "whsec_"  # the Standard Webhooks form of a secret: whsec_<base64 of its bytes>
+
+
+def parse_webhook_secrets(text: str) -> dict[str, str]:
+    """``tenant=whsec_...,tenant2=whsec_...`` -> {tenant: secret}; blanks are ignored. A secret's
+    base64 may end in ``=``: only the first ``=`` of an entry splits it."""
+    secrets: dict[str, str] = {}
+    for pair in text.split(","):
+        pair = pair.strip()
+        if not pair:
+            continue
+        tenant, sep, secret = pair.partition("=")
+        secret = secret.strip()
+        if not sep or not tenant.strip() or not _is_webhook_secret(secret):
+            raise ValueError(f"a BULKJOBS_WEBHOOK_SECRETS entry for {tenant.strip()!r} is not "
+                             f"tenant={WEBHOOK_SECRET_PREFIX}<base64 of at least 16 bytes>")
+        secrets[tenant.strip()] = secret
+    return secrets
+
+
+def _is_webhook_secret(secret: str) -> bool:
+    if not secret.startswith(WEBHOOK_SECRET_PREFIX):
+        return False
+    try:
+        key = base64.b64decode(secret[len(WEBHOOK_SECRET_PREFIX):] + "==", validate=False)
+    except binascii.Error:
+        return False
+    return len(key) >= 16
 
 
 @dataclass(frozen=True)
@@ -51,6 +83,13 @@ class Settings:
     # The API serves /metrics on its own port, always.
     metrics_port: int = 0
     log_format: str = "text"  # or "json": one JSON object per line (bulkjobs.logs)
+    # Completion webhooks (domain.webhooks, streams.webhooks): each tenant's signing secret; a
+    # tenant without one may not name a callback_url.
+    webhook_secrets: Mapping[str, str] = field(default_factory=dict)
+    webhook_deny_private: bool = False  # refuse callback targets that are not globally routable
+    webhook_backoff: float = 5.0  # seconds before the first retry, doubling after each failure
+    webhook_backoff_cap: float = 3600.0  # the longest wait between two attempts
+    webhook_max_age: float = 24 * 3600.0  # attempts go on until the job ended this long ago
 
     @property
     def db_path(self) -> Path:
@@ -79,6 +118,10 @@ class Settings:
             values["topic_prefix"] = v
         if (v := get("LOG_FORMAT")) is not None:
             values["log_format"] = checked_format(v)
+        if (v := get("WEBHOOK_SECRETS")) is not None:
+            values["webhook_secrets"] = parse_webhook_secrets(v)
+        if (v := get("WEBHOOK_DENY_PRIVATE")) is not None:
+            values["webhook_deny_private"] = v.strip().lower() in ("1", "true", "yes", "on")
         for name, attr in (
             ("PORT", "port"),
             ("PARTITIONS", "partitions"),
@@ -97,6 +140,9 @@ class Settings:
             ("SESSION_TIMEOUT", "session_timeout"),
             ("HEARTBEAT_INTERVAL", "heartbeat_interval"),
             ("UPLOAD_TIMEOUT", "upload_timeout"),
+            ("WEBHOOK_BACKOFF", "webhook_backoff"),
+            ("WEBHOOK_BACKOFF_CAP", "webhook_backoff_cap"),
+            ("WEBHOOK_MAX_AGE", "webhook_max_age"),
         ):
             if (v := get(name)) is not None:
                 values[attr] = float(v)

@@ -16,6 +16,8 @@ from bulkjobs.domain import jobs
 from bulkjobs.domain.counts import Counts
 from bulkjobs.domain.identity import ACTIONS, JOB_ID_RULE, is_job_id
 from bulkjobs.domain.jobs import Job
+from bulkjobs.domain.webhooks import check_callback_url
+from bulkjobs.errors import BadRequest
 
 # Every producer's request limit (the API's aiokafka producer and the worker's Faust producer
 # both use it), and the largest value a message may have under it: the rest is left for the
@@ -173,6 +175,22 @@ class ExportDone:
 
 
 @dataclass(frozen=True)
+class CallbackAttempt:
+    """Attempt ``attempt`` (from 1) to deliver a finished job's completion webhook: ``error``
+    None when the receiver answered 2xx, else why not; ``gave_up``: it was the last attempt
+    (the job ended longer ago than ``BULKJOBS_WEBHOOK_MAX_AGE``). Producer: the worker's
+    webhook sender (``streams.webhooks``). Consumer: the job tracker, which folds it into the
+    job's ``callback`` (``domain.webhooks.attempted``)."""
+
+    job_id: str
+    attempt: int
+    at: str
+    error: str | None = None
+    gave_up: bool = False
+    kind: str = "callback_attempt"
+
+
+@dataclass(frozen=True)
 class JobRequest:
     """A job produced straight to Kafka announces itself: who it is for, what it does, and how
     many ``RecordPart`` messages follow. Producer: any outside producer (``docs/topics.md``),
@@ -184,6 +202,7 @@ class JobRequest:
     action: str
     parts: int
     description: str | None = None
+    callback_url: str | None = None  # where to POST the completion webhook (``domain.webhooks``)
     kind: str = "request"
 
 
@@ -198,7 +217,8 @@ class RecordPart:
     kind: str = "part"
 
 
-JobEvent = JobSubmitted | BatchDone | JobCommand | JobRequest | RecordPart | BatchParked | ExportProgress | ExportDone
+JobEvent = (JobSubmitted | BatchDone | JobCommand | JobRequest | RecordPart | BatchParked | ExportProgress | ExportDone
+            | CallbackAttempt)
 MAX_PARTS = 100_000
 
 
@@ -213,6 +233,11 @@ def _check_request(request: JobRequest) -> JobRequest:
         raise ValueError(f"'parts' must be an integer from 1 to {MAX_PARTS}")
     if request.description is not None and not isinstance(request.description, str):
         raise ValueError("'description' must be a string")
+    if request.callback_url is not None:
+        try:
+            check_callback_url(request.callback_url)
+        except BadRequest as exc:
+            raise ValueError(str(exc)) from None
     return request
 
 
@@ -232,6 +257,7 @@ _EVENT_TYPES: dict[str, Callable[..., JobEvent]] = {
     "batch_parked": BatchParked,
     "export_progress": ExportProgress,
     "export_done": ExportDone,
+    "callback_attempt": CallbackAttempt,
     "request": lambda **data: _check_request(JobRequest(**data)),
     "part": lambda **data: _check_part(RecordPart(**data)),
 }

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from bulkjobs.kafka.topics import BatchDone, BatchParked, JobCommand, JobSubmitted, encode
+from bulkjobs.kafka.topics import BatchDone, BatchParked, CallbackAttempt, JobCommand, JobSubmitted, encode
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ Owned = Callable[[], Awaitable[set[int]]]  # the job-events partitions this work
 
 
 async def publish_job_event(publish: Publish, topic: str,
-                            event: JobSubmitted | BatchDone | JobCommand | BatchParked) -> None:
+                            event: JobSubmitted | BatchDone | JobCommand | BatchParked | CallbackAttempt) -> None:
     """Publish an event to a job's events, keyed by its id (so it lands on the job's partition)."""
     await publish(topic, encode(event), key=event.job_id.encode())
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from bulkjobs.domain import jobs
+from bulkjobs.domain import jobs, webhooks
 from bulkjobs.domain.counts import Counts
 from bulkjobs.kafka.topics import (
     BatchDone,
+    CallbackAttempt,
     ExportDone,
     ExportProgress,
     JobCommand,
@@ -31,8 +32,11 @@ def next_job(job: jobs.Job, event: JobEvent, at: str) -> jobs.Job | None:
     if isinstance(event, JobCommand):
         return _commanded(job, event)
     if isinstance(event, JobRequest):
-        return jobs.requested(job, tenant=event.tenant, type=event.type, action=event.action,
-                              description=event.description, parts=event.parts, created_at=at)
+        requested = jobs.requested(job, tenant=event.tenant, type=event.type, action=event.action,
+                                   description=event.description, parts=event.parts, created_at=at)
+        if requested is None or event.callback_url is None:
+            return requested
+        return replace(requested, details=webhooks.with_callback(requested.details, event.callback_url))
     if isinstance(event, JobSubmitted):
         return jobs.submitted(
             job, tenant=event.tenant, type=event.type, action=event.action,
@@ -46,6 +50,8 @@ def next_job(job: jobs.Job, event: JobEvent, at: str) -> jobs.Job | None:
         return jobs.export_progress(job, event.written, event.total, event.at)
     if isinstance(event, ExportDone):
         return jobs.export_done(job, event.total, event.files, event.at)
+    if isinstance(event, CallbackAttempt):
+        return webhooks.attempted(job, event.attempt, event.at, event.error, event.gave_up)
     raise TypeError(f"next_job cannot fold {type(event).__name__}")
 
 

@@ -5,9 +5,10 @@ all of them while a relationships job needs every object), fed by the changes to
 own writes are applied directly and skipped when the tail reads them back), together with the
 batches already applied, so that a redelivered batch is recognised and not applied again.
 ``JobStates`` is every job's state, fed by the status topic (its changelog), with the
-definitions whose schedules the worker's scheduler watches and the jobs still being uploaded,
-which its upload watch watches. ``JobCommands`` is what the cancels and suspends in the
-job-events topic say, read as they are written, before the tracker applies them.
+definitions whose schedules the worker's scheduler watches, the jobs still being uploaded
+(its upload watch), and the ended jobs whose webhook is still to deliver (its webhook sender).
+``JobCommands`` is what the cancels and suspends in the job-events topic say, read as they are
+written, before the tracker applies them.
 
 Each is handed how to make its ``Tail`` (a ``TopicTail`` in the worker): the barriers are the
 only part that needs a broker, so the orchestration can be tested with a tail that is always
@@ -23,6 +24,7 @@ from typing import Protocol
 from bulkjobs.domain.counts import Counts
 from bulkjobs.domain.jobs import GO_ON, HOLD, SCHEDULED, STOP, Job, notice
 from bulkjobs.domain.records import ObjectIndex
+from bulkjobs.domain.webhooks import delivering
 from bulkjobs.kafka.tail import OnMessage
 from bulkjobs.kafka.topics import COMMAND_NOTICE, COMMANDS, AppliedBatch, decode, job_from_status
 
@@ -119,6 +121,7 @@ class JobStates(RebuiltState):
         self.stopped: set[str] = set()
         self._definitions: set[str] = set()
         self._uploads: set[str] = set()
+        self._callbacks: set[str] = set()  # ended jobs whose completion webhook is still to deliver
         self._active: Counter[str] = Counter()  # tenant -> its jobs queued or processing
         self._all_read = False
 
@@ -145,6 +148,10 @@ class JobStates(RebuiltState):
             self._uploads.add(job.id)
         else:
             self._uploads.discard(job.id)
+        if delivering(job):
+            self._callbacks.add(job.id)
+        else:
+            self._callbacks.discard(job.id)
 
     async def read_all(self, partitions: int) -> None:
         """Wait, the first time, until every status written before the call is known: the
@@ -161,6 +168,10 @@ class JobStates(RebuiltState):
     def uploads(self) -> list[Job]:
         """The jobs whose submitter has not sealed them yet (and that have not ended)."""
         return [self.jobs[job_id] for job_id in self._uploads]
+
+    def callbacks(self) -> list[Job]:
+        """The ended jobs whose completion webhook is pending (``domain.webhooks.delivering``)."""
+        return [self.jobs[job_id] for job_id in self._callbacks]
 
     def active(self, tenant: str) -> int:
         """How many of the tenant's jobs are queued or processing, as far as this worker knows

@@ -6,8 +6,9 @@ hands each message to the ``JobTracker`` (``tracker.py``), which publishes each 
 ``JobStatus`` to the same partition of the status topic, the jobs' changelog (see
 ``state.JobStates`` and docs/architecture.md for why not a Faust table). Two timers look at the
 jobs of the job-events partitions this worker owns: the ``Scheduler`` fires definitions, the
-``UploadWatch`` fails jobs whose upload was interrupted. A third sends the worker's heartbeat,
-and with ``BULKJOBS_METRICS_PORT`` a fourth updates its gauges (``streams.metrics``). An error
+``UploadWatch`` fails jobs whose upload was interrupted, the ``WebhookSender`` delivers the
+completion webhooks of ended jobs. Another sends the worker's heartbeat, and with
+``BULKJOBS_METRICS_PORT`` another updates its gauges (``streams.metrics``). An error
 handling one message or one job fails that job, with the reason; it never stops an agent or a
 timer.
 """
@@ -38,11 +39,12 @@ from bulkjobs.metrics import serve
 from bulkjobs.settings import Settings
 from bulkjobs.streams import metrics
 from bulkjobs.streams.applier import BatchApplier
-from bulkjobs.streams.effects import Message
+from bulkjobs.streams.effects import Message, Owned, Publish
 from bulkjobs.streams.scheduler import Scheduler
 from bulkjobs.streams.state import JobCommands, JobStates, ObjectState
 from bulkjobs.streams.tracker import JobTracker
 from bulkjobs.streams.uploads import UploadClock, UploadWatch
+from bulkjobs.streams.webhooks import HttpPost, WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +155,7 @@ def build_app(settings: Settings) -> faust.App:
     schedules = Scheduler(publish=topics.publish, topics=names, job_states=job_states, owned=owned_job_partitions)
     watch = UploadWatch(publish=topics.publish, topics=names, job_states=job_states, clock=uploads,
                         owned=owned_job_partitions)
+    deliver_webhooks(app, settings, topics.publish, names, job_states, owned_job_partitions)
 
     @app.agent(topics.by_name[names.batches])
     async def apply_batches(stream: faust.StreamT) -> AsyncIterator[None]:
@@ -209,6 +212,23 @@ def build_app(settings: Settings) -> faust.App:
                                                        progress, objects.index), METRICS_INTERVAL)
 
     return app
+
+
+def deliver_webhooks(app: faust.App, settings: Settings, publish: Publish, names: TopicNames, job_states: JobStates,
+                     owned: Owned) -> None:
+    """A timer that delivers the due completion webhooks (``streams.webhooks``), and the close
+    of its HTTP client when the worker stops."""
+    post = HttpPost(settings.webhook_deny_private)
+    sender = WebhookSender(publish=publish, topics=names, job_states=job_states, owned=owned, settings=settings,
+                           post=post)
+
+    @app.timer(SCHEDULER_INTERVAL)
+    async def webhook_sender() -> None:
+        await never_raising("webhook sender", sender.look)
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def close_http(app: faust.App, **kwargs: Any) -> None:
+        await post.close()
 
 
 async def never_raising(timer: str, look: Callable[[], Awaitable[None]], interval: float = SCHEDULER_INTERVAL) -> None:
