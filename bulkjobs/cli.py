@@ -31,7 +31,7 @@ from tqdm import tqdm
 from bulkjobs.client import ApiError, BulkJobsClient, ClientSettings, Job, JobOptions, plan_upload
 from bulkjobs.domain.jobs import STATUSES, SUCCEEDED, TERMINAL
 from bulkjobs.logs import setup_logging
-from bulkjobs.settings import Settings
+from bulkjobs.settings import Settings, new_webhook_secret
 from bulkjobs.supervisor import Part, Supervisor
 
 FAILED_EXIT = 1  # the job ended other than succeeded
@@ -67,6 +67,11 @@ def run_dev(settings: Settings) -> int:
         key = "dev-" + secrets.token_urlsafe(16)
         env["BULKJOBS_API_KEYS"] = f"{key}=dev"
         report(f"{DEV_PREFIX}API key {key} (tenant 'dev'); set BULKJOBS_API_KEYS to choose your own")
+    if not settings.webhook_secrets:
+        webhook_secret = new_webhook_secret()
+        env["BULKJOBS_WEBHOOK_SECRETS"] = f"dev={webhook_secret}"
+        report(f"{DEV_PREFIX}webhook secret {webhook_secret} (tenant 'dev'): its callback_url webhooks are signed "
+               "with it; set BULKJOBS_WEBHOOK_SECRETS to choose your own")
     env["BULKJOBS_PORT"] = str(settings.port)
     env["BULKJOBS_DATA_DIR"] = str(settings.data_dir)
     metrics_ports = {"worker": free_port(), "store": free_port()}

@@ -46,6 +46,11 @@ def parse_webhook_secrets(text: str) -> dict[str, str]:
     return secrets
 
 
+def new_webhook_secret() -> str:
+    """A random secret in the Standard Webhooks form (24 random bytes)."""
+    return WEBHOOK_SECRET_PREFIX + base64.b64encode(os.urandom(24)).decode()
+
+
 def _is_webhook_secret(secret: str) -> bool:
     if not secret.startswith(WEBHOOK_SECRET_PREFIX):
         return False

@@ -34,9 +34,9 @@ from bulkjobs.store.files import READ_CHUNK, UploadFiles
 CSV_TYPES = {"text/csv", "application/csv", "text/comma-separated-values"}
 MULTIPART = "multipart/form-data"
 # What a CSV job's settings may come with, by the form they come in (anything else is refused).
-CSV_QUERY = (*SETTINGS, "schedule", "file_name")  # a text/csv body's query string
-_MULTIPART_EXTRA = ("schedule",)  # one part per setting, or the 'job' part's JSON
-_FILE_CONTENT_EXTRA = ("schedule", "file_content", "file_name", "kind")  # a JSON object's members
+CSV_QUERY = (*SETTINGS, "schedule", "callback_url", "file_name")  # a text/csv body's query string
+_MULTIPART_EXTRA = ("schedule", "callback_url")  # one part per setting, or the 'job' part's JSON
+_FILE_CONTENT_EXTRA = ("schedule", "callback_url", "file_content", "file_name", "kind")  # a JSON object's members
 
 
 @dataclass
@@ -45,6 +45,7 @@ class CsvUpload:
 
     settings: ImportSettings
     schedule: Any  # as the request gave it; checked when the job is submitted
+    callback_url: Any  # as the request gave it (None: none); checked when the job is submitted
     name: str | None
     size: int
     encoding: str  # given, else sniffed
@@ -92,7 +93,8 @@ def _upload(fields: dict[str, Any], extra: tuple[str, ...], name: str | None, wr
         raise BadRequest("the file is empty: a CSV job needs a header and at least one row", field="file",
                          code="empty_file")
     encoding = encoding_name(settings.character_encoding) if settings.character_encoding else writer.sniffer.encoding()
-    return CsvUpload(settings, fields.get("schedule"), check_file_name(name), writer.size, encoding)
+    return CsvUpload(settings, fields.get("schedule"), fields.get("callback_url"), check_file_name(name), writer.size,
+                     encoding)
 
 
 async def receive(request: web.Request, files: UploadFiles, job_id: str, max_bytes: int) -> CsvUpload:

@@ -24,6 +24,7 @@ import orjson
 from aiohttp import web
 
 from bulkjobs.api.bodies import BodyReader, Chunk, ParsedBody, parse_json, parse_ndjson
+from bulkjobs.api.callbacks import check_callback
 from bulkjobs.api.caps import ACTIVE_JOBS
 from bulkjobs.api.common import PUBLISHER, SETTINGS, UPLOADS, check_query, json_response, remember, takes_query
 from bulkjobs.api.csv_jobs import CSV_QUERY, CSV_TYPES, MULTIPART, CsvUpload, receive, receive_text, spool_rows
@@ -36,6 +37,7 @@ from bulkjobs.domain.identity import ACTIONS, RESOURCES
 from bulkjobs.domain.jobs import EXPORT, SCHEDULED, Job, public_body
 from bulkjobs.domain.limits import check_description, check_job_size
 from bulkjobs.domain.schedules import check_schedule
+from bulkjobs.domain.webhooks import with_callback
 from bulkjobs.errors import BadRequest, BulkJobsError, InvalidField, TooLarge, UnsupportedMediaType, check_known
 from bulkjobs.gcpause import without_gc
 from bulkjobs.kafka.topics import JobSubmitted, encode
@@ -47,9 +49,9 @@ READ_CHUNK = 256 * 1024  # a chunk is parsed and routed without yielding: keep i
 IMPORT = "import"
 # What each form takes besides its records; anything else is a 400 unknown_field. An envelope and
 # a multipart body take no query parameters; a CSV body's are its settings (api.csv_jobs).
-IMPORT_FIELDS = ("kind", "type", "action", "description", "data", "schedule")
-BARE_QUERY = ("type", "action", "description")  # a bare array's or NDJSON's fields
-EXPORT_REQUEST = (*EXPORT_FIELDS, "kind", "schedule")
+IMPORT_FIELDS = ("kind", "type", "action", "description", "data", "schedule", "callback_url")
+BARE_QUERY = ("type", "action", "description", "callback_url")  # a bare array's or NDJSON's fields
+EXPORT_REQUEST = (*EXPORT_FIELDS, "kind", "schedule", "callback_url")
 
 
 @takes_query(*BARE_QUERY, *CSV_QUERY)  # those of every form: each form checks its own
@@ -125,7 +127,7 @@ async def _json_job(request: web.Request, job_id: str, body: ParsedBody, form: F
     finally:
         records.release_held()
     job = Job(id=job_id, type=record_type, action=action, description=description)
-    return await _publish(request, job, spool, body.fields.get("schedule"), form)
+    return await _publish(request, job, spool, body.fields.get("schedule"), form, body.fields.get("callback_url"))
 
 
 async def _export_job(request: web.Request, job_id: str, body: ParsedBody) -> web.Response:
@@ -134,7 +136,7 @@ async def _export_job(request: web.Request, job_id: str, body: ParsedBody) -> we
     check_known(body.fields, EXPORT_REQUEST)
     export = parse_export(body.fields)
     job = Job(id=job_id, type=EXPORT, action=EXPORT, description=export.description, details=export.details())
-    return await _publish(request, job, None, body.fields.get("schedule"), Form.EXPORT)
+    return await _publish(request, job, None, body.fields.get("schedule"), Form.EXPORT, body.fields.get("callback_url"))
 
 
 async def _csv_job(request: web.Request, job_id: str, receiving: Awaitable[CsvUpload], form: Form) -> web.Response:
@@ -155,7 +157,7 @@ async def _csv_job(request: web.Request, job_id: str, receiving: Awaitable[CsvUp
     job = Job(id=job_id, type=RESOURCES, action=plan.action, description=upload.settings.description,
               details=details)
     try:
-        return await _publish(request, job, spool, upload.schedule, form)
+        return await _publish(request, job, spool, upload.schedule, form, upload.callback_url)
     except BulkJobsError as exc:
         if exc.status < 500:  # refused (a schedule, its fields' size): nothing of it was published
             uploads.remove(job_id)
@@ -163,12 +165,16 @@ async def _csv_job(request: web.Request, job_id: str, receiving: Awaitable[CsvUp
 
 
 async def _publish(request: web.Request, job: Job, spool: BatchSpool | None, schedule: Any,
-                   form: Form) -> web.Response:
+                   form: Form, callback_url: Any = None) -> web.Response:
     """Publish a job whose records are spooled (an export has none); answer 202 once Kafka
-    has them all. With a schedule the job is a definition: its runs do the work."""
+    has them all. With a schedule the job is a definition: its runs do the work. With a
+    ``callback_url`` its completion webhook goes there (each run's, for a definition)."""
     tenant, created_at = request["tenant"], utc_now()
     try:
         checked = check_schedule(schedule, parse_time(created_at)) if schedule is not None else None
+        if callback_url is not None:
+            url = await check_callback(request.app[SETTINGS], tenant, callback_url)
+            job = replace(job, details=with_callback(job.details, url))
         total = spool.records if spool is not None else None
         job = replace(job, tenant=tenant, total=total, created_at=created_at, updated_at=created_at,
                       schedule=checked, status=SCHEDULED if checked else job.status)

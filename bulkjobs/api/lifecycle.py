@@ -177,8 +177,10 @@ def _shows(job: dict[str, Any], changes: dict[str, Any]) -> bool:
 
 
 def job_details(job: dict[str, Any]) -> dict[str, Any]:
-    """An export job's details as its body shows them (the keys ``ExportRequest.details`` makes)."""
-    return {key: job[key] for key in ("title", "source", "object_type", "time_frame", "params") if key in job}
+    """An export job's details as its body shows them (the keys ``ExportRequest.details`` makes, and
+    its ``callback``)."""
+    return {key: job[key] for key in ("title", "source", "object_type", "time_frame", "params", "callback")
+            if key in job}
 
 
 async def update_job(request: web.Request) -> web.Response:
