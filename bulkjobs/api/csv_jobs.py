@@ -45,10 +45,10 @@ class CsvUpload:
 
     settings: ImportSettings
     schedule: Any  # as the request gave it; checked when the job is submitted
-    callback_url: Any  # as the request gave it (None: none); checked when the job is submitted
     name: str | None
     size: int
     encoding: str  # given, else sniffed
+    callback_url: Any = None  # as the request gave it (None: none); checked when the job is submitted
 
 
 def _fields_from_strings(pairs: dict[str, str]) -> dict[str, Any]:
@@ -93,8 +93,8 @@ def _upload(fields: dict[str, Any], extra: tuple[str, ...], name: str | None, wr
         raise BadRequest("the file is empty: a CSV job needs a header and at least one row", field="file",
                          code="empty_file")
     encoding = encoding_name(settings.character_encoding) if settings.character_encoding else writer.sniffer.encoding()
-    return CsvUpload(settings, fields.get("schedule"), fields.get("callback_url"), check_file_name(name), writer.size,
-                     encoding)
+    return CsvUpload(settings, fields.get("schedule"), check_file_name(name), writer.size, encoding,
+                     fields.get("callback_url"))
 
 
 async def receive(request: web.Request, files: UploadFiles, job_id: str, max_bytes: int) -> CsvUpload:

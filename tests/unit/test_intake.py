@@ -174,8 +174,8 @@ async def test_every_route_refuses_a_query_parameter_it_does_not_take(client: Te
               for route in client.app.router.routes() if route.method != "HEAD" and route.resource is not None]
     assert len(routes) > 30
     for method, path in routes:
-        resp = await client.request(method, path, headers=KEY, params={"callback_url": "x"})
-        assert await refused_field(resp) == "callback_url", (method, path)
+        resp = await client.request(method, path, headers=KEY, params={"notify_url": "x"})
+        assert await refused_field(resp) == "notify_url", (method, path)
 
 
 @pytest.mark.parametrize("path, taken", [
@@ -203,7 +203,7 @@ CSV_JSON = {"operation": "upsert", "object_type": "machine", "file_content": CSV
 
 
 @pytest.mark.parametrize("body, field", [
-    ({"callback_url": "https://example.com", **ENVELOPE}, "callback_url"),
+    ({"notify_url": "https://example.com", **ENVELOPE}, "notify_url"),
     ({**ENVELOPE, "webhook": "x"}, "webhook"),  # after the data
     ({"id": "mine", **ENVELOPE}, "id"),
     ({**ENVELOPE, "title": "an export's field"}, "title"),
