@@ -1,0 +1,170 @@
+"""Completion webhooks end to end, on the real broker: a test receiver (an aiohttp server in a
+thread) gets the signed webhook of a finished job and verifies it with the ``standardwebhooks``
+package; a delivery the receiver refused is retried, also across a worker restart; bad and
+private callback URLs are refused at submit."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import pytest
+from aiohttp import web
+from standardwebhooks import Webhook
+
+from bulkjobs.broker import free_port
+from bulkjobs.settings import new_webhook_secret
+from tests.support import Client, Stack, wait_for
+
+SECRET = new_webhook_secret()
+
+
+@dataclass
+class Received:
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class Receiver:
+    """An HTTP server in a thread that keeps every webhook it is sent, per path, and answers
+    each path with the statuses it is told, in turn (then 200)."""
+
+    port: int = field(default_factory=free_port)
+    received: dict[str, list[Received]] = field(default_factory=dict)
+    answers: dict[str, list[int]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{path}"
+
+    def got(self, path: str) -> list[Received]:
+        with self.lock:
+            return list(self.received.get(path, []))
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        path = request.match_info["path"]
+        body = await request.read()
+        with self.lock:
+            self.received.setdefault(path, []).append(Received(dict(request.headers), body))
+            statuses = self.answers.get(path) or [200]
+            status = statuses.pop(0) if len(statuses) > 1 else statuses[0]
+        return web.Response(status=status)
+
+    def serve(self) -> Callable[[], None]:
+        """Start serving; returns how to stop."""
+        loop = asyncio.new_event_loop()
+        app = web.Application()
+        app.router.add_post("/{path}", self._handle)
+        runner = web.AppRunner(app)
+        started = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            loop.run_until_complete(runner.setup())
+            loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
+            started.set()
+            loop.run_forever()
+            loop.run_until_complete(runner.cleanup())
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        started.wait(10)
+
+        def stop() -> None:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(10)
+
+        return stop
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    receiving = Receiver()
+    stop = receiving.serve()
+    yield receiving
+    stop()
+
+
+@pytest.fixture(scope="module")
+def hooked(make_stack: Callable[..., Stack]) -> Stack:
+    """A stack whose tenant A signs webhooks with ``SECRET``, retrying after half a second."""
+    return make_stack(BULKJOBS_WEBHOOK_SECRETS=f"tenant-a={SECRET}", BULKJOBS_WEBHOOK_BACKOFF="0.5",
+                      BULKJOBS_WEBHOOK_BACKOFF_CAP="1").start_all()
+
+
+def a_job(callback_url: str) -> dict[str, object]:
+    return {"type": "resources", "action": "post", "callback_url": callback_url,
+            "data": [{"type": "machine", "attributes": {"name": "press"}}, 42]}
+
+
+def delivered(api: Client, job_id: str) -> dict[str, object]:
+    return wait_for(lambda: (job := api.job(job_id))["callback"]["status"] == "delivered" and job,
+                    timeout=90, what=f"the webhook of job {job_id} to be delivered")
+
+
+def test_a_finished_job_posts_a_signed_webhook_retried_after_a_500(hooked: Stack, receiver: Receiver) -> None:
+    api = hooked.client("key-a")
+    receiver.answers["after-500"] = [500, 200]
+    submitted = api.submit(a_job(receiver.url("after-500")))
+    assert submitted["callback"] == {"url": receiver.url("after-500"), "status": "pending", "attempts": 0,
+                                     "last_attempt_at": None, "last_error": None}
+    job = delivered(api, submitted["id"])
+    assert job["status"] == "partially_succeeded"
+    assert job["callback"]["attempts"] == 2 and job["callback"]["last_error"] is None
+    first, second = receiver.got("after-500")
+    assert first.headers["webhook-id"] == second.headers["webhook-id"] == f"{job['id']}.partially_succeeded"
+    payload = Webhook(SECRET).verify(second.body, second.headers)
+    assert payload["type"] == "job.partially_succeeded" and payload["timestamp"] == job["completed_at"]
+    shown = {name: value for name, value in job.items() if name not in ("callback", "updated_at")}
+    assert {name: payload["data"][name] for name in shown} == shown  # the job body as GET shows it
+    assert Webhook(SECRET).verify(first.body, first.headers)["data"]["id"] == job["id"]
+
+
+def test_a_pending_webhook_is_delivered_by_a_restarted_worker(hooked: Stack, receiver: Receiver) -> None:
+    api = hooked.client("key-a")
+    receiver.answers["restart"] = [503]  # until the worker is killed
+    job_id = api.submit(a_job(receiver.url("restart")))["id"]
+    wait_for(lambda: api.job(job_id)["callback"]["attempts"] >= 1, timeout=90, what="a first attempt")
+    hooked.kill("worker")
+    refused = api.job(job_id)["callback"]
+    assert refused["status"] == "pending" and refused["last_error"] == "the receiver answered 503"
+    receiver.answers["restart"] = [200]
+    hooked.start("worker")
+    job = delivered(api, job_id)
+    assert job["callback"]["attempts"] > refused["attempts"]
+    Webhook(SECRET).verify(receiver.got("restart")[-1].body, receiver.got("restart")[-1].headers)
+
+
+@pytest.mark.parametrize("url, code", [("ftp://example.com/hook", "invalid_callback_url"),
+                                       ("not a url", "invalid_callback_url"),
+                                       ("https://example.com/" + "a" * 2029, "field_too_long")])
+def test_a_callback_url_that_is_not_http_is_refused(hooked: Stack, url: str, code: str) -> None:
+    resp = hooked.client("key-a").post("/v1/jobs", json_body=a_job(url))
+    assert resp.status == 400 and resp.body["error"]["code"] == code, resp.body
+
+
+def test_a_tenant_without_a_secret_may_not_name_a_callback(hooked: Stack, receiver: Receiver) -> None:
+    resp = hooked.client("key-b").post("/v1/jobs", json_body=a_job(receiver.url("b")))
+    assert resp.status == 400 and resp.body["error"]["code"] == "webhook_secret_missing", resp.body
+
+
+def test_deny_private_refuses_a_loopback_callback_at_submit(make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack(BULKJOBS_WEBHOOK_SECRETS=f"tenant-a={SECRET}", BULKJOBS_WEBHOOK_DENY_PRIVATE="1")
+    stack.data_dir.mkdir(parents=True, exist_ok=True)
+    stack.start("api")  # the check is the API's: no worker needed
+    wait_for(lambda: listening(stack), timeout=60, what="the API to listen")
+    api = stack.client("key-a")
+    for url in ("http://127.0.0.1:9/hook", "http://localhost:9/hook", "http://[::1]:9/hook"):
+        resp = api.post("/v1/jobs", json_body=a_job(url))
+        assert resp.status == 400 and resp.body["error"]["code"] == "callback_url_not_allowed", resp.body
+
+
+def listening(stack: Stack) -> bool:
+    try:
+        stack.client(None).get("/v1/health")
+    except OSError:
+        return False
+    return True
