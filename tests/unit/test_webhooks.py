@@ -10,6 +10,8 @@ from typing import Any
 
 import orjson
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from bulkjobs.clock import format_time
@@ -20,7 +22,7 @@ from bulkjobs.kafka.topics import CallbackAttempt, JobRequest, TopicNames, encod
 from bulkjobs.settings import Settings, new_webhook_secret, parse_webhook_secrets
 from bulkjobs.streams.rules import next_job
 from bulkjobs.streams.state import JobStates
-from bulkjobs.streams.webhooks import MAX_IN_FLIGHT_PER_TENANT, WebhookSender, signed_request
+from bulkjobs.streams.webhooks import MAX_IN_FLIGHT_PER_TENANT, HttpPost, WebhookSender, signed_request
 
 ENDED = datetime(2026, 1, 1, tzinfo=UTC)
 AT = format_time(ENDED)
@@ -273,3 +275,57 @@ async def test_the_webhooks_of_other_workers_partitions_and_of_tenants_without_a
     assert fakes.posts == []
     [event] = fakes.events
     assert event["job_id"] == "no-secret" and "has no webhook secret" in event["error"]
+
+
+# --- the worker's HTTP client, against a local receiver ------------------------------------------------
+
+
+@pytest.fixture
+async def receiver() -> Any:
+    """A local receiver: /ok answers 204, /fail 500, /moved a redirect to /ok."""
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response(status=204)
+
+    async def fail(request: web.Request) -> web.Response:
+        return web.Response(status=500)
+
+    async def moved(request: web.Request) -> web.Response:
+        raise web.HTTPFound("/ok")
+
+    app = web.Application()
+    app.router.add_post("/ok", ok)
+    app.router.add_post("/fail", fail)
+    app.router.add_post("/moved", moved)
+    async with TestServer(app, host="127.0.0.1") as server:
+        yield server
+
+
+@pytest.mark.parametrize("path, deny_private, error", [
+    ("/ok", False, None),
+    ("/fail", False, "the receiver answered 500"),
+    ("/moved", False, "the receiver answered 302 (redirects are not followed)"),
+    ("/ok", True, "the callback host '127.0.0.1' is 127.0.0.1, which is not a public address"),
+])
+async def test_the_http_client_posts_without_following_redirects_or_reaching_private_hosts(
+        receiver: Any, path: str, deny_private: bool, error: str | None) -> None:
+    post = HttpPost(deny_private)
+    try:
+        outcome = await post(f"http://127.0.0.1:{receiver.port}{path}", {"webhook-id": "x"}, b"{}")
+    finally:
+        await post.close()
+    assert outcome == error or (error is not None and outcome is not None and outcome.startswith(error))
+
+
+async def test_a_name_is_checked_after_it_is_resolved_and_only_checked_addresses_are_connected_to(
+        receiver: Any) -> None:
+    """``localhost`` is a name, resolved by the client's resolver: refused as loopback, though
+    the same URL reaches the receiver when private targets are allowed."""
+    url = f"http://localhost:{receiver.port}/ok"
+    denied, allowed = HttpPost(True), HttpPost(False)
+    try:
+        refusal = await denied(url, {}, b"{}")
+        assert refusal is not None and "is not a public address" in refusal and "'localhost'" in refusal
+        assert await allowed(url, {}, b"{}") is None
+    finally:
+        await denied.close()
+        await allowed.close()
