@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from standardwebhooks import Webhook
 
 from bulkjobs.broker import free_port
+from tests.receiver import Receiver
 from tests.support import Client, wait_for
 
 
@@ -119,3 +121,18 @@ def test_dev_restarts_a_killed_worker_and_the_next_job_succeeds(dev: Dev) -> Non
     dev.process.send_signal(signal.SIGTERM)  # SIGTERM to the supervisor alone stops its parts too
     assert dev.process.wait(timeout=30) == 0
     assert not alive(restarted)
+
+
+def test_dev_prints_a_webhook_secret_that_signs_the_dev_tenants_webhooks(dev: Dev) -> None:
+    secret = next(m.group(1) for line in dev.lines if (m := re.search(r"webhook secret (whsec_\S+)", line)))
+    receiver = Receiver()
+    stop = receiver.serve()
+    try:
+        job = dev.api.submit({"type": "resources", "action": "post", "callback_url": receiver.url("dev"),
+                              "data": [{"type": "note", "attributes": {"a": 1}}]})
+        wait_for(lambda: receiver.got("dev"), timeout=60, what="the dev job's webhook")
+        [received] = receiver.got("dev")
+        payload = Webhook(secret).verify(received.body, received.headers)
+        assert payload["type"] == "job.succeeded" and payload["data"]["id"] == job["id"]
+    finally:
+        stop()
