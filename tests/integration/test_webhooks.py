@@ -10,9 +10,10 @@ from collections.abc import Callable, Iterator
 import pytest
 from standardwebhooks import Webhook
 
+from bulkjobs.kafka.topics import JobRequest, RecordPart, TopicNames, encode
 from bulkjobs.settings import new_webhook_secret
 from tests.receiver import Receiver
-from tests.support import Client, Stack, wait_for
+from tests.support import Client, Stack, produce, wait_for
 
 SECRET = new_webhook_secret()
 
@@ -88,20 +89,43 @@ def test_a_tenant_without_a_secret_may_not_name_a_callback(hooked: Stack, receiv
     assert resp.status == 400 and resp.body["error"]["code"] == "webhook_secret_missing", resp.body
 
 
-def test_deny_private_refuses_a_loopback_callback_at_submit(make_stack: Callable[..., Stack]) -> None:
-    stack = make_stack(BULKJOBS_WEBHOOK_SECRETS=f"tenant-a={SECRET}", BULKJOBS_WEBHOOK_DENY_PRIVATE="1")
-    stack.data_dir.mkdir(parents=True, exist_ok=True)
-    stack.start("api")  # the check is the API's: no worker needed
-    wait_for(lambda: listening(stack), timeout=60, what="the API to listen")
-    api = stack.client("key-a")
+def produce_request(stack: Stack, job_id: str, callback_url: str) -> None:
+    """A one-record job produced straight to Kafka, naming ``callback_url``."""
+    request = JobRequest(job_id=job_id, tenant="tenant-a", type="resources", action="post", parts=1,
+                         callback_url=callback_url)
+    part = RecordPart(job_id=job_id, part=0, records=[{"type": "machine", "attributes": {"name": "lathe"}}])
+    produce(stack.brokers, TopicNames(stack.prefix).job_events,
+            [(job_id.encode(), encode(request)), (job_id.encode(), encode(part))])
+
+
+def test_a_job_produced_to_kafka_posts_its_webhook(hooked: Stack, receiver: Receiver) -> None:
+    job_id = "produced-with-callback"
+    produce_request(hooked, job_id, receiver.url("produced"))
+    wait_for(lambda: receiver.got("produced"), timeout=60, what="the produced job's webhook")
+    payload = Webhook(SECRET).verify(receiver.got("produced")[0].body, receiver.got("produced")[0].headers)
+    assert payload["type"] == "job.succeeded" and payload["data"]["id"] == job_id
+
+
+@pytest.fixture(scope="module")
+def denying(make_stack: Callable[..., Stack]) -> Stack:
+    """A stack that sends webhooks to public addresses only."""
+    return make_stack(BULKJOBS_WEBHOOK_SECRETS=f"tenant-a={SECRET}", BULKJOBS_WEBHOOK_DENY_PRIVATE="1",
+                      BULKJOBS_WEBHOOK_BACKOFF="0.5", BULKJOBS_WEBHOOK_BACKOFF_CAP="1").start_all()
+
+
+def test_deny_private_refuses_a_loopback_callback_at_submit(denying: Stack) -> None:
+    api = denying.client("key-a")
     for url in ("http://127.0.0.1:9/hook", "http://localhost:9/hook", "http://[::1]:9/hook"):
         resp = api.post("/v1/jobs", json_body=a_job(url))
         assert resp.status == 400 and resp.body["error"]["code"] == "callback_url_not_allowed", resp.body
 
 
-def listening(stack: Stack) -> bool:
-    try:
-        stack.client(None).get("/v1/health")
-    except OSError:
-        return False
-    return True
+def test_deny_private_refuses_a_loopback_callback_at_delivery(denying: Stack, receiver: Receiver) -> None:
+    """A job produced to Kafka is not checked by the API: the worker refuses to send its webhook."""
+    api = denying.client("key-a")
+    produce_request(denying, "produced-to-loopback", receiver.url("denied"))
+    callback = wait_for(lambda: (r := api.get("/v1/jobs/produced-to-loopback")).status == 200
+                        and r.body["callback"]["attempts"] >= 2 and r.body["callback"],
+                        timeout=60, what="two refused attempts")
+    assert callback["status"] == "pending" and "is not a public address" in callback["last_error"]
+    assert receiver.got("denied") == []
