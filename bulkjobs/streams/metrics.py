@@ -1,6 +1,7 @@
 """The worker's metrics, served on ``BULKJOBS_METRICS_PORT``: the batches handled by what became
 of them, the records applied by outcome, how long applying a batch takes, dead letters, the
-agents' consumer lag per partition and the live ids in the object index.
+agents' consumer lag per partition, the live ids in the object index, and the completion
+webhooks' attempts by outcome.
 
 Counted per batch, never per record: a batch's records are counted from its counts.
 """
@@ -40,6 +41,15 @@ CONSUMER_LAG = LagGauge("bulkjobs_worker_consumer_lag", "Messages of each partit
                         "has not handled yet (batches and job events)", REGISTRY)
 LIVE_IDS = Gauge("bulkjobs_worker_live_ids", "Live ids in the worker's object index (the partitions it reads), by "
                  "kind", ["kind"], registry=REGISTRY)
+# What became of an attempt to deliver a completion webhook (the label of WEBHOOK_ATTEMPTS).
+WEBHOOK_DELIVERED = "delivered"
+WEBHOOK_RETRIED = "retried"  # not 2xx, no answer, refused: tried again after the backoff
+WEBHOOK_GAVE_UP = "gave_up"  # failed, and the job ended BULKJOBS_WEBHOOK_MAX_AGE ago: the last attempt
+WEBHOOK_OUTCOMES = (WEBHOOK_DELIVERED, WEBHOOK_RETRIED, WEBHOOK_GAVE_UP)
+WEBHOOK_ATTEMPTS = Counter("bulkjobs_worker_webhook_attempts", "Attempts to deliver a completion webhook, by outcome",
+                           ["outcome"], registry=REGISTRY)
+for _outcome in WEBHOOK_OUTCOMES:
+    WEBHOOK_ATTEMPTS.labels(_outcome)
 for _outcome in BATCH_OUTCOMES:
     BATCHES.labels(_outcome)
 for _outcome in RECORD_OUTCOMES:
@@ -55,6 +65,11 @@ def batch_applied(counts: Counts, seconds: float) -> None:
         if value := getattr(counts, outcome):
             RECORDS.labels(outcome).inc(value)
     APPLY_SECONDS.observe(seconds)
+
+
+def webhook_attempted(error: str | None, gave_up: bool) -> None:
+    outcome = WEBHOOK_DELIVERED if error is None else WEBHOOK_GAVE_UP if gave_up else WEBHOOK_RETRIED
+    WEBHOOK_ATTEMPTS.labels(outcome).inc()
 
 
 def dead_letter(topic: str) -> None:

@@ -31,6 +31,7 @@ from bulkjobs.domain import webhooks
 from bulkjobs.domain.jobs import Job, public_body
 from bulkjobs.kafka.topics import CallbackAttempt, TopicNames
 from bulkjobs.settings import Settings
+from bulkjobs.streams import metrics
 from bulkjobs.streams.effects import Owned, Publish, publish_job_event
 from bulkjobs.streams.state import JobStates
 from bulkjobs.targets import CheckingResolver, PrivateTarget, check_literal
@@ -146,6 +147,7 @@ class WebhookSender:
             event = CallbackAttempt(job_id=job.id, attempt=attempt, at=format_time(at), error=error, gave_up=gave_up)
             await publish_job_event(self.publish, self.topics.job_events, event)
             self.published[job.id] = attempt
+            metrics.webhook_attempted(error, gave_up)
         except Exception:
             log.exception("the outcome of a webhook of job %s could not be published; it is tried again", job.id)
         finally:

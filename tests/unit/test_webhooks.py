@@ -20,6 +20,7 @@ from bulkjobs.domain.jobs import DELETED, PROCESSING, SUCCEEDED, Job
 from bulkjobs.errors import BadRequest
 from bulkjobs.kafka.topics import CallbackAttempt, JobRequest, TopicNames, encode, job_event_from
 from bulkjobs.settings import Settings, new_webhook_secret, parse_webhook_secrets
+from bulkjobs.streams import metrics
 from bulkjobs.streams.rules import next_job
 from bulkjobs.streams.state import JobStates
 from bulkjobs.streams.webhooks import MAX_IN_FLIGHT_PER_TENANT, HttpPost, WebhookSender, signed_request
@@ -233,12 +234,18 @@ class Fakes:
         await asyncio.gather(*self.sender.tasks.values())
 
 
+def attempts_counted(outcome: str) -> float:
+    return metrics.REGISTRY.get_sample_value("bulkjobs_worker_webhook_attempts_total", {"outcome": outcome}) or 0.0
+
+
 async def test_a_due_webhook_is_posted_once_until_the_tracker_folds_its_attempt() -> None:
     fakes = Fakes()
     fakes.error = "the receiver answered 500"
     fakes.job_states.put(ended_job(), 0)
+    retried = attempts_counted("retried")
     await fakes.sender.look()
     await fakes.settle()
+    assert attempts_counted("retried") == retried + 1
     await fakes.sender.look()  # the attempt is not folded yet: no second POST
     await fakes.settle()
     assert [url for url, _, _ in fakes.posts] == [URL]
