@@ -10,6 +10,7 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient
 
+from bulkjobs.api.lifecycle import job_details
 from bulkjobs.domain.webhooks import MAX_URL_CHARS, pending_callback
 from bulkjobs.settings import Settings
 from tests.unit.test_intake import CSV, KEY, FakePublisher, client, publisher, refused_field  # noqa: F401
@@ -123,3 +124,10 @@ async def test_deny_private_refuses_targets_that_are_not_public(client: TestClie
 async def test_private_targets_are_allowed_unless_denied(client: TestClient) -> None:  # noqa: F811
     resp = await submit(client, "envelope", "http://127.0.0.1:9/hook")
     assert resp.status == 202, await resp.text()
+
+
+def test_an_exports_update_keeps_its_callback() -> None:
+    """A PUT of an export's params rewrites its details from its body: the callback stays."""
+    body = {"id": "x", "title": "machines", "source": "objects", "object_type": "machine", "time_frame": None,
+            "params": {}, "callback": pending_callback(URL), "counts": {}}
+    assert job_details(body)["callback"] == pending_callback(URL)
