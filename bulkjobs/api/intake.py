@@ -42,7 +42,6 @@ from bulkjobs.api.common import (
 from bulkjobs.api.csv_jobs import CSV_QUERY, CSV_TYPES, MULTIPART, CsvUpload, receive, receive_text, spool_rows
 from bulkjobs.api.decoding import body_reader, content_encoding
 from bulkjobs.api.metrics import Form, job_accepted
-from bulkjobs.api.retries import Retry
 from bulkjobs.api.spool import BatchSpool, HeldChunks
 from bulkjobs.clock import parse_time, utc_now
 from bulkjobs.domain.exports import EXPORT_FIELDS, parse_export
@@ -161,7 +160,7 @@ async def _export_job(request: web.Request, job_id: str, body: ParsedBody) -> we
 
 
 async def _csv_job(request: web.Request, job_id: str, receiving: Awaitable[CsvUpload], form: Form,
-                   retry: Retry | None = None) -> web.Response:
+                   retry: retries.Retry | None = None) -> web.Response:
     """Save the file, plan the import from its header and spool its rows, publish; a CSV job
     whose request is refused leaves no file behind."""
     settings, tenant, uploads = request.app[SETTINGS], request["tenant"], request.app[UPLOADS]
@@ -325,7 +324,7 @@ def _shown(value: Any) -> str:
 
 
 def _new_spool(settings: Settings, job_id: str, tenant: str, record_type: str, action: str,
-               retry: Retry | None = None) -> BatchSpool:
+               retry: retries.Retry | None = None) -> BatchSpool:
     return BatchSpool(job_id=job_id, tenant=tenant, record_type=record_type, action=action,
                       partitions=settings.partitions, batch_records=settings.batch_records,
                       batch_bytes=settings.batch_bytes, directory=settings.data_dir / "spool",
@@ -336,7 +335,7 @@ class _JobRecords:
     """A JSON job's records, routed into a spool once the record type and action are known
     (``route_as``) and held on disk until then; more records than the settings allow is a 413."""
 
-    def __init__(self, settings: Settings, job_id: str, tenant: str, retry: Retry | None = None) -> None:
+    def __init__(self, settings: Settings, job_id: str, tenant: str, retry: retries.Retry | None = None) -> None:
         self.settings, self.job_id, self.tenant, self.retry = settings, job_id, tenant, retry
         self.spool: BatchSpool | None = None
         self.held: HeldChunks | None = None

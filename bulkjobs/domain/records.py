@@ -298,7 +298,7 @@ def apply_batch(
             results.append([record_index, True, object_id, None, outcome])
             tally[outcome] += 1
             continue
-        results.append([record_index, False, None, [error], _FAILED, item[2]])
+        results.append([record_index, False, None, [error], _FAILED, *_body(item)])
         tally[_FAILED] += 1
     applied.counts = Counts(processed=len(items), **tally)
     return applied

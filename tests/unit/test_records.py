@@ -588,3 +588,10 @@ def test_outcomes_travel_as_the_plain_strings_results_have_always_carried() -> N
 
     decoded = orjson.loads(orjson.dumps([records.Refused("bad row", skipped=True).item(0)]))
     assert apply_batch(RESOURCES, "post", TENANT, decoded, ObjectIndex(), AT).counts == Counts(processed=1, skipped=1)
+
+
+def test_an_item_too_short_to_unpack_fails_alone_without_a_body() -> None:
+    items = [[0, None, {"type": "server", "external_id": "short-ok"}], [1, None]]
+    outcome = apply_batch(RESOURCES, "post", TENANT, items, ObjectIndex(), AT)
+    assert [result[4] for result in outcome.results] == ["created", "failed"]
+    assert len(outcome.results[1]) == 5  # no body to keep
