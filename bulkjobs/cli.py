@@ -3,7 +3,7 @@
 Service commands run the parts: ``dev`` runs everything locally (and restarts a part that dies);
 ``api``, ``worker``, ``store`` run one part. Client commands talk to a running API through
 ``bulkjobs.client``: ``submit`` (with a live progress bar under ``--follow``), ``jobs``,
-``status``, ``results``, ``cancel``. This module owns the arguments, what is printed and the
+``status``, ``results``, ``cancel``, ``retry``. This module owns the arguments, what is printed and the
 exit statuses.
 """
 
@@ -258,15 +258,20 @@ def submit(settings: ClientSettings, file: Path, follow: bool, **job_settings: s
         raise click.UsageError(str(exc)) from exc
 
     async def work(client: BulkJobsClient) -> int:
-        job = await client.submit(upload)
-        click.echo(job["id"])
-        if not follow:
-            return 0
-        job = await _follow(client, job)
-        _report(job)
-        return exit_status(job)
+        return await _accepted(client, await client.submit(upload), follow)
 
     return _call(settings, work)
+
+
+async def _accepted(client: BulkJobsClient, job: Job, follow: bool) -> int:
+    """Print the id of a job just accepted; with ``follow``, its progress until it ends, then
+    its counts, and exit by how it ended."""
+    click.echo(job["id"])
+    if not follow:
+        return 0
+    job = await _follow(client, job)
+    _report(job)
+    return exit_status(job)
 
 
 def _kind(job: Job) -> str:
@@ -349,6 +354,24 @@ def cancel(settings: ClientSettings, job_id: str) -> int:
         job = await client.cancel(job_id)  # the job as the next read shows it, or as it was (a 202)
         click.echo(f"{job['id']} " + ("cancelled" if job["status"] == "cancelled" else "cancel requested"))
         return 0
+
+    return _call(settings, work)
+
+
+@client_command
+@click.argument("job_id")
+@click.option("--include-skipped", is_flag=True,
+              help="retry the skipped records too (and a CSV job's rows never applied)")
+@click.option("--follow", is_flag=True, help="show a progress bar until the retry ends; exit 0 only if it succeeded")
+def retry(settings: ClientSettings, job_id: str, include_skipped: bool, follow: bool) -> int:
+    """Retry a finished job's failed records as a new job, and print its id.
+
+    The new job's results carry source_index, each record's index in JOB_ID. --follow works as
+    for submit.
+    """
+
+    async def work(client: BulkJobsClient) -> int:
+        return await _accepted(client, await client.retry(job_id, include_skipped), follow)
 
     return _call(settings, work)
 

@@ -172,6 +172,12 @@ class BulkJobsClient:
         async with self._session.post(self._job_url(job_id, "/cancel")) as resp:
             return await _json(resp)
 
+    async def retry(self, job_id: str, include_skipped: bool = False) -> Job:
+        """A new job of the finished job's failed (and skipped) records, as the 202 gives it."""
+        params = {"include": "skipped"} if include_skipped else {}
+        async with self._session.post(self._job_url(job_id, "/retry"), params=params) as resp:
+            return await _json(resp)
+
     async def results(self, job_id: str) -> AsyncIterator[dict[str, Any]]:
         """Every result in record order, a page at a time."""
         offset = 0

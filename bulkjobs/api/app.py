@@ -159,6 +159,7 @@ def build_app(settings: Settings, resources: Resources | None = None) -> web.App
     app[UPLOADS] = UploadFiles(settings.uploads_dir)
     app[ACTIVE_JOBS] = ActiveJobs(settings.max_active_jobs)
     app.router.add_post("/v1/jobs", intake.create_job)
+    app.router.add_post("/v1/jobs/{job_id}/retry", intake.retry_job)
     app.router.add_get("/metrics", metrics.serve_metrics)
     reads.add_routes(app)
     lifecycle.add_routes(app)

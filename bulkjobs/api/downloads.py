@@ -34,6 +34,7 @@ from bulkjobs.store.reader import ViewReader
 # The outcome columns come first, so they sit under their headers whatever the row's width
 # (a row with fewer or more cells than the header is skipped, and written as it was sent).
 RESULT_COLUMNS = ["_status", "_id", "_error"]
+SOURCE_COLUMN = "_source_index"  # a retry's: the row's record index in the job retried (after _error)
 # A result's outcome as results.csv names it (Zoho's words for a created row: "added").
 CSV_STATUS = {"created": "added", "updated": "updated", "deleted": "deleted", "skipped": "skipped", "failed": "failed"}
 PENDING = "pending"  # a row not applied yet
@@ -96,14 +97,21 @@ def _result_cells(result: dict[str, Any] | None) -> list[str]:
     return [CSV_STATUS.get(result["status"], result["status"] or ""), result["id"] or "", errors]
 
 
+def _source_cell(result: dict[str, Any] | None) -> str:
+    """A retry's row's index in the job retried (empty while the row is pending)."""
+    return "" if result is None or result["source_index"] is None else str(result["source_index"])
+
+
 def _csv_bytes(rows: list[list[str]]) -> bytes:
     """Rows as UTF-8 CSV; called in a thread, as a page of rows takes milliseconds to write."""
     return write_rows(rows).encode()
 
 
 async def results_csv(request: web.Request) -> web.StreamResponse:
-    """The uploaded rows, in order: ``_status``, ``_id`` and ``_error``, then the columns sent."""
+    """The uploaded rows, in order: ``_status``, ``_id`` and ``_error`` (and a retry's
+    ``_source_index``), then the columns sent."""
     job = await _csv_job(request)
+    retry = job.get("retry_of") is not None
     response = web.StreamResponse(headers={"Content-Type": "text/csv; charset=utf-8",
                                            **attachment(f"{job['id']}-results.csv")})
     compress(request, response)
@@ -114,9 +122,10 @@ async def results_csv(request: web.Request) -> web.StreamResponse:
         out = []
         for row in rows:
             if index < 0:
-                out.append(RESULT_COLUMNS + row)
+                out.append(RESULT_COLUMNS + [SOURCE_COLUMN] * retry + row)
             else:
-                out.append(_result_cells(await results.get(index)) + row)
+                result = await results.get(index)
+                out.append(_result_cells(result) + [_source_cell(result)] * retry + row)
             index += 1
         if out:
             await response.write(await asyncio.to_thread(_csv_bytes, out))

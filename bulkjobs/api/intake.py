@@ -1,4 +1,5 @@
-"""Job intake: ``POST /v1/jobs``, from the request to the 202.
+"""Job intake: ``POST /v1/jobs``, from the request to the 202, and ``POST /v1/jobs/{id}/retry``,
+a new job of a finished job's failed records (their source in ``api.retries``).
 
 A job comes as JSON records (an envelope, a bare array, NDJSON), as a CSV file (``text/csv``,
 multipart, or the ``file_content`` of an envelope) or as an export. Each form reads top to
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from array import array
 from collections.abc import Awaitable
 from dataclasses import replace
 from typing import Any
@@ -23,10 +25,21 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from bulkjobs.api import retries
 from bulkjobs.api.bodies import BodyReader, Chunk, ParsedBody, parse_json, parse_ndjson
 from bulkjobs.api.callbacks import check_callback
 from bulkjobs.api.caps import ACTIVE_JOBS
-from bulkjobs.api.common import PUBLISHER, SETTINGS, UPLOADS, check_query, json_response, remember, takes_query
+from bulkjobs.api.common import (
+    PUBLISHER,
+    READER,
+    SETTINGS,
+    UPLOADS,
+    check_query,
+    find_job,
+    json_response,
+    remember,
+    takes_query,
+)
 from bulkjobs.api.csv_jobs import CSV_QUERY, CSV_TYPES, MULTIPART, CsvUpload, receive, receive_text, spool_rows
 from bulkjobs.api.decoding import body_reader, content_encoding
 from bulkjobs.api.metrics import Form, job_accepted
@@ -36,9 +49,18 @@ from bulkjobs.domain.exports import EXPORT_FIELDS, parse_export
 from bulkjobs.domain.identity import ACTIONS, RESOURCES
 from bulkjobs.domain.jobs import EXPORT, SCHEDULED, Job, public_body
 from bulkjobs.domain.limits import check_description, check_job_size
+from bulkjobs.domain.retries import NOT_RETRYABLE, check_retryable, nothing_to_retry, retried_outcomes
 from bulkjobs.domain.schedules import check_schedule
 from bulkjobs.domain.webhooks import with_callback
-from bulkjobs.errors import BadRequest, BulkJobsError, InvalidField, TooLarge, UnsupportedMediaType, check_known
+from bulkjobs.errors import (
+    BadRequest,
+    BulkJobsError,
+    Conflict,
+    InvalidField,
+    TooLarge,
+    UnsupportedMediaType,
+    check_known,
+)
 from bulkjobs.gcpause import without_gc
 from bulkjobs.kafka.topics import JobSubmitted, encode
 from bulkjobs.settings import Settings
@@ -139,7 +161,8 @@ async def _export_job(request: web.Request, job_id: str, body: ParsedBody) -> we
     return await _publish(request, job, None, body.fields.get("schedule"), Form.EXPORT, body.fields.get("callback_url"))
 
 
-async def _csv_job(request: web.Request, job_id: str, receiving: Awaitable[CsvUpload], form: Form) -> web.Response:
+async def _csv_job(request: web.Request, job_id: str, receiving: Awaitable[CsvUpload], form: Form,
+                   retry: retries.Retry | None = None) -> web.Response:
     """Save the file, plan the import from its header and spool its rows, publish; a CSV job
     whose request is refused leaves no file behind."""
     settings, tenant, uploads = request.app[SETTINGS], request["tenant"], request.app[UPLOADS]
@@ -147,7 +170,7 @@ async def _csv_job(request: web.Request, job_id: str, receiving: Awaitable[CsvUp
         upload = await receiving
         plan, spool = await asyncio.to_thread(
             without_gc, spool_rows, uploads, job_id, upload, settings.max_records,
-            lambda action: _new_spool(settings, job_id, tenant, RESOURCES, action),
+            lambda action: _new_spool(settings, job_id, tenant, RESOURCES, action, retry),
         )
     except BaseException:
         uploads.remove(job_id)
@@ -155,7 +178,7 @@ async def _csv_job(request: web.Request, job_id: str, receiving: Awaitable[CsvUp
     details = {**plan.details(), "file": {"name": upload.name, "size": upload.size,
                                           "character_encoding": upload.encoding, "rows": spool.records}}
     job = Job(id=job_id, type=RESOURCES, action=plan.action, description=upload.settings.description,
-              details=details)
+              details=details, retry_of=retry.of if retry else None)
     try:
         return await _publish(request, job, spool, upload.schedule, form, upload.callback_url)
     except BulkJobsError as exc:
@@ -181,7 +204,7 @@ async def _publish(request: web.Request, job: Job, spool: BatchSpool | None, sch
         submitted = JobSubmitted(job_id=job.id, tenant=tenant, type=job.type, action=job.action,
                                  description=job.description, total=total,
                                  batches=spool.batches if spool is not None else 0, created_at=created_at,
-                                 details=job.details, schedule=checked)
+                                 details=job.details, schedule=checked, retry_of=job.retry_of)
         check_job_size(len(encode(submitted)))
         await request.app[PUBLISHER].submit(submitted, spool)
     finally:
@@ -191,6 +214,62 @@ async def _publish(request: web.Request, job: Job, spool: BatchSpool | None, sch
     body = public_body(job)
     remember(request.app, tenant, body)
     return json_response(body, 202)
+
+
+# --- retries -----------------------------------------------------------------------------------
+
+
+@takes_query("include")
+async def retry_job(request: web.Request) -> web.Response:
+    """A new job of a finished job's failed records (and skipped ones with ``include=skipped``),
+    taken in as any job is: spooled, under the tenant's cap, published."""
+    outcomes = retried_outcomes(request.query.get("include"))
+    original = await find_job(request)
+    check_retryable(original)
+    async with request.app[ACTIVE_JOBS].admitted(request):
+        if original.get("file"):
+            return await _retry_csv(request, original, outcomes)
+        return await _retry_json(request, original, outcomes)
+
+
+async def _retry_csv(request: web.Request, original: dict[str, Any], outcomes: frozenset[str]) -> web.Response:
+    """A CSV job's retry: a new file of the header and the picked rows, taken in as a CSV job."""
+    uploads, job_id = request.app[UPLOADS], uuid.uuid4().hex
+    if not uploads.exists(original["id"]):
+        raise Conflict(f"the file of job {original['id']!r} is gone: it cannot be retried", code=NOT_RETRYABLE)
+    picked = await retries.selection(request.app[READER], original, outcomes)
+    try:
+        upload, retry = await retries.cut_file(uploads, original, job_id, picked)
+        if not retry.sources:
+            raise nothing_to_retry(original["id"], outcomes)
+    except BaseException:
+        uploads.remove(job_id)
+        raise
+
+    async def received() -> CsvUpload:
+        return upload
+
+    return await _csv_job(request, job_id, received(), Form.RETRY, retry)
+
+
+async def _retry_json(request: web.Request, original: dict[str, Any], outcomes: frozenset[str]) -> web.Response:
+    """A JSON job's retry: the bodies of its failed records, as the view keeps them."""
+    settings, job_id = request.app[SETTINGS], uuid.uuid4().hex
+    retry = retries.Retry(original["id"], array("q"))
+    records = _JobRecords(settings, job_id, request["tenant"], retry)
+    records.route_as(original["type"], original["action"])
+    try:
+        async for chunk in retries.failed_records(request.app[READER], original["id"], outcomes, retry.sources):
+            await records.add(chunk)
+        if not retry.sources:
+            raise nothing_to_retry(original["id"], outcomes)
+        spool = await records.close(original["type"], original["action"])
+    except BaseException:
+        records.discard()
+        raise
+    job = Job(id=job_id, type=original["type"], action=original["action"], description=original["description"],
+              retry_of=original["id"])
+    return await _publish(request, job, spool, None, Form.RETRY)
 
 
 # --- the job's fields ---------------------------------------------------------------------------
@@ -250,18 +329,20 @@ def _shown(value: Any) -> str:
 # --- routing the records ------------------------------------------------------------------------
 
 
-def _new_spool(settings: Settings, job_id: str, tenant: str, record_type: str, action: str) -> BatchSpool:
+def _new_spool(settings: Settings, job_id: str, tenant: str, record_type: str, action: str,
+               retry: retries.Retry | None = None) -> BatchSpool:
     return BatchSpool(job_id=job_id, tenant=tenant, record_type=record_type, action=action,
                       partitions=settings.partitions, batch_records=settings.batch_records,
-                      batch_bytes=settings.batch_bytes, directory=settings.data_dir / "spool")
+                      batch_bytes=settings.batch_bytes, directory=settings.data_dir / "spool",
+                      sources=retry.sources if retry else None)
 
 
 class _JobRecords:
     """A JSON job's records, routed into a spool once the record type and action are known
     (``route_as``) and held on disk until then; more records than the settings allow is a 413."""
 
-    def __init__(self, settings: Settings, job_id: str, tenant: str) -> None:
-        self.settings, self.job_id, self.tenant = settings, job_id, tenant
+    def __init__(self, settings: Settings, job_id: str, tenant: str, retry: retries.Retry | None = None) -> None:
+        self.settings, self.job_id, self.tenant, self.retry = settings, job_id, tenant, retry
         self.spool: BatchSpool | None = None
         self.held: HeldChunks | None = None
 
@@ -270,7 +351,7 @@ class _JobRecords:
         return self.spool is not None
 
     def route_as(self, record_type: str, action: str) -> BatchSpool:
-        self.spool = _new_spool(self.settings, self.job_id, self.tenant, record_type, action)
+        self.spool = _new_spool(self.settings, self.job_id, self.tenant, record_type, action, self.retry)
         return self.spool
 
     async def add(self, chunk: Chunk) -> None:

@@ -22,6 +22,7 @@ class Form(StrEnum):
     MULTIPART = "multipart"
     FILE_CONTENT = "file_content"  # a CSV file in an envelope
     EXPORT = "export"
+    RETRY = "retry"  # the failed records of a finished job (POST /v1/jobs/{id}/retry)
 
 
 UNMATCHED = "unmatched"  # the route of a request no route matches (404, 405)

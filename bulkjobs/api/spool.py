@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import struct
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -21,13 +21,14 @@ _HELD = struct.Struct("<II")  # body bytes, JSON length
 
 class BatchSpool:
     def __init__(self, *, job_id: str, tenant: str, record_type: str, action: str, partitions: int,
-                 batch_records: int, batch_bytes: int, directory: Path) -> None:
+                 batch_records: int, batch_bytes: int, directory: Path,
+                 sources: Sequence[int] | None = None) -> None:
         self.record_type, self.action, self.partitions = record_type, action, partitions
         directory.mkdir(parents=True, exist_ok=True)
         self._file: IO[bytes] = tempfile.TemporaryFile(dir=directory)
         self._batcher = Batcher(job_id=job_id, tenant=tenant, record_type=record_type, action=action,
                                 partitions=partitions, batch_records=batch_records, batch_bytes=batch_bytes,
-                                emit=self._write)
+                                emit=self._write, sources=sources)
 
     @property
     def records(self) -> int:

@@ -24,9 +24,10 @@ class Outcome(StrEnum):
     FAILED = "failed"  # refused on arrival or by a rule
 
 
-# A result: [index, success, id | None, [Error] | None, outcome].
+# A result: [index, success, id | None, [Error] | None, outcome], and for a record that failed
+# on its owner, the record as sent (last): a retry of the job sends it again (only failures pay).
 Result = list[Any]
-RESULT_INDEX, RESULT_SUCCESS, RESULT_ID, RESULT_ERRORS, RESULT_OUTCOME = range(5)
+RESULT_INDEX, RESULT_SUCCESS, RESULT_ID, RESULT_ERRORS, RESULT_OUTCOME, RESULT_RECORD = range(6)
 
 # An op: [op_type, id, ...], the rest by op type.
 Op = list[Any]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+from collections.abc import Iterator
 
 from bulkjobs.errors import BadRequest, TooLarge
 
@@ -104,25 +105,41 @@ class RowReader:
         self._in_quotes = False  # whether the text read so far ends inside a quoted field
 
     def feed(self, data: bytes) -> list[list[str]]:
+        return _parse(self._complete(data))
+
+    def finish(self) -> list[list[str]]:
+        return _parse(self._rest())
+
+    def feed_texts(self, data: bytes) -> list[tuple[list[str], str]]:
+        """As ``feed``, each row with its own text (line break included); a blank line is an
+        empty row here, so that the texts cover every character read."""
+        return _row_texts(self._complete(data))
+
+    def finish_texts(self) -> list[tuple[list[str], str]]:
+        return _row_texts(self._rest())
+
+    def _complete(self, data: bytes) -> str:
+        """The text of the rows ``data`` completes; the rest is held."""
         text = self._decode(data, final=False)
         cut = _row_boundary(text, self._in_quotes)
         self._in_quotes ^= text.count('"') % 2 == 1
         if not cut:
             self._hold(text)
-            return []
-        rows = _parse("".join(self._pending) + text[:cut])
+            return ""
+        complete = "".join(self._pending) + text[:cut]
         self._pending, self._pending_chars = [], 0
         self._hold(text[cut:])
-        return rows
+        return complete
 
-    def finish(self) -> list[list[str]]:
+    def _rest(self) -> str:
+        """The text held at the end of the file."""
         text = self._decode(b"", final=True)
         self._in_quotes ^= text.count('"') % 2 == 1
         if self._in_quotes:
             raise NotCsv("the file is not valid CSV: a quoted field is not closed")
-        rows = _parse("".join(self._pending) + text)
+        rest = "".join(self._pending) + text
         self._pending, self._pending_chars = [], 0
-        return rows
+        return rest
 
     def _hold(self, text: str) -> None:
         if not text:
@@ -171,6 +188,66 @@ def _parse(text: str) -> list[list[str]]:
         return [row for row in csv.reader(io.StringIO(text, newline="")) if row]
     except csv.Error as exc:
         raise NotCsv(f"the file is not valid CSV: {exc}") from None
+
+
+def _row_texts(text: str) -> list[tuple[list[str], str]]:
+    """Every row of ``text`` (blank lines as empty rows) with the text it was read from: the
+    ``csv`` module pulls one line at a time, as many as a row needs."""
+    consumed: list[str] = []
+
+    def lines() -> Iterator[str]:
+        for line in io.StringIO(text, newline=""):
+            consumed.append(line)
+            yield line
+
+    rows = []
+    try:
+        for row in csv.reader(lines()):
+            rows.append((row, "".join(consumed)))
+            consumed.clear()
+    except csv.Error as exc:
+        raise NotCsv(f"the file is not valid CSV: {exc}") from None
+    return rows
+
+
+class RowBytes:
+    """Cuts a CSV file's bytes into its rows' own bytes, as sent (line breaks, quoting, byte
+    order mark: the header's bytes begin with it), fed chunk by chunk.
+
+    Rows are found in the decoded text (``RowReader``); a row's bytes are as many as its text
+    encodes to. That holds for the encodings that encode each character on its own (UTF-8,
+    UTF-16, the single-byte ones), not for those that shift state (the ISO-2022 family).
+    """
+
+    def __init__(self, encoding: str) -> None:
+        self._reader = RowReader(encoding)
+        name = codecs.lookup(encoding).name
+        self._length_codec = {"utf-8-sig": "utf-8", "utf-16": "utf-16-le"}.get(name, name)
+        self._marks = {"utf-8-sig": (codecs.BOM_UTF8,),
+                       "utf-16": (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)}.get(name, ())
+        self._buffer = bytearray()  # bytes read and not yet cut into rows
+        self._mark: int | None = None  # the byte order mark's length, once the first bytes are in
+
+    def feed(self, data: bytes) -> list[tuple[list[str], bytes]]:
+        """The rows that ``data`` completes, each with its bytes; blank lines are left out."""
+        self._buffer += data
+        return self._cut(self._reader.feed_texts(data))
+
+    def finish(self) -> list[tuple[list[str], bytes]]:
+        return self._cut(self._reader.finish_texts())
+
+    def _cut(self, texts: list[tuple[list[str], str]]) -> list[tuple[list[str], bytes]]:
+        if self._mark is None and texts:
+            self._mark = next((len(mark) for mark in self._marks if self._buffer.startswith(mark)), 0)
+        start, rows = 0, []
+        for row, text in texts:
+            end = start + len(text.encode(self._length_codec)) + (self._mark or 0)
+            self._mark = 0
+            if row:
+                rows.append((row, bytes(self._buffer[start:end])))
+            start = end
+        del self._buffer[:start]
+        return rows
 
 
 def write_rows(rows: list[list[str]]) -> str:

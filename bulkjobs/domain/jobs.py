@@ -96,6 +96,7 @@ class Job:
     last_due: str | None = None  # a definition: the schedule time of its latest run
     parked: list[list[int]] = field(default_factory=list)  # [partition, offset] of batches held back
     uploading: bool = False  # its submitter is still sending its batches: it has not sealed it yet
+    retry_of: str | None = None  # a retry: the job whose failed (and skipped) records it holds
     created_at: str | None = None
     started_at: str | None = None
     completed_at: str | None = None
@@ -159,6 +160,7 @@ def public_body(job: Job, status: str | None = None) -> dict[str, Any]:
         "parent_id": job.parent_id,
         "schedule": job.schedule,
         "runs": job.runs_fired if job.schedule else None,
+        "retry_of": job.retry_of,
         **(job.details or {}),
         "counts": {"total": job.total, **job.counts.to_dict()},
         "progress": job.progress,
@@ -174,7 +176,7 @@ def public_body(job: Job, status: str | None = None) -> dict[str, Any]:
 def submitted(job: Job, *, tenant: str, type: str, action: str, description: str | None,
               total: int | None, batches: int, created_at: str, details: dict[str, Any] | None = None,
               parent_id: str | None = None, schedule: dict[str, Any] | None = None,
-              suspended: bool = False, uploading: bool = False) -> Job:
+              suspended: bool = False, uploading: bool = False, retry_of: str | None = None) -> Job:
     """The request is in Kafka: the job learns its totals (its batches may already be counted).
     With a ``schedule`` it is a definition, whose batches are held for its runs. ``uploading``:
     its batches are still being sent, and a ``sealed`` command will say when they all are."""
@@ -189,7 +191,7 @@ def submitted(job: Job, *, tenant: str, type: str, action: str, description: str
         uploading = job.uploading
     job = replace(job, tenant=tenant, type=type, action=action, description=description, details=details,
                   total=total, batches=batches, created_at=created_at, updated_at=latest, parent_id=parent_id,
-                  schedule=schedule, status=status, uploading=uploading)
+                  schedule=schedule, status=status, uploading=uploading, retry_of=retry_of)
     return job if job.schedule else _finish_if_done(job, latest)
 
 

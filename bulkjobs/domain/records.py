@@ -106,9 +106,15 @@ class AppliedRecords:
 def fail_all(items: list[list[Any]], error: Error) -> AppliedRecords:
     """What a batch that could not be applied at all did: every record failed."""
     return AppliedRecords(
-        results=[[item[0], False, None, [error], _FAILED] for item in items],
+        results=[[item[0], False, None, [error], _FAILED, *_body(item)] for item in items],
         counts=Counts(processed=len(items), failed=len(items)),
     )
+
+
+def _body(item: list[Any]) -> list[Any]:
+    """A record's body as its failed result keeps it: none for an item refused on arrival
+    (``Refused``) or malformed."""
+    return item[2:3] if len(item) == 3 else []
 
 
 @dataclass(frozen=True)
@@ -292,7 +298,7 @@ def apply_batch(
             results.append([record_index, True, object_id, None, outcome])
             tally[outcome] += 1
             continue
-        results.append([record_index, False, None, [error], _FAILED])
+        results.append([record_index, False, None, [error], _FAILED, *_body(item)])
         tally[_FAILED] += 1
     applied.counts = Counts(processed=len(items), **tally)
     return applied

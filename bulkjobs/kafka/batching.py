@@ -8,7 +8,7 @@ crash repeats batches that the appliers recognise by ``(job, seq)``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -31,12 +31,13 @@ Emit = Callable[[int, bytes], None]  # (partition, encoded RecordBatch)
 class Batcher:
     def __init__(self, *, job_id: str, tenant: str, record_type: str, action: str, partitions: int,
                  batch_records: int, batch_bytes: int, emit: Emit, first_index: int = 0,
-                 first_seq: int = 0) -> None:
+                 first_seq: int = 0, sources: Sequence[int] | None = None) -> None:
         self.job_id, self.tenant, self.record_type, self.action = job_id, tenant, record_type, action
         self.partitions = partitions
         self.batch_records = batch_records
         self.batch_bytes = batch_bytes
         self.emit = emit
+        self.sources = sources  # a retry's: by record index, the index in the job retried
         self.next_index = first_index
         self.next_seq = first_seq
         self._pending: list[list[list[Any]]] = [[] for _ in range(partitions)]
@@ -100,6 +101,7 @@ class Batcher:
         self.next_seq += 1
 
     def _encode(self, items: list[list[Any]]) -> bytes:
+        sources = None if self.sources is None else [self.sources[item[0]] for item in items]
         return encode(RecordBatch(job_id=self.job_id, tenant=self.tenant, type=self.record_type,
-                                  action=self.action, seq=self.next_seq, items=items))
+                                  action=self.action, seq=self.next_seq, items=items, sources=sources))
 

@@ -94,6 +94,7 @@ class JobSubmitted:
     schedule: dict[str, Any] | None = None  # a definition: its batches are held for its runs
     suspended: bool = False  # submitted suspended: its batches are held until it is resumed
     uploading: bool = False  # its batches follow, with ``beat`` commands, until a ``sealed`` command
+    retry_of: str | None = None  # a retry: the job whose failed (and skipped) records it holds
     kind: str = "submitted"
 
 
@@ -319,6 +320,7 @@ class RecordBatch:
     seq: int
     items: list[list[Any]] = field(default_factory=list)
     hold: bool = False  # a definition's batch, or one submitted suspended: park it, do not apply it
+    sources: list[int] | None = None  # a retry's batch: each item's record index in the job retried
 
 
 # --- changes: no key; same partition number as the batch it came from. -----------------------
@@ -338,6 +340,7 @@ class AppliedBatch:
     results: list[list[Any]]
     ops: list[list[Any]]
     host: str | None = None  # the worker's host name
+    sources: list[int] | None = None  # a retry's batch: each result's record index in the job retried
 
     @property
     def count_delta(self) -> Counts:

@@ -17,7 +17,7 @@ from bulkjobs.domain.jobs import ACTIVE, EXPORT, Job, public_body, visible_statu
 
 _JOB_COLUMNS = (
     "id, type, action, description, status, total, processed, created, updated, deleted, skipped, "
-    "failed, error, details, host, parent_id, schedule, runs_fired, created_at, started_at, completed_at, "
+    "failed, error, details, host, parent_id, schedule, runs_fired, retry_of, created_at, started_at, completed_at, "
     "updated_at, "
     "(SELECT coalesce(sum(records), 0) FROM job_batches b WHERE b.job_id = jobs.id) AS results_stored"
 )
@@ -34,7 +34,7 @@ def _job(row: aiosqlite.Row) -> dict[str, Any]:
         status=row["status"], error=orjson.loads(row["error"]) if row["error"] else None,
         details=orjson.loads(row["details"]) if row["details"] else None, host=row["host"],
         parent_id=row["parent_id"], schedule=orjson.loads(row["schedule"]) if row["schedule"] else None,
-        runs_fired=row["runs_fired"],
+        runs_fired=row["runs_fired"], retry_of=row["retry_of"],
         created_at=row["created_at"], started_at=row["started_at"], completed_at=row["completed_at"],
         updated_at=row["updated_at"],
     )
@@ -210,14 +210,32 @@ class ViewReader:
         """Results from record index ``offset`` on, in record order (only unsuccessful ones if asked)."""
         where = "job_id = ? AND idx >= ?" + (" AND success = 0" if failed_only else "")
         rows = await self._all(
-            f"SELECT idx, success, object_id, errors, outcome FROM results WHERE {where} ORDER BY idx LIMIT ?",
+            f"SELECT idx, success, object_id, errors, outcome, source_idx FROM results WHERE {where} "
+            "ORDER BY idx LIMIT ?",
             (job_id, offset, limit),
         )
         return [
             {"index": row["idx"], "success": bool(row["success"]), "status": row["outcome"], "id": row["object_id"],
-             "errors": orjson.loads(row["errors"]) if row["errors"] else []}
+             "errors": orjson.loads(row["errors"]) if row["errors"] else [], "source_index": row["source_idx"]}
             for row in rows
         ]
+
+    async def outcomes(self, job_id: str, start: int, limit: int) -> list[tuple[int, str]]:
+        """``(index, outcome)`` of the job's results from record index ``start`` on, in order."""
+        rows = await self._all("SELECT idx, outcome FROM results WHERE job_id = ? AND idx >= ? ORDER BY idx LIMIT ?",
+                               (job_id, start, limit))
+        return [(row[0], row[1]) for row in rows]
+
+    async def failed_records(self, job_id: str, outcomes: frozenset[str], start: int,
+                             limit: int) -> list[tuple[int, bytes]]:
+        """``(index, record as JSON)`` of the job's records whose outcome is one of ``outcomes``
+        and whose body was kept (``results.record``), from record index ``start`` on, in order."""
+        marks = ", ".join("?" * len(outcomes))
+        rows = await self._all(
+            f"SELECT idx, record FROM results WHERE job_id = ? AND idx >= ? AND success = 0 "
+            f"AND outcome IN ({marks}) AND record IS NOT NULL ORDER BY idx LIMIT ?",
+            (job_id, start, *sorted(outcomes), limit))
+        return [(row[0], row[1]) for row in rows]
 
     async def batches(self, job_id: str) -> list[dict[str, Any]]:
         """The job's applied batches whose results are stored, in the order they were applied."""

@@ -10,7 +10,7 @@ import aiosqlite
 log = logging.getLogger(__name__)
 
 # Raise it with every change below: a view of another version is dropped (see _migrate).
-VERSION = 7
+VERSION = 8
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -34,6 +34,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     parent_id TEXT,
     schedule TEXT,
     runs_fired INTEGER NOT NULL DEFAULT 0,
+    retry_of TEXT,
     created_at TEXT,
     started_at TEXT,
     completed_at TEXT,
@@ -60,6 +61,8 @@ CREATE TABLE IF NOT EXISTS results (
     object_id TEXT,
     errors TEXT,
     outcome TEXT,
+    record BLOB,  -- a record that failed on its owner, as sent (JSON): what a retry sends again
+    source_idx INTEGER,  -- a retry's result: the record's index in the job retried
     PRIMARY KEY (job_id, idx)
 ) WITHOUT ROWID;
 -- A rowid table with a unique id index: object ids are hashes, and inserting whole rows at

@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any
 
 import aiosqlite
@@ -40,6 +41,7 @@ from bulkjobs.domain.changes import (
     RESULT_ID,
     RESULT_INDEX,
     RESULT_OUTCOME,
+    RESULT_RECORD,
     RESULT_SUCCESS,
     Op,
 )
@@ -82,6 +84,11 @@ def _json(value: Any) -> str | None:
     return orjson.dumps(value).decode() if value else None
 
 
+def _record(result: list[Any]) -> bytes | None:
+    """A failed record's body as JSON, kept for a retry of its job; None for the others."""
+    return orjson.dumps(result[RESULT_RECORD]) if len(result) > RESULT_RECORD else None
+
+
 def _job_row(status: dict[str, Any]) -> tuple[Any, ...]:
     counts = Counts.from_dict(status["counts"])
     details = status.get("details") or {}
@@ -90,7 +97,7 @@ def _job_row(status: dict[str, Any]) -> tuple[Any, ...]:
         details.get("job_type"), status["status"], status["total"], counts.processed, counts.created,
         counts.updated, counts.deleted, counts.skipped, counts.failed, _json(status.get("error")),
         _json(details), status.get("host"), status.get("parent_id"), _json(status.get("schedule")),
-        status.get("runs_fired", 0),
+        status.get("runs_fired", 0), status.get("retry_of"),
         status["created_at"], status["started_at"], status["completed_at"], status["updated_at"],
     )
 
@@ -105,7 +112,7 @@ def _file_rows(status: dict[str, Any]) -> list[tuple[Any, ...]]:
 
 _JOB_FIELDS = ("id", "tenant", "type", "action", "description", "job_type", "status", "total", "processed",
                "created", "updated", "deleted", "skipped", "failed", "error", "details", "host", "parent_id",
-               "schedule", "runs_fired", "created_at", "started_at", "completed_at", "updated_at")
+               "schedule", "runs_fired", "retry_of", "created_at", "started_at", "completed_at", "updated_at")
 _UPSERT_JOB = (
     f"INSERT INTO jobs ({', '.join(_JOB_FIELDS)}) VALUES ({', '.join('?' * len(_JOB_FIELDS))}) "
     f"ON CONFLICT (id) DO UPDATE SET {', '.join(f'{name} = excluded.{name}' for name in _JOB_FIELDS[1:])}"
@@ -127,8 +134,10 @@ class _ChangeRows:
             job_id = applied["job_id"]
             batch = (job_id, applied["seq"], len(applied["results"]), applied["at"], applied.get("host"),
                      _json(applied["counts"]))
+            sources = applied.get("sources") or repeat(None)  # None: not a retry
             results = [(job_id, result[RESULT_INDEX], 1 if result[RESULT_SUCCESS] else 0, result[RESULT_ID],
-                        _json(result[RESULT_ERRORS]), result[RESULT_OUTCOME]) for result in applied["results"]]
+                        _json(result[RESULT_ERRORS]), result[RESULT_OUTCOME], _record(result), source)
+                       for result, source in zip(applied["results"], sources, strict=False)]
             op_rows = [(op[OP_TYPE], _op_row(op)) for op in applied["ops"]]
         except (KeyError, IndexError, TypeError, ValueError):  # not written by a worker: the view goes on
             log.exception("skipping a change that is not an applied batch")
@@ -178,8 +187,8 @@ async def _write_changes(db: aiosqlite.Connection, changes: _ChangeRows, written
     await _write_ops(db, changes.op_runs, written)
     written.update(results=len(changes.results), job_batches=len(changes.batches))
     if changes.results:
-        await db.executemany("INSERT OR REPLACE INTO results (job_id, idx, success, object_id, errors, outcome) "
-                             "VALUES (?, ?, ?, ?, ?, ?)", changes.results)
+        await db.executemany("INSERT OR REPLACE INTO results (job_id, idx, success, object_id, errors, outcome, "
+                             "record, source_idx) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", changes.results)
     if changes.batches:
         await db.executemany("INSERT OR IGNORE INTO job_batches (job_id, seq, records, at, host, counts) "
                              "VALUES (?, ?, ?, ?, ?, ?)", changes.batches)

@@ -93,6 +93,7 @@ class BatchApplier:
         applied = AppliedBatch(
             job_id=batch.job_id, tenant=batch.tenant, seq=batch.seq, at=at,
             counts=records.counts.to_dict(), results=records.results, ops=records.ops, host=self.host,
+            sources=batch.sources,
         )
         landed = await self.publish(self.topics.changes, encode(applied), partition=partition)
         self.objects.record(partition, landed, applied, apply_ops=False)

@@ -43,6 +43,7 @@ def next_job(job: jobs.Job, event: JobEvent, at: str) -> jobs.Job | None:
             description=event.description, total=event.total, batches=event.batches,
             created_at=event.created_at, details=event.details, parent_id=event.parent_id,
             schedule=event.schedule, suspended=event.suspended, uploading=event.uploading is True,
+            retry_of=event.retry_of,
         )
     if isinstance(event, BatchDone):
         return jobs.batch_done(job, event.seq, Counts.from_dict(event.counts), event.at, event.host)

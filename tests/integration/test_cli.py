@@ -171,3 +171,22 @@ async def test_the_live_socket_refusals_are_api_errors(stack: Stack, key: str, c
             async for _ in client.live(uuid.uuid4().hex):
                 pass
     assert raised.value.code == code
+
+
+def test_retry_prints_the_new_job_follows_it_and_exits_by_how_it_ended(stack: Stack, api: Client) -> None:
+    kind = unique("machine")
+    job = api.run({"type": "resources", "action": "external_id_update",
+                   "data": [{"type": kind, "external_id": "missing", "attributes": {"rpm": 1}}]})
+    assert job["status"] == "failed"
+
+    run = bulkjobs(stack, "retry", job["id"], "--follow")
+
+    assert run.returncode == 1, run.stderr  # the record fails again
+    retry_id = submitted_id(run)
+    assert api.job(retry_id)["retry_of"] == job["id"]
+    assert run.stdout.splitlines()[-2].startswith(f"{retry_id} failed: 1/1 records")
+    assert [r["source_index"] for r in api.results(retry_id)] == [0]
+
+    done = api.run({"type": "resources", "action": "post", "data": [{"type": kind}]})
+    nothing = bulkjobs(stack, "retry", done["id"], "--include-skipped")
+    assert nothing.returncode == 2 and nothing.stderr.startswith("error: nothing_to_retry: ")

@@ -60,7 +60,8 @@ def test_update_merges_attributes_and_fails_unknown_ids(api: Client) -> None:
     assert job["status"] == "partially_succeeded"
     assert job["counts"]["updated"] == 1 and job["counts"]["failed"] == 1
     results = api.results(job["id"])
-    assert results[0] == {"index": 0, "success": True, "status": "updated", "id": object_id, "errors": []}
+    assert results[0] == {"index": 0, "success": True, "status": "updated", "id": object_id, "errors": [],
+                          "source_index": None}
     assert results[1]["errors"][0]["code"] == "NotFound"
     assert api.get(f"/v1/objects/{object_id}").body["attributes"] == {"name": "Coffee (decaf)", "price": 3}
 

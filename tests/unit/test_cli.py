@@ -104,5 +104,5 @@ def test_usage_errors_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    for command in ("dev", "api", "worker", "store", "submit", "jobs", "status", "results", "cancel"):
+    for command in ("dev", "api", "worker", "store", "submit", "jobs", "status", "results", "cancel", "retry"):
         assert f"  {command} " in out

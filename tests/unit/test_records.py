@@ -55,7 +55,7 @@ def run(record_type: str, action: str, recs: list[Any], index: ObjectIndex | Non
 
 
 def error_of(result: list[Any], outcome: str = "failed") -> dict[str, str]:
-    index, success, object_id, errors, counted = result
+    index, success, object_id, errors, counted = result[:5]
     assert success is False and object_id is None and counted == outcome
     assert isinstance(errors, list) and len(errors) == 1
     return errors[0]
@@ -501,11 +501,13 @@ def test_mixed_batch_keeps_order_shape_and_counts() -> None:
 
     assert [r[0] for r in outcome.results] == [10, 11, 12, 13, 14]
     assert [r[1] for r in outcome.results] == [True, False, False, False, True]
-    for _index, success, object_id, errors, _ in outcome.results:
+    for _index, success, object_id, errors, *_ in outcome.results:
         if success:
             assert isinstance(object_id, str) and errors is None
         else:
             assert object_id is None and len(errors) == 1 and set(errors[0]) == {"code", "status", "title", "detail"}
+    # A record that failed on its owner keeps its body, for a retry; one refused on arrival has none.
+    assert [result[5:] for result in outcome.results] == [[], [], ["not-an-object"], [taken], []]
     assert outcome.results[4][2] == items[4][1]
     assert outcome.counts == Counts(processed=5, created=2, failed=3)
     assert [op[1] for op in outcome.ops] == [outcome.results[0][2], outcome.results[4][2]]
@@ -556,8 +558,8 @@ def test_fail_all_fails_every_item_with_the_error() -> None:
 
     outcome = fail_all(items, error)
 
-    assert outcome.results == [[4, False, None, [error], "failed"], [5, False, None, [error], "failed"],
-                               [9, False, None, [error], "failed"]]
+    assert outcome.results == [[4, False, None, [error], "failed", {"type": "a"}],
+                               [5, False, None, [error], "failed"], [9, False, None, [error], "failed", "id"]]
     assert outcome.ops == []
     assert outcome.counts == Counts(processed=3, failed=3)
 
@@ -586,3 +588,10 @@ def test_outcomes_travel_as_the_plain_strings_results_have_always_carried() -> N
 
     decoded = orjson.loads(orjson.dumps([records.Refused("bad row", skipped=True).item(0)]))
     assert apply_batch(RESOURCES, "post", TENANT, decoded, ObjectIndex(), AT).counts == Counts(processed=1, skipped=1)
+
+
+def test_an_item_too_short_to_unpack_fails_alone_without_a_body() -> None:
+    items = [[0, None, {"type": "server", "external_id": "short-ok"}], [1, None]]
+    outcome = apply_batch(RESOURCES, "post", TENANT, items, ObjectIndex(), AT)
+    assert [result[4] for result in outcome.results] == ["created", "failed"]
+    assert len(outcome.results[1]) == 5  # no body to keep
