@@ -31,6 +31,7 @@ from bulkjobs.api.decoding import body_reader, content_encoding
 from bulkjobs.api.metrics import Form, job_accepted
 from bulkjobs.api.spool import BatchSpool, HeldChunks
 from bulkjobs.clock import parse_time, utc_now
+from bulkjobs.domain.dry_run import DRY_RUN, check_dry_run, dry_run_from_text, requested_dry_run
 from bulkjobs.domain.exports import EXPORT_FIELDS, parse_export
 from bulkjobs.domain.identity import ACTIONS, RESOURCES
 from bulkjobs.domain.jobs import EXPORT, SCHEDULED, Job, public_body
@@ -47,12 +48,12 @@ READ_CHUNK = 256 * 1024  # a chunk is parsed and routed without yielding: keep i
 IMPORT = "import"
 # What each form takes besides its records; anything else is a 400 unknown_field. An envelope and
 # a multipart body take no query parameters; a CSV body's are its settings (api.csv_jobs).
-IMPORT_FIELDS = ("kind", "type", "action", "description", "data", "schedule")
+IMPORT_FIELDS = ("kind", "type", "action", "description", "data", "schedule", DRY_RUN)
 BARE_QUERY = ("type", "action", "description")  # a bare array's or NDJSON's fields
-EXPORT_REQUEST = (*EXPORT_FIELDS, "kind", "schedule")
+EXPORT_REQUEST = (*EXPORT_FIELDS, "kind", "schedule", DRY_RUN)
 
 
-@takes_query(*BARE_QUERY, *CSV_QUERY)  # those of every form: each form checks its own
+@takes_query(*BARE_QUERY, *CSV_QUERY, DRY_RUN)  # those of every form: each form checks its own
 async def create_job(request: web.Request) -> web.Response:
     """An import of JSON records, an import of a CSV file, or an export, by the body's form;
     429 before the body is read while the tenant is at its cap of active jobs (``api.caps``)."""
@@ -64,7 +65,7 @@ async def _create_job(request: web.Request) -> web.Response:
     settings, job_id = request.app[SETTINGS], uuid.uuid4().hex
     content_type, encoding = request.content_type.lower(), content_encoding(request)
     if content_type in CSV_TYPES or content_type == MULTIPART:
-        check_query(request, CSV_QUERY if content_type in CSV_TYPES else ())
+        check_query(request, CSV_QUERY if content_type in CSV_TYPES else (DRY_RUN,))
         if content_type == MULTIPART and encoding != "identity":
             raise UnsupportedMediaType(f"content encoding {encoding!r} is not supported for multipart bodies: "
                                        "send the CSV as text/csv to compress it", code="unsupported_content_encoding")
@@ -99,7 +100,7 @@ async def _parse_body(request: web.Request, settings: Settings) -> ParsedBody:
             "text/csv or multipart/form-data"
         )
     body = await parse(BodyReader(body_reader(request, READ_CHUNK), settings.max_body_bytes))
-    check_query(request, () if body.envelope else BARE_QUERY)
+    check_query(request, (DRY_RUN,) if body.envelope else (*BARE_QUERY, DRY_RUN))
     if not body.envelope:  # a bare array or NDJSON: the job's fields are query parameters
         body.fields.update({key: value for key in BARE_QUERY if (value := request.query.get(key)) is not None})
         _job_fields(body.fields)  # refused before the records are parsed
@@ -124,7 +125,8 @@ async def _json_job(request: web.Request, job_id: str, body: ParsedBody, form: F
         raise
     finally:
         records.release_held()
-    job = Job(id=job_id, type=record_type, action=action, description=description)
+    details = _dry_run_details(request, body.fields.get(DRY_RUN))
+    job = Job(id=job_id, type=record_type, action=action, description=description, details=details or None)
     return await _publish(request, job, spool, body.fields.get("schedule"), form)
 
 
@@ -132,6 +134,9 @@ async def _export_job(request: web.Request, job_id: str, body: ParsedBody) -> we
     if body.has_data:
         raise BadRequest("an export takes no 'data'", field="data")
     check_known(body.fields, EXPORT_REQUEST)
+    if _dry_run_details(request, body.fields.get(DRY_RUN)):
+        raise BadRequest("an export has no dry run: it changes no object, so running it is its own preview",
+                         field=DRY_RUN, code="dry_run_not_supported")
     export = parse_export(body.fields)
     job = Job(id=job_id, type=EXPORT, action=EXPORT, description=export.description, details=export.details())
     return await _publish(request, job, None, body.fields.get("schedule"), Form.EXPORT)
@@ -151,7 +156,8 @@ async def _csv_job(request: web.Request, job_id: str, receiving: Awaitable[CsvUp
         uploads.remove(job_id)
         raise
     details = {**plan.details(), "file": {"name": upload.name, "size": upload.size,
-                                          "character_encoding": upload.encoding, "rows": spool.records}}
+                                          "character_encoding": upload.encoding, "rows": spool.records},
+               **_dry_run_details(request, upload.dry_run)}
     job = Job(id=job_id, type=RESOURCES, action=plan.action, description=upload.settings.description,
               details=details)
     try:
@@ -233,6 +239,14 @@ def _fields_after_data(fields: dict[str, Any]) -> tuple[str, str, str | None]:
     if "file_content" in fields:
         raise BadRequest("a job takes either 'data' or 'file_content'", field="file_content")
     return _job_fields(fields)
+
+
+def _dry_run_details(request: web.Request, body_value: Any) -> dict[str, Any]:
+    """What a job's details say of its dry run, from the ``dry_run`` query parameter and the
+    body's ``dry_run`` (given both ways, they must agree): nothing for a real run."""
+    query = request.query.get(DRY_RUN)
+    dry_run = requested_dry_run(dry_run_from_text(query) if query is not None else None, check_dry_run(body_value))
+    return {DRY_RUN: True} if dry_run else {}
 
 
 def _shown(value: Any) -> str:

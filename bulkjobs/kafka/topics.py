@@ -184,6 +184,7 @@ class JobRequest:
     action: str
     parts: int
     description: str | None = None
+    dry_run: bool = False  # apply nothing: report what the job would do (``domain.dry_run``)
     kind: str = "request"
 
 
@@ -213,6 +214,8 @@ def _check_request(request: JobRequest) -> JobRequest:
         raise ValueError(f"'parts' must be an integer from 1 to {MAX_PARTS}")
     if request.description is not None and not isinstance(request.description, str):
         raise ValueError("'description' must be a string")
+    if not isinstance(request.dry_run, bool):
+        raise ValueError("'dry_run' must be a boolean")
     return request
 
 
@@ -293,6 +296,7 @@ class RecordBatch:
     seq: int
     items: list[list[Any]] = field(default_factory=list)
     hold: bool = False  # a definition's batch, or one submitted suspended: park it, do not apply it
+    dry_run: bool = False  # a dry run's batch: applied to the job's overlay, not to the index
 
 
 # --- changes: no key; same partition number as the batch it came from. -----------------------
@@ -302,7 +306,11 @@ class RecordBatch:
 class AppliedBatch:
     """What applying one batch did: per-record results, ops on objects and relationships, and
     the count delta. Producer: the batch applier. Consumers: the store (SQLite view) and every
-    worker's object index (rebuilt from it on start and on partition assignment)."""
+    worker's object index (rebuilt from it on start and on partition assignment).
+
+    A dry run's batch has no ``ops`` (the store writes its results only); its ``would_be`` ops,
+    cut to what an overlay needs (``domain.dry_run.would_be_ops``), rebuild the job's overlay
+    on a worker that reads them back."""
 
     job_id: str
     tenant: str
@@ -312,6 +320,8 @@ class AppliedBatch:
     results: list[list[Any]]
     ops: list[list[Any]]
     host: str | None = None  # the worker's host name
+    dry_run: bool = False
+    would_be: list[list[Any]] = field(default_factory=list)  # a dry run's ops, had it been real
 
     @property
     def count_delta(self) -> Counts:

@@ -32,7 +32,8 @@ def next_job(job: jobs.Job, event: JobEvent, at: str) -> jobs.Job | None:
         return _commanded(job, event)
     if isinstance(event, JobRequest):
         return jobs.requested(job, tenant=event.tenant, type=event.type, action=event.action,
-                              description=event.description, parts=event.parts, created_at=at)
+                              description=event.description, parts=event.parts, created_at=at,
+                              dry_run=event.dry_run)
     if isinstance(event, JobSubmitted):
         return jobs.submitted(
             job, tenant=event.tenant, type=event.type, action=event.action,
