@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from tests.support import Client, Response
+from bulkjobs.kafka.topics import JobRequest, RecordPart, TopicNames, encode
+from tests.support import Client, Response, Stack, produce, wait_for
 
 
 def unique(prefix: str) -> str:
@@ -183,3 +184,16 @@ def test_a_multipart_job_part_with_a_text_dry_run_is_a_400(api: Client) -> None:
                                                           "dry_run": "true"}).encode()),
                                ("file", "m.csv", b"external_id\nm-1\n")])
     assert resp.status == 400 and error_of(resp)["code"] == "invalid_field"
+
+
+def test_a_job_produced_to_kafka_as_a_dry_run_changes_nothing(stack: Stack, api: Client) -> None:
+    kind, job_id = unique("machine"), unique("kafka-dry")
+    records = [{"type": kind, "external_id": "m-1"}, {"type": kind, "external_id": "m-1"}]
+    request = JobRequest(job_id=job_id, tenant="tenant-a", type="resources", action="post", parts=1, dry_run=True)
+    part = RecordPart(job_id=job_id, part=0, records=records)
+    produce(stack.brokers, TopicNames(stack.prefix).job_events,
+            [(job_id.encode(), encode(request)), (job_id.encode(), encode(part))])
+    wait_for(lambda: api.get(f"/v1/jobs/{job_id}").status == 200, what=f"job {job_id} to appear")
+    job = api.wait_done(job_id)
+    assert job["dry_run"] is True and (job["counts"]["created"], job["counts"]["failed"]) == (1, 1)
+    assert objects_of(api, kind) == []
