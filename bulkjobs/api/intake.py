@@ -47,7 +47,7 @@ JSON_TYPES = {"application/json", "text/json", "application/octet-stream", ""}
 READ_CHUNK = 256 * 1024  # a chunk is parsed and routed without yielding: keep it short
 IMPORT = "import"
 # What each form takes besides its records; anything else is a 400 unknown_field. An envelope and
-# a multipart body take no query parameters; a CSV body's are its settings (api.csv_jobs).
+# a multipart body take no query parameter but dry_run; a CSV body's are its settings (api.csv_jobs).
 IMPORT_FIELDS = ("kind", "type", "action", "description", "data", "schedule", DRY_RUN)
 BARE_QUERY = ("type", "action", "description")  # a bare array's or NDJSON's fields
 EXPORT_REQUEST = (*EXPORT_FIELDS, "kind", "schedule", DRY_RUN)
@@ -64,6 +64,7 @@ async def create_job(request: web.Request) -> web.Response:
 async def _create_job(request: web.Request) -> web.Response:
     settings, job_id = request.app[SETTINGS], uuid.uuid4().hex
     content_type, encoding = request.content_type.lower(), content_encoding(request)
+    _dry_run_details(request, None)  # a wrong ?dry_run is refused before the body is read
     if content_type in CSV_TYPES or content_type == MULTIPART:
         check_query(request, CSV_QUERY if content_type in CSV_TYPES else (DRY_RUN,))
         if content_type == MULTIPART and encoding != "identity":
@@ -229,6 +230,7 @@ def _job_fields(fields: dict[str, Any]) -> tuple[str, str, str | None]:
             + ", ".join(sorted(ACTIONS[record_type])),
             field="action", code="action_not_allowed",
         )
+    check_dry_run(fields.get(DRY_RUN))
     return record_type, action, check_description(fields.get("description"))
 
 

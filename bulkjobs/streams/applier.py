@@ -81,6 +81,8 @@ class BatchApplier:
             await self._done(batch.job_id, batch.seq, already)
             return metrics.DUPLICATE
         await self.job_states.read_all(self.partitions)  # jobs stopped before the worker started
+        if self.objects.dry_runs:  # none of an ended dry run's batches is due: let go of its overlays
+            self.objects.dry_runs.drop_ended(lambda job_id: self.job_states.get(job_id).terminal)
         await self.commands.fresh()  # a cancel or suspend answered by the API is known
         if batch.job_id in self.job_states.stopped or batch.job_id in self.commands.stopped:
             return metrics.STOPPED
@@ -107,11 +109,8 @@ class BatchApplier:
 
     def _dry_run(self, partition: int, batch: RecordBatch, at: str) -> AppliedBatch:
         """A dry run's batch applied to the job's overlay: its results and counts, no ops, and
-        the would-be ops that rebuild the overlay elsewhere. The overlays of the dry runs that
-        have ended are let go of first, so that they hold only the running ones."""
-        dry_runs = self.objects.dry_runs
-        dry_runs.drop_ended(lambda job_id: self.job_states.get(job_id).terminal)
-        records = self._apply_records(batch, dry_runs.of(batch.job_id, partition), at)
+        the would-be ops that rebuild the overlay elsewhere."""
+        records = self._apply_records(batch, self.objects.dry_runs.of(batch.job_id, partition), at)
         return AppliedBatch(
             job_id=batch.job_id, tenant=batch.tenant, seq=batch.seq, at=at, counts=records.counts.to_dict(),
             results=records.results, ops=[], host=self.host, dry_run=True, would_be=would_be_ops(records.ops),

@@ -279,13 +279,16 @@ async def test_a_new_owner_rebuilds_the_dry_run_overlay_from_the_changes_topic()
     assert applied_again["results"][0][4] == "failed"  # it saw the first batch's would-be create
 
 
-async def test_the_overlay_of_an_ended_dry_run_is_dropped() -> None:
+@pytest.mark.parametrize("next_batch", ["a dry run's", "a real job's"])
+async def test_the_overlay_of_an_ended_dry_run_is_dropped_with_the_next_batch(next_batch: str) -> None:
     worker = Worker()
     await worker.applier.handle(batch_message(external_batch(0, "srv-1")))
+    worker.job_states.put(Job(id="job-1", tenant=TENANT, status="partially_succeeded"), 0)
     assert len(worker.objects.dry_runs) == 1
-    worker.job_states.put(Job(id="job-1", tenant=TENANT, status="succeeded"), 0)
-    await worker.applier.handle(batch_message(replace_job(external_batch(0, "srv-1"), "job-2")))
-    assert len(worker.objects.dry_runs) == 1 and worker.objects.dry_runs.of("job-2", 2) is not None
+    batch = replace_job(external_batch(0, "srv-1"), "job-2")
+    await worker.applier.handle(batch_message(batch if next_batch == "a dry run's" else a_batch("job-3")))
+    assert len(worker.objects.dry_runs) == (1 if next_batch == "a dry run's" else 0)
+    assert worker.objects.dry_runs.of("job-1", 2).objects.changed == {}  # made anew, empty
 
 
 async def test_a_dry_run_overlay_goes_with_its_partition() -> None:
