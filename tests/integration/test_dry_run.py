@@ -122,6 +122,8 @@ def test_a_csv_dry_run_gives_the_results_csv_of_the_real_run(api: Client) -> Non
     dry_csv, real_csv = (api.get(f"/v1/jobs/{job['id']}/results.csv") for job in (dry, real))
     assert dry_csv.status == real_csv.status == 200
     assert dry_csv.body == real_csv.body
+    dry_log, real_log = (api.get(f"/v1/jobs/{job['id']}/log").body.splitlines()[0] for job in (dry, real))
+    assert b"a dry run: it changes nothing" in dry_log and b"dry run" not in real_log
 
 
 @pytest.mark.parametrize("form", ["multipart job part", "multipart setting part", "file_content"])
