@@ -23,9 +23,18 @@ from bulkjobs.domain.jobs import Job, public_body, requested
 from bulkjobs.domain.records import ObjectIndex, apply_batch
 from bulkjobs.errors import BadRequest, InvalidField
 from bulkjobs.kafka.batching import Batcher
-from bulkjobs.kafka.topics import AppliedBatch, RecordBatch, decode, encode
+from bulkjobs.kafka.topics import AppliedBatch, BatchParked, JobRequest, RecordBatch, RecordPart, decode, encode
 from bulkjobs.kafka.topics import job_event_from as event_from
-from tests.unit.test_worker_orchestration import FRESH, TENANT, Worker, a_batch, batch_message
+from tests.unit.test_worker_orchestration import (
+    FRESH,
+    NAMES,
+    TENANT,
+    Worker,
+    a_batch,
+    batch_message,
+    command,
+    submitted,
+)
 
 OTHER = "other-tenant"
 AT = "2026-01-01T00:00:00.000Z"
@@ -297,3 +306,25 @@ async def test_a_dry_run_overlay_goes_with_its_partition() -> None:
     worker.objects.revoke({2})
     worker.objects.assign({0, 1})
     assert len(worker.objects.dry_runs) == 0
+
+
+async def test_the_runs_of_a_dry_run_definition_are_dry_runs() -> None:
+    worker = Worker()
+    await worker.track(submitted("def-1", schedule={"immediately": True}, details={"dry_run": True}))
+    worker.parked[(2, 7)] = encode(a_batch("def-1", hold=True, dry_run=True))
+    await worker.track(BatchParked(job_id="def-1", seq=0, partition=2, offset=7))
+    worker.effects.clear()
+    await worker.track(command("fire", "def-1", due=AT))
+    (_, _, run, _, _), (_, _, copy, _, _), _ = worker.published()
+    assert run["details"] == {"dry_run": True, "scheduled_for": AT}
+    assert (copy["job_id"], copy["hold"], copy["dry_run"]) == ("def-1r0", False, True)
+
+
+async def test_a_job_produced_to_kafka_as_a_dry_run_is_routed_into_dry_run_batches() -> None:
+    worker = Worker()
+    await worker.track(JobRequest(job_id="job-1", tenant=TENANT, type=RESOURCES, action="post", parts=1,
+                                  dry_run=True))
+    await worker.track(RecordPart(job_id="job-1", part=0, records=[{"type": "server"}] * 3))
+    batches = [effect[2] for effect in worker.published() if effect[1] == NAMES.batches]
+    assert batches and all(batch["dry_run"] for batch in batches)
+    assert worker.statuses()[-1].dry_run
