@@ -15,6 +15,7 @@ from typing import Any
 
 from bulkjobs.api.spool import BatchSpool
 from bulkjobs.clock import utc_now
+from bulkjobs.domain.dry_run import DRY_RUN
 from bulkjobs.errors import Unavailable
 from bulkjobs.kafka import clients
 from bulkjobs.kafka.topics import (
@@ -76,7 +77,7 @@ class JobPublisher:
         seal the broker does not take in time ends the upload: the job might be judged
         interrupted, so it must not be answered 202."""
         sending = asyncio.ensure_future(self._send_batches(
-            spool, hold=submitted.schedule is not None, dry_run=bool((submitted.details or {}).get("dry_run"))))
+            spool, hold=submitted.schedule is not None, dry_run=bool((submitted.details or {}).get(DRY_RUN))))
         beating = asyncio.ensure_future(self._beat(submitted.job_id, submitted.tenant))
         try:
             await asyncio.wait({sending, beating}, return_when=asyncio.FIRST_COMPLETED)

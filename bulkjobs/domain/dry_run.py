@@ -113,8 +113,8 @@ def would_be_ops(ops: list[Op]) -> list[Op]:
 class Overlays:
     """The overlays of the dry runs a worker is applying, one per job and partition."""
 
-    def __init__(self, base: ObjectIndex) -> None:
-        self.base = base
+    def __init__(self, base: Callable[[], ObjectIndex]) -> None:
+        self.base = base  # the index as it is when an overlay is made (its owner may replace it)
         self._overlays: dict[tuple[str, int], Overlay] = {}
 
     def __len__(self) -> int:
@@ -124,7 +124,7 @@ class Overlays:
         """The job's overlay on ``partition``, made empty the first time."""
         overlay = self._overlays.get((job_id, partition))
         if overlay is None:
-            overlay = self._overlays[(job_id, partition)] = Overlay(self.base)
+            overlay = self._overlays[(job_id, partition)] = Overlay(self.base())
         return overlay
 
     def replay(self, job_id: str, partition: int, ops: Iterable[Op]) -> None:

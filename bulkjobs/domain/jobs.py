@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, overload
 
 from bulkjobs.domain.counts import Counts, progress
+from bulkjobs.domain.dry_run import DRY_RUN
 
 QUEUED = "queued"
 PROCESSING = "processing"
@@ -117,7 +118,7 @@ class Job:
     @property
     def dry_run(self) -> bool:
         """Whether it only reports what it would do (``domain.dry_run``); set in its details."""
-        return bool((self.details or {}).get("dry_run"))
+        return bool((self.details or {}).get(DRY_RUN))
 
     @property
     def started(self) -> bool:
@@ -164,7 +165,7 @@ def public_body(job: Job, status: str | None = None) -> dict[str, Any]:
         "parent_id": job.parent_id,
         "schedule": job.schedule,
         "runs": job.runs_fired if job.schedule else None,
-        "dry_run": False,
+        DRY_RUN: False,
         **(job.details or {}),
         "counts": {"total": job.total, **job.counts.to_dict()},
         "progress": job.progress,
@@ -205,7 +206,7 @@ def requested(job: Job, *, tenant: str, type: str, action: str, description: str
     if job.tenant or job.status != QUEUED:
         return None
     return replace(job, tenant=tenant, type=type, action=action, description=description, parts=parts,
-                   details={"dry_run": True} if dry_run else None, created_at=created_at, updated_at=created_at)
+                   details={DRY_RUN: True} if dry_run else None, created_at=created_at, updated_at=created_at)
 
 
 def wants_part(job: Job, part: int) -> bool:

@@ -71,7 +71,7 @@ class ObjectState(RebuiltState):
     def __init__(self, tail_of: TailOf) -> None:
         super().__init__(tail_of)
         self.index = ObjectIndex()
-        self.dry_runs = Overlays(self.index)  # the dry runs' overlays of the index
+        self.dry_runs = Overlays(lambda: self.index)  # the dry runs' overlays of the index
         self.applied: dict[tuple[str, int], Counts] = {}
         self.offsets: dict[int, int] = {}  # partition -> last offset already in the index
         self.revoked: set[int] = set()  # revoked by a rebalance that has not assigned yet

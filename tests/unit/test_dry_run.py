@@ -209,19 +209,19 @@ def test_would_be_ops_keep_only_what_an_overlay_needs() -> None:
 def test_an_overlay_replayed_from_its_would_be_ops_sees_what_the_original_saw() -> None:
     base = ObjectIndex(objects={SRV1: TENANT})
     recs = [{"type": "server", "external_id": "srv-1"}, {"type": "server", "external_id": "srv-2"}]
-    overlays = Overlays(base)
+    overlays = Overlays(lambda: base)
     applied = apply_batch(RESOURCES, "external_id_delete", TENANT, items(RESOURCES, "external_id_delete", recs[:1]),
                           overlays.of("job-1", 3), AT)
     created = apply_batch(RESOURCES, "external_id_set", TENANT, items(RESOURCES, "external_id_set", recs[1:]),
                           overlays.of("job-1", 3), AT)
-    rebuilt = Overlays(base)
+    rebuilt = Overlays(lambda: base)
     rebuilt.replay("job-1", 3, would_be_ops(applied.ops + created.ops))
     assert rebuilt.of("job-1", 3).objects.changed == overlays.of("job-1", 3).objects.changed
     assert base.objects == {SRV1: TENANT}
 
 
 def test_overlays_are_per_job_and_partition_and_dropped_when_the_job_ends_or_the_partition_goes() -> None:
-    overlays = Overlays(ObjectIndex())
+    overlays = Overlays(ObjectIndex)
     first = overlays.of("job-1", 0)
     assert overlays.of("job-1", 0) is first and overlays.of("job-1", 1) is not first
     overlays.of("job-2", 0)
