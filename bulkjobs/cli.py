@@ -244,8 +244,9 @@ async def _follow(client: BulkJobsClient, job: Job) -> Job:
 @click.option("--find-by", help="the field that identifies objects (CSV; default external_id)")
 @click.option("--field-mappings", metavar="JSON", help='[{"api_name", "index", "default_value"?, "type"?}, ...] (CSV)')
 @click.option("--character-encoding", help="the file's encoding (CSV; detected if not given)")
+@click.option("--dry-run", is_flag=True, help="check every record and report what the job would do; change nothing")
 @click.option("--follow", is_flag=True, help="show a progress bar until the job ends; exit 0 only if it succeeded")
-def submit(settings: ClientSettings, file: Path, follow: bool, **job_settings: str | None) -> int:
+def submit(settings: ClientSettings, file: Path, follow: bool, dry_run: bool, **job_settings: str | None) -> int:
     """Submit a file as a job and print the job's id.
 
     FILE is a .csv, .json (an envelope or a bare array), .ndjson or .jsonl file. It is streamed
@@ -253,7 +254,7 @@ def submit(settings: ClientSettings, file: Path, follow: bool, **job_settings: s
     printed: the exit status is 0 if the job succeeded, 1 if it ended otherwise.
     """
     try:
-        upload = plan_upload(file, JobOptions(**job_settings))
+        upload = plan_upload(file, JobOptions(**job_settings, dry_run="true" if dry_run else None))
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
 

@@ -70,6 +70,7 @@ class JobOptions:
     find_by: str | None = None
     field_mappings: str | None = None
     character_encoding: str | None = None
+    dry_run: str | None = None  # "true": report what the job would do, change nothing (every form)
 
     def given(self) -> dict[str, str]:
         return {name: value for name, value in asdict(self).items() if value is not None}
@@ -84,9 +85,10 @@ class Upload:
     params: dict[str, str]
 
 
+EVERY_FORM = frozenset({"dry_run"})  # a query parameter every form of a job takes
 CSV_SETTINGS = frozenset({"description", "operation", "object_type", "job_type", "find_by", "field_mappings",
-                          "character_encoding"})
-RECORD_SETTINGS = frozenset({"type", "action", "description"})
+                          "character_encoding"}) | EVERY_FORM
+RECORD_SETTINGS = frozenset({"type", "action", "description"}) | EVERY_FORM
 NDJSON_SUFFIXES = (".ndjson", ".jsonl")
 
 
@@ -109,8 +111,8 @@ def plan_upload(path: Path, options: JobOptions) -> Upload:
             _only(given, RECORD_SETTINGS, "a JSON array")
             return Upload(path, "application/json", given)
         # An envelope carries its own type, action and description; the API refuses a query then.
-        _only(given, frozenset(), "a JSON envelope (its type, action and description are in the file)")
-        return Upload(path, "application/json", {})
+        _only(given, EVERY_FORM, "a JSON envelope (its type, action and description are in the file)")
+        return Upload(path, "application/json", given)
     raise ValueError(f"{path.name}: send a .csv, .json, .ndjson or .jsonl file")
 
 

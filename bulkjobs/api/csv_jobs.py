@@ -28,15 +28,16 @@ from bulkjobs.domain.csv_import import (
     parse_settings,
     plan_import,
 )
+from bulkjobs.domain.dry_run import DRY_RUN, check_dry_run, dry_run_from_text
 from bulkjobs.errors import BadRequest, InvalidField, TooLarge, check_known
 from bulkjobs.store.files import READ_CHUNK, UploadFiles
 
 CSV_TYPES = {"text/csv", "application/csv", "text/comma-separated-values"}
 MULTIPART = "multipart/form-data"
 # What a CSV job's settings may come with, by the form they come in (anything else is refused).
-CSV_QUERY = (*SETTINGS, "schedule", "callback_url", "file_name")  # a text/csv body's query string
-_MULTIPART_EXTRA = ("schedule", "callback_url")  # one part per setting, or the 'job' part's JSON
-_FILE_CONTENT_EXTRA = ("schedule", "callback_url", "file_content", "file_name", "kind")  # a JSON object's members
+CSV_QUERY = (*SETTINGS, "schedule", "callback_url", "file_name", DRY_RUN)  # a text/csv body's query string
+_MULTIPART_EXTRA = ("schedule", "callback_url", DRY_RUN)  # one part per setting, or the 'job' part's JSON
+_FILE_CONTENT_EXTRA = ("schedule", "callback_url", "file_content", "file_name", "kind", DRY_RUN)  # a JSON object's
 
 
 @dataclass
@@ -49,11 +50,15 @@ class CsvUpload:
     size: int
     encoding: str  # given, else sniffed
     callback_url: Any = None  # as the request gave it (None: none); checked when the job is submitted
+    dry_run: bool | None = None  # None: not given
 
 
 def _fields_from_strings(pairs: dict[str, str]) -> dict[str, Any]:
-    """Settings sent as text (query parameters, form fields): field_mappings is JSON text."""
+    """Settings sent as text (query parameters, form fields): field_mappings is JSON text,
+    dry_run is true or false."""
     fields: dict[str, Any] = dict(pairs)
+    if DRY_RUN in fields:
+        fields[DRY_RUN] = dry_run_from_text(fields[DRY_RUN])
     for name in ("field_mappings", "schedule"):
         if name in fields:
             try:
@@ -94,7 +99,7 @@ def _upload(fields: dict[str, Any], extra: tuple[str, ...], name: str | None, wr
                          code="empty_file")
     encoding = encoding_name(settings.character_encoding) if settings.character_encoding else writer.sniffer.encoding()
     return CsvUpload(settings, fields.get("schedule"), check_file_name(name), writer.size, encoding,
-                     fields.get("callback_url"))
+                     fields.get("callback_url"), check_dry_run(fields.get(DRY_RUN)))
 
 
 async def receive(request: web.Request, files: UploadFiles, job_id: str, max_bytes: int) -> CsvUpload:

@@ -148,6 +148,8 @@ def log_head(job: dict[str, Any], batches: list[dict[str, Any]]) -> list[str]:
         what += (f", CSV job type {job['job_type']} ({job['operation']} {job['object_type']} by {job['find_by']}), "
                  f"file {file['name'] or '(unnamed)'}: {file['size']} bytes, {file['character_encoding']}, "
                  f"{file['rows']} rows")
+    if job.get("dry_run"):
+        what += ", a dry run: it changes nothing"
     lines = [f"{job['created_at']}  accepted  job {job['id']}: {what}; {job['counts']['total']} records"]
     if job["description"]:
         lines.append(f"{job['created_at']}  accepted  description: {job['description']}")

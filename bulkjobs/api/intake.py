@@ -45,6 +45,7 @@ from bulkjobs.api.decoding import body_reader, content_encoding
 from bulkjobs.api.metrics import Form, job_accepted
 from bulkjobs.api.spool import BatchSpool, HeldChunks
 from bulkjobs.clock import parse_time, utc_now
+from bulkjobs.domain.dry_run import DRY_RUN, check_dry_run, dry_run_from_text, requested_dry_run
 from bulkjobs.domain.exports import EXPORT_FIELDS, parse_export
 from bulkjobs.domain.identity import ACTIONS, RESOURCES
 from bulkjobs.domain.jobs import EXPORT, SCHEDULED, Job, public_body
@@ -70,13 +71,13 @@ JSON_TYPES = {"application/json", "text/json", "application/octet-stream", ""}
 READ_CHUNK = 256 * 1024  # a chunk is parsed and routed without yielding: keep it short
 IMPORT = "import"
 # What each form takes besides its records; anything else is a 400 unknown_field. An envelope and
-# a multipart body take no query parameters; a CSV body's are its settings (api.csv_jobs).
-IMPORT_FIELDS = ("kind", "type", "action", "description", "data", "schedule", "callback_url")
+# a multipart body take no query parameter but dry_run; a CSV body's are its settings (api.csv_jobs).
+IMPORT_FIELDS = ("kind", "type", "action", "description", "data", "schedule", "callback_url", DRY_RUN)
 BARE_QUERY = ("type", "action", "description", "callback_url")  # a bare array's or NDJSON's fields
-EXPORT_REQUEST = (*EXPORT_FIELDS, "kind", "schedule", "callback_url")
+EXPORT_REQUEST = (*EXPORT_FIELDS, "kind", "schedule", "callback_url", DRY_RUN)
 
 
-@takes_query(*BARE_QUERY, *CSV_QUERY)  # those of every form: each form checks its own
+@takes_query(*BARE_QUERY, *CSV_QUERY, DRY_RUN)  # those of every form: each form checks its own
 async def create_job(request: web.Request) -> web.Response:
     """An import of JSON records, an import of a CSV file, or an export, by the body's form;
     429 before the body is read while the tenant is at its cap of active jobs (``api.caps``)."""
@@ -87,8 +88,9 @@ async def create_job(request: web.Request) -> web.Response:
 async def _create_job(request: web.Request) -> web.Response:
     settings, job_id = request.app[SETTINGS], uuid.uuid4().hex
     content_type, encoding = request.content_type.lower(), content_encoding(request)
+    _dry_run_details(request, None)  # a wrong ?dry_run is refused before the body is read
     if content_type in CSV_TYPES or content_type == MULTIPART:
-        check_query(request, CSV_QUERY if content_type in CSV_TYPES else ())
+        check_query(request, CSV_QUERY if content_type in CSV_TYPES else (DRY_RUN,))
         if content_type == MULTIPART and encoding != "identity":
             raise UnsupportedMediaType(f"content encoding {encoding!r} is not supported for multipart bodies: "
                                        "send the CSV as text/csv to compress it", code="unsupported_content_encoding")
@@ -123,7 +125,7 @@ async def _parse_body(request: web.Request, settings: Settings) -> ParsedBody:
             "text/csv or multipart/form-data"
         )
     body = await parse(BodyReader(body_reader(request, READ_CHUNK), settings.max_body_bytes))
-    check_query(request, () if body.envelope else BARE_QUERY)
+    check_query(request, (DRY_RUN,) if body.envelope else (*BARE_QUERY, DRY_RUN))
     if not body.envelope:  # a bare array or NDJSON: the job's fields are query parameters
         body.fields.update({key: value for key in BARE_QUERY if (value := request.query.get(key)) is not None})
         _job_fields(body.fields)  # refused before the records are parsed
@@ -148,7 +150,8 @@ async def _json_job(request: web.Request, job_id: str, body: ParsedBody, form: F
         raise
     finally:
         records.release_held()
-    job = Job(id=job_id, type=record_type, action=action, description=description)
+    details = _dry_run_details(request, body.fields.get(DRY_RUN))
+    job = Job(id=job_id, type=record_type, action=action, description=description, details=details or None)
     return await _publish(request, job, spool, body.fields.get("schedule"), form, body.fields.get("callback_url"))
 
 
@@ -156,6 +159,9 @@ async def _export_job(request: web.Request, job_id: str, body: ParsedBody) -> we
     if body.has_data:
         raise BadRequest("an export takes no 'data'", field="data")
     check_known(body.fields, EXPORT_REQUEST)
+    if _dry_run_details(request, body.fields.get(DRY_RUN)):
+        raise BadRequest("an export has no dry run: it changes no object, so running it is its own preview",
+                         field=DRY_RUN, code="dry_run_not_supported")
     export = parse_export(body.fields)
     job = Job(id=job_id, type=EXPORT, action=EXPORT, description=export.description, details=export.details())
     return await _publish(request, job, None, body.fields.get("schedule"), Form.EXPORT, body.fields.get("callback_url"))
@@ -176,7 +182,8 @@ async def _csv_job(request: web.Request, job_id: str, receiving: Awaitable[CsvUp
         uploads.remove(job_id)
         raise
     details = {**plan.details(), "file": {"name": upload.name, "size": upload.size,
-                                          "character_encoding": upload.encoding, "rows": spool.records}}
+                                          "character_encoding": upload.encoding, "rows": spool.records},
+               **_dry_run_details(request, upload.dry_run)}
     job = Job(id=job_id, type=RESOURCES, action=plan.action, description=upload.settings.description,
               details=details, retry_of=retry.of if retry else None)
     try:
@@ -308,6 +315,7 @@ def _job_fields(fields: dict[str, Any]) -> tuple[str, str, str | None]:
             + ", ".join(sorted(ACTIONS[record_type])),
             field="action", code="action_not_allowed",
         )
+    check_dry_run(fields.get(DRY_RUN))
     return record_type, action, check_description(fields.get("description"))
 
 
@@ -318,6 +326,14 @@ def _fields_after_data(fields: dict[str, Any]) -> tuple[str, str, str | None]:
     if "file_content" in fields:
         raise BadRequest("a job takes either 'data' or 'file_content'", field="file_content")
     return _job_fields(fields)
+
+
+def _dry_run_details(request: web.Request, body_value: Any) -> dict[str, Any]:
+    """What a job's details say of its dry run, from the ``dry_run`` query parameter and the
+    body's ``dry_run`` (given both ways, they must agree): nothing for a real run."""
+    query = request.query.get(DRY_RUN)
+    dry_run = requested_dry_run(dry_run_from_text(query) if query is not None else None, check_dry_run(body_value))
+    return {DRY_RUN: True} if dry_run else {}
 
 
 def _shown(value: Any) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 
 from bulkjobs.api.spool import BatchSpool
 from bulkjobs.clock import utc_now
+from bulkjobs.domain.dry_run import DRY_RUN
 from bulkjobs.errors import Unavailable
 from bulkjobs.kafka import clients
 from bulkjobs.kafka.topics import (
@@ -75,7 +76,8 @@ class JobPublisher:
         """Send the batches while beating; seal the job once the broker has them all. A beat or
         seal the broker does not take in time ends the upload: the job might be judged
         interrupted, so it must not be answered 202."""
-        sending = asyncio.ensure_future(self._send_batches(spool, hold=submitted.schedule is not None))
+        sending = asyncio.ensure_future(self._send_batches(
+            spool, hold=submitted.schedule is not None, dry_run=bool((submitted.details or {}).get(DRY_RUN))))
         beating = asyncio.ensure_future(self._beat(submitted.job_id, submitted.tenant))
         try:
             await asyncio.wait({sending, beating}, return_when=asyncio.FIRST_COMPLETED)
@@ -103,12 +105,14 @@ class JobPublisher:
         except TimeoutError:
             raise TimeoutError(f"the broker took no {command} of the job within {limit:.1f} s") from None
 
-    async def _send_batches(self, spool: BatchSpool, hold: bool) -> None:
+    async def _send_batches(self, spool: BatchSpool, hold: bool, dry_run: bool) -> None:
+        """Send the spooled batches, marked to be held or applied as a dry run: an envelope may
+        give its schedule or its dry run after its records were spooled."""
         slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         pending: set[asyncio.Future[object]] = set()
         for partition, payload in spool:
-            if hold:  # rare (a scheduled import): re-encoding its batches costs little
-                payload = encode(replace(RecordBatch(**decode(payload)), hold=True))
+            if hold or dry_run:  # rare (a scheduled import, a dry run): re-encoding its batches costs little
+                payload = encode(replace(RecordBatch(**decode(payload)), hold=hold, dry_run=dry_run))
             await slots.acquire()
             future = await self.producer.send(self.names.batches, payload, partition=partition)
             future.add_done_callback(lambda _: slots.release())

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, overload
 
 from bulkjobs.domain.counts import Counts, progress
+from bulkjobs.domain.dry_run import DRY_RUN
 
 QUEUED = "queued"
 PROCESSING = "processing"
@@ -84,7 +85,7 @@ class Job:
     counts: Counts = field(default_factory=Counts)
     status: str = QUEUED
     error: dict[str, str] | None = None
-    details: dict[str, Any] | None = None  # what the API knows of the source (a CSV job's file, mapping)
+    details: dict[str, Any] | None = None  # the API's settings of the job (dry run, a CSV job's file, mapping)
     host: str | None = None  # the host of the worker that applied the job's first batch
     parts: int | None = None  # a job produced to Kafka: how many parts it announced
     parts_done: int = 0  # bit i set: part i has been routed into batches
@@ -114,6 +115,11 @@ class Job:
     def active(self) -> bool:
         """Whether it counts against its tenant's cap (``ACTIVE``); a job not announced yet does not."""
         return self.status in ACTIVE and bool(self.tenant)
+
+    @property
+    def dry_run(self) -> bool:
+        """Whether it only reports what it would do (``domain.dry_run``); set in its details."""
+        return bool((self.details or {}).get(DRY_RUN))
 
     @property
     def started(self) -> bool:
@@ -161,6 +167,7 @@ def public_body(job: Job, status: str | None = None) -> dict[str, Any]:
         "schedule": job.schedule,
         "runs": job.runs_fired if job.schedule else None,
         "retry_of": job.retry_of,
+        DRY_RUN: False,
         **(job.details or {}),
         "counts": {"total": job.total, **job.counts.to_dict()},
         "progress": job.progress,
@@ -196,12 +203,12 @@ def submitted(job: Job, *, tenant: str, type: str, action: str, description: str
 
 
 def requested(job: Job, *, tenant: str, type: str, action: str, description: str | None, parts: int,
-              created_at: str) -> Job | None:
+              created_at: str, dry_run: bool = False) -> Job | None:
     """A job produced to Kafka announced itself; None when its id is already taken (a retry)."""
     if job.tenant or job.status != QUEUED:
         return None
     return replace(job, tenant=tenant, type=type, action=action, description=description, parts=parts,
-                   created_at=created_at, updated_at=created_at)
+                   details={DRY_RUN: True} if dry_run else None, created_at=created_at, updated_at=created_at)
 
 
 def wants_part(job: Job, part: int) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from bulkjobs.domain.changes import (
     CREATE_TENANT,
@@ -55,6 +55,27 @@ class ObjectIndex:
             self.relationships[op[OP_ID]] = op[REL_TENANT]
         elif op_type == OP_REL_DELETE:
             self.relationships.pop(op[OP_ID], None)
+
+
+class IdMap(Protocol):
+    """What the rules read of an id -> tenant map."""
+
+    def get(self, key: str, /) -> str | None: ...
+
+    def __contains__(self, key: object, /) -> bool: ...
+
+
+class IdIndex(Protocol):
+    """What the rules read and write: the ``ObjectIndex``, or a dry run's overlay of it
+    (``domain.dry_run.Overlay``), which they cannot tell apart."""
+
+    @property
+    def objects(self) -> IdMap: ...
+
+    @property
+    def relationships(self) -> IdMap: ...
+
+    def apply_op(self, op: Op) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -120,7 +141,7 @@ def _body(item: list[Any]) -> list[Any]:
 @dataclass(frozen=True)
 class Context:
     tenant: str
-    index: ObjectIndex
+    index: IdIndex
     at: str
 
 
@@ -164,7 +185,7 @@ def _fresh(fresh_id: str | None) -> str:
     return fresh_id
 
 
-def _owned(ids: dict[str, str], ctx: Context, object_id: str, what: str) -> None:
+def _owned(ids: IdMap, ctx: Context, object_id: str, what: str) -> None:
     if ids.get(object_id) != ctx.tenant:
         raise not_found(f"{what} '{object_id}' not found")
 
@@ -264,7 +285,7 @@ HANDLERS: dict[tuple[str, str], Handler] = {
 
 
 def apply_batch(
-    record_type: str, action: str, tenant: str, items: list[list[Any]], index: ObjectIndex, at: str
+    record_type: str, action: str, tenant: str, items: list[list[Any]], index: IdIndex, at: str
 ) -> AppliedRecords:
     """Apply ``items`` in order, updating ``index`` as it goes.
 

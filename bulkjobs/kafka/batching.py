@@ -31,8 +31,9 @@ Emit = Callable[[int, bytes], None]  # (partition, encoded RecordBatch)
 class Batcher:
     def __init__(self, *, job_id: str, tenant: str, record_type: str, action: str, partitions: int,
                  batch_records: int, batch_bytes: int, emit: Emit, first_index: int = 0,
-                 first_seq: int = 0, sources: Sequence[int] | None = None) -> None:
+                 first_seq: int = 0, sources: Sequence[int] | None = None, dry_run: bool = False) -> None:
         self.job_id, self.tenant, self.record_type, self.action = job_id, tenant, record_type, action
+        self.dry_run = dry_run
         self.partitions = partitions
         self.batch_records = batch_records
         self.batch_bytes = batch_bytes
@@ -103,5 +104,6 @@ class Batcher:
     def _encode(self, items: list[list[Any]]) -> bytes:
         sources = None if self.sources is None else [self.sources[item[0]] for item in items]
         return encode(RecordBatch(job_id=self.job_id, tenant=self.tenant, type=self.record_type,
-                                  action=self.action, seq=self.next_seq, items=items, sources=sources))
+                                  action=self.action, seq=self.next_seq, items=items, sources=sources,
+                                  dry_run=self.dry_run))
 

@@ -204,6 +204,7 @@ class JobRequest:
     parts: int
     description: str | None = None
     callback_url: str | None = None  # where to POST the completion webhook (``domain.webhooks``)
+    dry_run: bool = False  # apply nothing: report what the job would do (``domain.dry_run``)
     kind: str = "request"
 
 
@@ -239,6 +240,8 @@ def _check_request(request: JobRequest) -> JobRequest:
             check_callback_url(request.callback_url)
         except BadRequest as exc:
             raise ValueError(str(exc)) from None
+    if not isinstance(request.dry_run, bool):
+        raise ValueError("'dry_run' must be a boolean")
     return request
 
 
@@ -321,6 +324,7 @@ class RecordBatch:
     items: list[list[Any]] = field(default_factory=list)
     hold: bool = False  # a definition's batch, or one submitted suspended: park it, do not apply it
     sources: list[int] | None = None  # a retry's batch: each item's record index in the job retried
+    dry_run: bool = False  # a dry run's batch: applied to the job's overlay, not to the index
 
 
 # --- changes: no key; same partition number as the batch it came from. -----------------------
@@ -330,7 +334,11 @@ class RecordBatch:
 class AppliedBatch:
     """What applying one batch did: per-record results, ops on objects and relationships, and
     the count delta. Producer: the batch applier. Consumers: the store (SQLite view) and every
-    worker's object index (rebuilt from it on start and on partition assignment)."""
+    worker's object index (rebuilt from it on start and on partition assignment).
+
+    A dry run's batch has no ``ops`` (the store writes its results only); its ``would_be`` ops,
+    cut to what an overlay needs (``domain.dry_run.would_be_ops``), rebuild the job's overlay
+    on a worker that reads them back."""
 
     job_id: str
     tenant: str
@@ -341,6 +349,8 @@ class AppliedBatch:
     ops: list[list[Any]]
     host: str | None = None  # the worker's host name
     sources: list[int] | None = None  # a retry's batch: each result's record index in the job retried
+    dry_run: bool = False
+    would_be: list[list[Any]] = field(default_factory=list)  # a dry run's ops, had it been real
 
     @property
     def count_delta(self) -> Counts:

@@ -3,7 +3,8 @@
 The order of its effects is what makes a batch's effects exactly-once on at-least-once delivery
 (docs/architecture.md): wait for the partition's catch-up barrier; a batch already applied
 (its ``(job, seq)`` is in the applied map) only sends its ``BatchDone`` again; a batch of a
-stopped job is skipped, one of a held job is parked (``BatchParked``); otherwise apply it,
+stopped job is skipped, one of a held job is parked (``BatchParked``); otherwise apply it (a
+dry run's batch to the job's overlay of the index, ``domain.dry_run``),
 publish its ``AppliedBatch`` and wait for the ack, then publish its ``BatchDone``. An error
 handling a message fails the batch's job, and the stream goes on. What became of each message
 is counted (``streams.metrics``).
@@ -17,8 +18,9 @@ from collections.abc import Callable
 
 from bulkjobs.clock import utc_now
 from bulkjobs.domain.counts import Counts
+from bulkjobs.domain.dry_run import would_be_ops
 from bulkjobs.domain.identity import RELATIONSHIPS
-from bulkjobs.domain.records import AppliedRecords, apply_batch, fail_all, internal_error
+from bulkjobs.domain.records import AppliedRecords, IdIndex, apply_batch, fail_all, internal_error
 from bulkjobs.gcpause import gc_paused
 from bulkjobs.kafka.topics import (
     AppliedBatch,
@@ -79,6 +81,8 @@ class BatchApplier:
             await self._done(batch.job_id, batch.seq, already)
             return metrics.DUPLICATE
         await self.job_states.read_all(self.partitions)  # jobs stopped before the worker started
+        if self.objects.dry_runs:  # none of an ended dry run's batches is due: let go of its overlays
+            self.objects.dry_runs.drop_ended(lambda job_id: self.job_states.get(job_id).terminal)
         await self.commands.fresh()  # a cancel or suspend answered by the API is known
         if batch.job_id in self.job_states.stopped or batch.job_id in self.commands.stopped:
             return metrics.STOPPED
@@ -89,23 +93,36 @@ class BatchApplier:
         if batch.type == RELATIONSHIPS and batch.action == "post":
             await self.objects.sync_all(self.partitions)  # sources and targets live anywhere
         at = self.now()
-        records = self._apply_records(batch, at)
-        applied = AppliedBatch(
-            job_id=batch.job_id, tenant=batch.tenant, seq=batch.seq, at=at,
-            counts=records.counts.to_dict(), results=records.results, ops=records.ops, host=self.host,
-            sources=batch.sources,
-        )
+        if batch.dry_run:
+            applied = self._dry_run(partition, batch, at)
+        else:
+            records = self._apply_records(batch, self.objects.index, at)
+            applied = AppliedBatch(
+                job_id=batch.job_id, tenant=batch.tenant, seq=batch.seq, at=at,
+                counts=records.counts.to_dict(), results=records.results, ops=records.ops, host=self.host,
+                sources=batch.sources,
+            )
         landed = await self.publish(self.topics.changes, encode(applied), partition=partition)
         self.objects.record(partition, landed, applied, apply_ops=False)
-        await self._done(batch.job_id, batch.seq, records.counts)
-        metrics.batch_applied(records.counts, time.perf_counter() - started)
+        await self._done(batch.job_id, batch.seq, applied.count_delta)
+        metrics.batch_applied(applied.count_delta, time.perf_counter() - started)
         return metrics.APPLIED
 
-    def _apply_records(self, batch: RecordBatch, at: str) -> AppliedRecords:
-        """The batch applied to the index; an error of the whole batch fails every record."""
+    def _dry_run(self, partition: int, batch: RecordBatch, at: str) -> AppliedBatch:
+        """A dry run's batch applied to the job's overlay: its results and counts, no ops, and
+        the would-be ops that rebuild the overlay elsewhere."""
+        records = self._apply_records(batch, self.objects.dry_runs.of(batch.job_id, partition), at)
+        return AppliedBatch(
+            job_id=batch.job_id, tenant=batch.tenant, seq=batch.seq, at=at, counts=records.counts.to_dict(),
+            results=records.results, ops=[], host=self.host, dry_run=True, would_be=would_be_ops(records.ops),
+        )
+
+    def _apply_records(self, batch: RecordBatch, index: IdIndex, at: str) -> AppliedRecords:
+        """The batch applied to ``index`` (the object index, or a dry run's overlay of it); an
+        error of the whole batch fails every record."""
         try:
             with gc_paused():
-                return apply_batch(batch.type, batch.action, batch.tenant, batch.items, self.objects.index, at)
+                return apply_batch(batch.type, batch.action, batch.tenant, batch.items, index, at)
         except Exception as exc:
             log.exception("batch %s/%d could not be applied", batch.job_id, batch.seq,
                           extra=about_job(batch.job_id, batch.tenant))

@@ -33,7 +33,8 @@ def next_job(job: jobs.Job, event: JobEvent, at: str) -> jobs.Job | None:
         return _commanded(job, event)
     if isinstance(event, JobRequest):
         requested = jobs.requested(job, tenant=event.tenant, type=event.type, action=event.action,
-                                   description=event.description, parts=event.parts, created_at=at)
+                                   description=event.description, parts=event.parts, created_at=at,
+                                   dry_run=event.dry_run)
         if requested is None or event.callback_url is None:
             return requested
         return replace(requested, details=webhooks.with_callback(requested.details, event.callback_url))

@@ -3,7 +3,8 @@
 ``ObjectState`` is the object index of the partitions a worker needs (the ones it owns, and
 all of them while a relationships job needs every object), fed by the changes topic (its
 own writes are applied directly and skipped when the tail reads them back), together with the
-batches already applied, so that a redelivered batch is recognised and not applied again.
+batches already applied, so that a redelivered batch is recognised and not applied again, and
+the overlays of the dry runs being applied (``domain.dry_run``).
 ``JobStates`` is every job's state, fed by the status topic (its changelog), with the
 definitions whose schedules the worker's scheduler watches, the jobs still being uploaded
 (its upload watch), and the ended jobs whose webhook is still to deliver (its webhook sender).
@@ -22,6 +23,7 @@ from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from bulkjobs.domain.counts import Counts
+from bulkjobs.domain.dry_run import Overlays
 from bulkjobs.domain.jobs import GO_ON, HOLD, SCHEDULED, STOP, Job, notice
 from bulkjobs.domain.records import ObjectIndex
 from bulkjobs.domain.webhooks import delivering
@@ -71,6 +73,7 @@ class ObjectState(RebuiltState):
     def __init__(self, tail_of: TailOf) -> None:
         super().__init__(tail_of)
         self.index = ObjectIndex()
+        self.dry_runs = Overlays(lambda: self.index)  # the dry runs' overlays of the index
         self.applied: dict[tuple[str, int], Counts] = {}
         self.offsets: dict[int, int] = {}  # partition -> last offset already in the index
         self.revoked: set[int] = set()  # revoked by a rebalance that has not assigned yet
@@ -81,7 +84,9 @@ class ObjectState(RebuiltState):
         self.record(partition, offset, AppliedBatch(**decode(value)), apply_ops=True)
 
     def record(self, partition: int, offset: int, applied: AppliedBatch, apply_ops: bool) -> None:
-        if apply_ops:
+        if apply_ops and applied.dry_run:
+            self.dry_runs.replay(applied.job_id, partition, applied.would_be)
+        elif apply_ops:
             for op in applied.ops:
                 self.index.apply_op(op)
         self.applied[(applied.job_id, applied.seq)] = applied.count_delta
@@ -103,6 +108,7 @@ class ObjectState(RebuiltState):
             self.tail.unwant(gone)
         for partition in gone:
             self.offsets.pop(partition, None)
+        self.dry_runs.drop_partitions(gone)
 
 
 class JobStates(RebuiltState):

@@ -129,7 +129,7 @@ class JobTracker:
         batcher = Batcher(job_id=job.id, tenant=job.tenant, record_type=job.type, action=job.action,
                           partitions=self.settings.partitions, batch_records=self.settings.batch_records,
                           batch_bytes=self.settings.batch_bytes, emit=lambda p, payload: out.append((p, payload)),
-                          first_index=job.next_index, first_seq=job.next_seq)
+                          first_index=job.next_index, first_seq=job.next_seq, dry_run=job.dry_run)
         batcher.add(part.records, len(encode(part.records)))
         batcher.close()
         for partition, payload in out:

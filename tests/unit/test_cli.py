@@ -64,6 +64,15 @@ def test_settings_of_another_form_are_refused(tmp_path: Path) -> None:
         plan_upload(ndjson, JobOptions(operation="upsert", object_type="m"))
 
 
+@pytest.mark.parametrize("name, content", [
+    ("m.csv", "external_id\nm-1\n"), ("m.ndjson", '{"type":"m"}\n'), ("m.json", '[{"type":"m"}]'),
+    ("m.json", '{"type":"resources","action":"post","data":[{"type":"m"}]}'),
+])
+def test_every_form_takes_dry_run_in_the_query(tmp_path: Path, name: str, content: str) -> None:
+    upload = plan_upload(write(tmp_path, name, content), JobOptions(dry_run="true"))
+    assert upload.params["dry_run"] == "true"
+
+
 def test_an_unknown_extension_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="send a .csv, .json, .ndjson or .jsonl file"):
         plan_upload(write(tmp_path, "a.txt", "x"), JobOptions())

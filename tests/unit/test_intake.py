@@ -295,6 +295,48 @@ async def test_the_forms_take_what_the_readme_says(client: TestClient, publisher
     assert [resp.status for resp in answers] == [202] * len(answers), [await resp.text() for resp in answers]
 
 
+# --- dry runs ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("content_type, body, params", [
+    ("application/json", b'{"type": "resources", "action": "post", "data": [{"type": "m"', {"dry_run": "yes"}),
+    ("application/x-ndjson", b'not json\n', {"type": "resources", "action": "post", "dry_run": "True"}),
+    ("text/csv", b"", {"operation": "upsert", "object_type": "m", "dry_run": "1"}),
+], ids=["an envelope", "NDJSON", "text/csv"])
+async def test_a_wrong_dry_run_in_the_query_is_refused_before_the_body_is_read(
+        client: TestClient, publisher: FakePublisher, content_type: str, body: bytes, params: dict[str, str]) -> None:
+    """Had the body been read, it would have been refused for itself (not JSON, an empty file)."""
+    resp = await client.post("/v1/jobs", headers={**KEY, "content-type": content_type}, data=body, params=params)
+    assert await refused_field(resp, "invalid_field") == "dry_run"
+    assert publisher.jobs == []
+
+
+@pytest.mark.parametrize("send", [
+    {"json": {**ENVELOPE, "dry_run": True}},
+    {"json": {**ENVELOPE, "dry_run": True}, "params": {"dry_run": "true"}},
+    {"json": RECORDS, "params": {"type": "resources", "action": "post", "dry_run": "true"}},
+    {"json": {**CSV_JSON, "dry_run": True}},
+    {"data": CSV, "headers": {"content-type": "text/csv"},
+     "params": {"operation": "upsert", "object_type": "m", "dry_run": "true"}},
+    {"data": multipart(("job", '{"operation": "upsert", "object_type": "m", "dry_run": true}'), ("file", CSV))},
+    {"data": multipart(("operation", "upsert"), ("object_type", "m"), ("dry_run", "true"), ("file", CSV))},
+], ids=["envelope", "envelope and query", "bare array", "file_content", "text/csv", "multipart job part",
+        "multipart setting part"])
+async def test_a_dry_run_is_submitted_as_one_by_every_form(client: TestClient, publisher: FakePublisher,
+                                                           send: dict[str, Any]) -> None:
+    resp = await client.post("/v1/jobs", **{**send, "headers": {**KEY, **send.get("headers", {})}})
+    assert resp.status == 202, await resp.text()
+    assert (await resp.json())["dry_run"] is True
+    [(submitted, _)] = publisher.jobs
+    assert submitted.details is not None and submitted.details["dry_run"] is True
+
+
+async def test_a_real_job_says_so(client: TestClient, publisher: FakePublisher) -> None:
+    resp = await client.post("/v1/jobs", headers=KEY, json={**ENVELOPE, "dry_run": False})
+    assert resp.status == 202 and (await resp.json())["dry_run"] is False
+    assert publisher.jobs[0][0].details is None
+
+
 # --- the cap of active jobs ---------------------------------------------------------------------------
 
 

@@ -169,6 +169,7 @@ function settingsOf(job) {
     rows.push(["File", `${job.file.name || "(unnamed)"} · ${bytes(job.file.size)} · ${number(job.file.rows)} rows · `
       + `${job.file.character_encoding}`]);
   }
+  if (job.dry_run) rows.push(["Dry run", "yes: its results say what it would do; nothing was changed"]);
   if (job.schedule) rows.push(["Schedule", scheduleText(job.schedule)], ["Runs made", number(job.runs || 0)]);
   if (job.time_frame) rows.push(["Time frame", job.time_frame.all ? "all" : `${job.time_frame.date_from} – ${job.time_frame.date_to}`]);
   if (job.params) rows.push(["Params", JSON.stringify(job.params)]);
