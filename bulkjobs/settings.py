@@ -50,11 +50,18 @@ class Settings:
     # The port the worker or the store serves /metrics on (each process its own); 0: not served.
     # The API serves /metrics on its own port, always.
     metrics_port: int = 0
+    # Seconds an Idempotency-Key's answer is kept (api.idempotency): a repeat after it makes a new job.
+    idempotency_ttl: float = 86400.0
     log_format: str = "text"  # or "json": one JSON object per line (bulkjobs.logs)
 
     @property
     def db_path(self) -> Path:
         return self.data_dir / "bulkjobs.db"
+
+    @property
+    def idempotency_path(self) -> Path:
+        """The API processes' shared Idempotency-Key table (not the view: the store never writes it)."""
+        return self.data_dir / "idempotency.db"
 
     @property
     def uploads_dir(self) -> Path:
@@ -97,6 +104,7 @@ class Settings:
             ("SESSION_TIMEOUT", "session_timeout"),
             ("HEARTBEAT_INTERVAL", "heartbeat_interval"),
             ("UPLOAD_TIMEOUT", "upload_timeout"),
+            ("IDEMPOTENCY_TTL", "idempotency_ttl"),
         ):
             if (v := get(name)) is not None:
                 values[attr] = float(v)

@@ -28,6 +28,7 @@ from bulkjobs.api.caps import ACTIVE_JOBS
 from bulkjobs.api.common import PUBLISHER, SETTINGS, UPLOADS, check_query, json_response, remember, takes_query
 from bulkjobs.api.csv_jobs import CSV_QUERY, CSV_TYPES, MULTIPART, CsvUpload, receive, receive_text, spool_rows
 from bulkjobs.api.decoding import body_reader, content_encoding
+from bulkjobs.api.idempotency import before_publish, idempotent, is_repeat
 from bulkjobs.api.metrics import Form, job_accepted
 from bulkjobs.api.spool import BatchSpool, HeldChunks
 from bulkjobs.clock import parse_time, utc_now
@@ -55,7 +56,14 @@ EXPORT_REQUEST = (*EXPORT_FIELDS, "kind", "schedule")
 @takes_query(*BARE_QUERY, *CSV_QUERY)  # those of every form: each form checks its own
 async def create_job(request: web.Request) -> web.Response:
     """An import of JSON records, an import of a CSV file, or an export, by the body's form;
-    429 before the body is read while the tenant is at its cap of active jobs (``api.caps``)."""
+    429 before the body is read while the tenant is at its cap of active jobs (``api.caps``);
+    once per ``Idempotency-Key`` (``api.idempotency``)."""
+    return await idempotent(request, _admitted_job)
+
+
+async def _admitted_job(request: web.Request) -> web.Response:
+    if is_repeat(request):  # it publishes nothing, so the cap does not hold it back
+        return await _create_job(request)
     async with request.app[ACTIVE_JOBS].admitted(request):
         return await _create_job(request)
 
@@ -168,6 +176,7 @@ async def _publish(request: web.Request, job: Job, spool: BatchSpool | None, sch
     has them all. With a schedule the job is a definition: its runs do the work."""
     tenant, created_at = request["tenant"], utc_now()
     try:
+        before_publish(request)  # a repeat of an answered Idempotency-Key ends here
         checked = check_schedule(schedule, parse_time(created_at)) if schedule is not None else None
         total = spool.records if spool is not None else None
         job = replace(job, tenant=tenant, total=total, created_at=created_at, updated_at=created_at,

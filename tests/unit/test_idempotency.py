@@ -1,0 +1,161 @@
+"""Idempotency keys without a broker: the header's rule, the shared table's claims (on a temp
+SQLite file, with the clock passed in) and the body digest."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from aiohttp.test_utils import make_mocked_request
+
+from bulkjobs.api.idempotency import BodyDigest
+from bulkjobs.domain.limits import MAX_IDEMPOTENCY_KEY_CHARS, check_idempotency_key
+from bulkjobs.errors import BadRequest
+from bulkjobs.store.idempotency import PURGE_EVERY, Answered, Claimed, IdempotencyKeys, InUse
+
+# --- the header's rule ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["a", " ", "~", "x" * 254, "x" * MAX_IDEMPOTENCY_KEY_CHARS,
+                                 "8e03978e-40d5-43e8-bc93-6894a57f9324", '"quoted"',
+                                 "a b!#$%&'()*+,-./:;<=>?@[\\]^_`{|}"])
+def test_1_to_255_printable_ascii_characters_are_a_key(key: str) -> None:
+    assert check_idempotency_key(key) == key
+
+
+@pytest.mark.parametrize("key", ["", "x" * (MAX_IDEMPOTENCY_KEY_CHARS + 1), "tab\tkey", "\x1f", "del\x7f",
+                                 "caf\u00e9", "\u2603"])
+def test_anything_else_is_a_400(key: str) -> None:
+    with pytest.raises(BadRequest) as caught:
+        check_idempotency_key(key)
+    assert caught.value.code == "invalid_idempotency_key"
+    assert caught.value.details["limit"] == MAX_IDEMPOTENCY_KEY_CHARS
+
+
+# --- the shared table ---------------------------------------------------------------------------------
+
+LEASE, TTL = 30.0, 1000.0
+
+
+@pytest_asyncio.fixture
+async def keys(tmp_path: Path) -> AsyncIterator[IdempotencyKeys]:
+    opened = await IdempotencyKeys.open(tmp_path / "keys.db")
+    yield opened
+    await opened.close()
+
+
+async def claim(keys: IdempotencyKeys, owner: str, now: float = 0.0, tenant: str = "t", key: str = "k") -> object:
+    return await keys.claim(tenant, key, owner, now=now, lease=LEASE, ttl=TTL)
+
+
+async def answer(keys: IdempotencyKeys, owner: str, now: float = 0.0, body: bytes = b'{"id": 1}') -> bool:
+    return await keys.answer("t", "k", owner, digest="d1", status=202, response=body, expires_at=now + TTL)
+
+
+async def test_the_first_claim_wins_and_the_next_finds_it_in_use(keys: IdempotencyKeys) -> None:
+    assert isinstance(await claim(keys, "first"), Claimed)
+    assert isinstance(await claim(keys, "second", now=LEASE - 0.001), InUse)
+
+
+async def test_an_answered_key_gives_its_answer(keys: IdempotencyKeys) -> None:
+    await claim(keys, "first")
+    assert await answer(keys, "first")
+    assert await claim(keys, "second", now=TTL - 0.001) == Answered("d1", 202, b'{"id": 1}')
+    assert await claim(keys, "second", now=LEASE * 10) == Answered("d1", 202, b'{"id": 1}'), "no lease once answered"
+
+
+async def test_an_answered_key_expires_after_the_ttl(keys: IdempotencyKeys) -> None:
+    await claim(keys, "first")
+    await answer(keys, "first")
+    assert isinstance(await claim(keys, "second", now=TTL), Claimed)
+
+
+async def test_keys_of_two_tenants_never_collide(keys: IdempotencyKeys) -> None:
+    assert isinstance(await claim(keys, "a", tenant="ta"), Claimed)
+    assert isinstance(await claim(keys, "b", tenant="tb"), Claimed)
+    assert isinstance(await claim(keys, "a2", tenant="ta", key="other"), Claimed)
+
+
+async def test_a_claim_whose_owner_stopped_renewing_is_taken_over_after_its_lease(keys: IdempotencyKeys) -> None:
+    await claim(keys, "crashed")
+    assert isinstance(await claim(keys, "next", now=LEASE - 0.001), InUse)
+    assert isinstance(await claim(keys, "next", now=LEASE), Claimed)
+    assert not await answer(keys, "crashed"), "the old owner no longer holds it"
+    assert not await keys.renew("t", "k", "crashed", LEASE * 2)
+
+
+async def test_a_renewed_claim_holds_past_its_first_lease(keys: IdempotencyKeys) -> None:
+    await claim(keys, "slow")
+    assert await keys.renew("t", "k", "slow", LEASE * 2)
+    assert isinstance(await claim(keys, "next", now=LEASE * 2 - 0.001), InUse)
+    assert isinstance(await claim(keys, "next", now=LEASE * 2), Claimed)
+
+
+async def test_a_released_claim_frees_the_key_and_only_its_owner_releases_it(keys: IdempotencyKeys) -> None:
+    await claim(keys, "first")
+    await keys.release("t", "k", "someone else")
+    assert isinstance(await claim(keys, "second"), InUse)
+    await keys.release("t", "k", "first")
+    assert isinstance(await claim(keys, "second"), Claimed)
+
+
+async def test_an_answer_is_never_released(keys: IdempotencyKeys) -> None:
+    await claim(keys, "first")
+    await answer(keys, "first")
+    await keys.release("t", "k", "first")
+    assert isinstance(await claim(keys, "second"), Answered)
+
+
+async def test_expired_keys_are_purged(keys: IdempotencyKeys) -> None:
+    for n in range(3):
+        await keys.claim("t", f"k{n}", "o", now=0.0, lease=LEASE, ttl=TTL)
+
+    async def rows() -> int:
+        async with keys.db.execute("SELECT count(*) FROM idempotency_keys") as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    assert await rows() == 3
+    await keys.claim("t", "new", "o", now=max(TTL, PURGE_EVERY), lease=LEASE, ttl=TTL)
+    assert await rows() == 1
+
+
+# --- the body digest ---------------------------------------------------------------------------------
+
+
+def digest(content_type: str = "application/json", query: str = "", body: list[bytes] | None = None,
+           parts: list[tuple[str, list[bytes]]] | None = None) -> str:
+    made = BodyDigest(make_mocked_request("POST", "/v1/jobs" + query, headers={"Content-Type": content_type}))
+    for data in body or []:
+        made.feed(data)
+    for name, chunks in parts or []:
+        made.part(name, None)
+        for data in chunks:
+            made.feed(data)
+    return made.hexdigest()
+
+
+def test_the_same_bytes_cut_differently_are_the_same_body() -> None:
+    assert digest(body=[b"[1, 2]"]) == digest(body=[b"[1,", b" 2]"])
+
+
+@pytest.mark.parametrize("other", [
+    {"body": [b"[1, 3]"]},
+    {"content_type": "application/x-ndjson", "body": [b"[1, 2]"]},
+    {"query": "?type=resources", "body": [b"[1, 2]"]},
+])
+def test_another_body_media_type_or_query_is_another_request(other: dict) -> None:
+    assert digest(body=[b"[1, 2]"]) != digest(**other)
+
+
+def test_the_query_is_compared_whatever_its_order() -> None:
+    assert digest(query="?a=1&b=2") == digest(query="?b=2&a=1")
+
+
+def test_multipart_parts_are_compared_part_by_part() -> None:
+    same = [("job", [b"{}"]), ("file", [b"a,b\r\n", b"1,2\r\n"])]
+    assert digest(parts=same) == digest(parts=[("job", [b"{}"]), ("file", [b"a,b\r\n1,2\r\n"])])
+    assert digest(parts=same) != digest(parts=[("job", [b"{}a,b\r\n"]), ("file", [b"1,2\r\n"])])
+    assert digest(parts=same) != digest(parts=[("file", [b"a,b\r\n1,2\r\n"]), ("job", [b"{}"])])
