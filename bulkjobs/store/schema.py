@@ -10,7 +10,7 @@ import aiosqlite
 log = logging.getLogger(__name__)
 
 # Raise it with every change below: a view of another version is dropped (see _migrate).
-VERSION = 7
+VERSION = 8
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -62,6 +62,8 @@ CREATE TABLE IF NOT EXISTS results (
     outcome TEXT,
     PRIMARY KEY (job_id, idx)
 ) WITHOUT ROWID;
+-- A page of a job's results of one outcome (``?outcome=failed``), read from wherever it starts.
+CREATE INDEX IF NOT EXISTS results_by_outcome ON results (job_id, outcome, idx);
 -- A rowid table with a unique id index: object ids are hashes, and inserting whole rows at
 -- random places of a WITHOUT ROWID tree cost half the feeder's speed at a million objects.
 CREATE TABLE IF NOT EXISTS objects (
