@@ -65,6 +65,7 @@ class BodyDigest:
 
 DIGEST = web.RequestKey("body_digest", BodyDigest)
 _EARLIER = web.RequestKey("idempotency_earlier", Answered)
+_CLAIM = web.RequestKey("idempotency_claim", tuple)  # (tenant, key, owner) of a first request
 
 
 class _Replay(BulkJobsError):
@@ -88,9 +89,15 @@ def is_repeat(request: web.Request) -> bool:
     return _EARLIER in request
 
 
-def before_publish(request: web.Request) -> None:
+async def before_publish(request: web.Request) -> None:
     """Where every form meets before publishing: a repeat of an answered key is replayed if
-    its digest is the earlier one, and refused (422) if not."""
+    its digest is the earlier one, and refused (422) if not; a first request goes on only if
+    its claim is still its own (409 if its lease ran out and another request took the key)."""
+    claim = request.get(_CLAIM)
+    if claim is not None:
+        tenant, key, owner = claim
+        if not await request.app[KEYS].renew(tenant, key, owner, time.time() + CLAIM_LEASE):
+            raise _in_use()
     earlier = request.get(_EARLIER)
     if earlier is None:
         return
@@ -111,8 +118,7 @@ async def idempotent(request: web.Request, create: Callable[[web.Request], Await
     request[DIGEST] = BodyDigest(request)
     claim = await keys.claim(tenant, key, owner, now=time.time(), lease=CLAIM_LEASE, ttl=ttl)
     if isinstance(claim, InUse):
-        raise Conflict("a request with this Idempotency-Key is still being received: wait for its answer, "
-                       "then repeat it", code="idempotency_key_in_use")
+        raise _in_use()
     if isinstance(claim, Answered):
         request[_EARLIER] = claim
         try:
@@ -121,6 +127,7 @@ async def idempotent(request: web.Request, create: Callable[[web.Request], Await
             return web.Response(body=replay.earlier.response, status=replay.earlier.status,
                                 content_type="application/json", headers={REPLAYED_HEADER: "true"})
     assert isinstance(claim, Claimed)
+    request[_CLAIM] = (tenant, key, owner)
     try:
         async with _renewed(keys, tenant, key, owner):
             response = await create(request)
@@ -132,6 +139,11 @@ async def idempotent(request: web.Request, create: Callable[[web.Request], Await
     await asyncio.shield(keys.answer(tenant, key, owner, digest=request[DIGEST].hexdigest(), status=response.status,
                                      response=response.body, expires_at=time.time() + ttl))
     return response
+
+
+def _in_use() -> Conflict:
+    return Conflict("a request with this Idempotency-Key is still being received: wait for its answer, "
+                    "then repeat it", code="idempotency_key_in_use")
 
 
 @contextlib.asynccontextmanager

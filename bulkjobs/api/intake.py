@@ -176,7 +176,7 @@ async def _publish(request: web.Request, job: Job, spool: BatchSpool | None, sch
     has them all. With a schedule the job is a definition: its runs do the work."""
     tenant, created_at = request["tenant"], utc_now()
     try:
-        before_publish(request)  # a repeat of an answered Idempotency-Key ends here
+        await before_publish(request)  # a repeat of an answered Idempotency-Key ends here
         checked = check_schedule(schedule, parse_time(created_at)) if schedule is not None else None
         total = spool.records if spool is not None else None
         job = replace(job, tenant=tenant, total=total, created_at=created_at, updated_at=created_at,

@@ -38,6 +38,11 @@ ON CONFLICT (tenant, key) DO UPDATE SET owner = excluded.owner, lease_until = ex
 WHERE idempotency_keys.expires_at <= ? OR (idempotency_keys.response IS NULL AND idempotency_keys.lease_until <= ?)
 """
 PURGE_EVERY = 60.0  # seconds between two purges of expired keys by one process
+PURGE_ROWS = 1000  # expired keys deleted at most per purge: a short transaction, whatever the backlog
+_PURGE = """
+DELETE FROM idempotency_keys WHERE (tenant, key) IN
+    (SELECT tenant, key FROM idempotency_keys WHERE expires_at <= ? LIMIT ?)
+"""
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,7 @@ class IdempotencyKeys:
     def __init__(self, db: aiosqlite.Connection) -> None:
         self.db = db
         self._purged_at = float("-inf")
+        self._purge_left = False  # the last purge stopped at PURGE_ROWS: go on at the next claim
 
     @classmethod
     async def open(cls, path: Path) -> IdempotencyKeys:
@@ -81,9 +87,9 @@ class IdempotencyKeys:
 
     async def claim(self, tenant: str, key: str, owner: str, *, now: float, lease: float, ttl: float) -> Claim:
         """Claim ``key`` for ``owner`` until ``now + lease``; or what holds it already."""
-        if now - self._purged_at >= PURGE_EVERY:
-            await self.db.execute("DELETE FROM idempotency_keys WHERE expires_at <= ?", (now,))
-            self._purged_at = now
+        if now - self._purged_at >= PURGE_EVERY or self._purge_left:
+            cursor = await self.db.execute(_PURGE, (now, PURGE_ROWS))
+            self._purged_at, self._purge_left = now, cursor.rowcount == PURGE_ROWS
         while True:
             await self.db.execute(_CLAIM, (tenant, key, owner, now + lease, now + ttl, now, now))
             async with self.db.execute(

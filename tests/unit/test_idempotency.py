@@ -8,12 +8,20 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from aiohttp.test_utils import make_mocked_request
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 
-from bulkjobs.api.idempotency import BodyDigest
+from bulkjobs.api.app import build_app
+from bulkjobs.api.common import PUBLISHER, READER
+from bulkjobs.api.idempotency import KEYS, BodyDigest
 from bulkjobs.domain.limits import MAX_IDEMPOTENCY_KEY_CHARS, check_idempotency_key
 from bulkjobs.errors import BadRequest
+from bulkjobs.settings import Settings
+from bulkjobs.store import idempotency
 from bulkjobs.store.idempotency import PURGE_EVERY, Answered, Claimed, IdempotencyKeys, InUse
+from bulkjobs.store.reader import ViewReader
+from bulkjobs.store.schema import connect
+from tests.unit.test_intake import FakePublisher
 
 # --- the header's rule ------------------------------------------------------------------------------
 
@@ -122,6 +130,20 @@ async def test_expired_keys_are_purged(keys: IdempotencyKeys) -> None:
     assert await rows() == 1
 
 
+async def test_a_purge_deletes_a_bounded_number_and_goes_on_at_the_next_claims(
+        keys: IdempotencyKeys, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(idempotency, "PURGE_ROWS", 2)
+    for n in range(5):
+        await keys.claim("t", f"k{n}", "o", now=0.0, lease=LEASE, ttl=TTL)
+    left = []
+    for n in range(4):  # within a minute of each other: only the backlog makes them purge
+        await keys.claim("t", f"new{n}", "o", now=TTL + n, lease=LEASE, ttl=TTL)
+        async with keys.db.execute("SELECT count(*) FROM idempotency_keys WHERE key LIKE 'k%'") as cursor:
+            row = await cursor.fetchone()
+        left.append(row[0] if row else None)
+    assert left == [3, 1, 0, 0]
+
+
 # --- the body digest ---------------------------------------------------------------------------------
 
 
@@ -159,3 +181,84 @@ def test_multipart_parts_are_compared_part_by_part() -> None:
     assert digest(parts=same) == digest(parts=[("job", [b"{}"]), ("file", [b"a,b\r\n1,2\r\n"])])
     assert digest(parts=same) != digest(parts=[("job", [b"{}a,b\r\n"]), ("file", [b"1,2\r\n"])])
     assert digest(parts=same) != digest(parts=[("file", [b"a,b\r\n1,2\r\n"]), ("job", [b"{}"])])
+
+
+# --- the intake under a key, over a fake publisher ---------------------------------------------------
+
+
+@pytest_asyncio.fixture
+async def intake(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[tuple[TestClient, FakePublisher]]:
+    """The API over a fake publisher, an empty view and a real key table; ``indirect`` settings."""
+    publisher = FakePublisher()
+    settings = Settings(**{"data_dir": tmp_path, "api_keys": {"key-a": "tenant-a"}, **getattr(request, "param", {})})
+
+    async def resources(app: web.Application) -> AsyncIterator[None]:
+        db = await connect(tmp_path / "view.db")
+        keys = await IdempotencyKeys.open(settings.idempotency_path)
+        app[PUBLISHER] = publisher  # type: ignore[misc]
+        app[READER] = ViewReader(db)
+        app[KEYS] = keys
+        yield
+        await keys.close()
+        await db.close()
+
+    async with TestClient(TestServer(build_app(settings, resources))) as client:
+        yield client, publisher
+
+
+ENVELOPE = {"type": "resources", "action": "post", "data": [{"type": "server", "external_id": "e1"}]}
+
+
+def keyed(key: str = "k-1") -> dict[str, str]:
+    return {"x-api-key": "key-a", "Idempotency-Key": key}
+
+
+async def test_a_replayed_csv_job_publishes_nothing_and_keeps_no_second_file(
+        tmp_path: Path, intake: tuple[TestClient, FakePublisher]) -> None:
+    client, publisher = intake
+    answers = []
+    for _ in range(2):
+        resp = await client.post("/v1/jobs?operation=upsert&object_type=server",
+                                 headers={**keyed(), "Content-Type": "text/csv"}, data=b"external_id\ne1\n")
+        answers.append((resp.status, resp.headers.get("Idempotent-Replayed"), await resp.read()))
+    assert [answer[:2] for answer in answers] == [(202, None), (202, "true")]
+    assert answers[0][2] == answers[1][2]
+    assert len(publisher.jobs) == 1
+    assert [path.name for path in (tmp_path / "uploads").glob("*")] == [publisher.jobs[0][0].job_id]
+
+
+async def test_a_job_kafka_refused_frees_its_key(intake: tuple[TestClient, FakePublisher]) -> None:
+    client, publisher = intake
+    publisher.refuse = True
+    assert (await client.post("/v1/jobs", headers=keyed(), json=ENVELOPE)).status == 503
+    publisher.refuse = False
+    resp = await client.post("/v1/jobs", headers=keyed(), json=ENVELOPE)
+    assert resp.status == 202 and "Idempotent-Replayed" not in resp.headers
+    assert len(publisher.jobs) == 1
+
+
+async def test_a_refused_request_frees_its_key(intake: tuple[TestClient, FakePublisher]) -> None:
+    client, publisher = intake
+    assert (await client.post("/v1/jobs", headers=keyed(), json={**ENVELOPE, "data": []})).status == 400
+    assert (await client.post("/v1/jobs", headers=keyed(), json=ENVELOPE)).status == 202
+    assert len(publisher.jobs) == 1
+
+
+@pytest.mark.parametrize("intake", [{"max_active_jobs": 1}], indirect=True)
+async def test_a_repeat_is_not_held_back_by_the_cap_of_active_jobs(intake: tuple[TestClient, FakePublisher]) -> None:
+    client, publisher = intake
+    first = await client.post("/v1/jobs", headers=keyed(), json=ENVELOPE)
+    assert first.status == 202
+    assert (await client.post("/v1/jobs", headers=keyed("another"), json=ENVELOPE)).status == 429
+    again = await client.post("/v1/jobs", headers=keyed(), json=ENVELOPE)
+    assert again.status == 202 and again.headers["Idempotent-Replayed"] == "true"
+    assert await again.read() == await first.read()
+    assert len(publisher.jobs) == 1
+
+
+async def test_a_request_without_a_key_is_not_remembered(intake: tuple[TestClient, FakePublisher]) -> None:
+    client, publisher = intake
+    for _ in range(2):
+        resp = await client.post("/v1/jobs", headers={"x-api-key": "key-a"}, json=ENVELOPE)
+        assert resp.status == 202 and "Idempotent-Replayed" not in resp.headers
+    assert len(publisher.jobs) == 2
