@@ -13,7 +13,7 @@ from itertools import chain
 from typing import Any
 
 import orjson
-from aiohttp import BodyPartReader, web
+from aiohttp import BodyPartReader, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.multipart import BadContentDispositionHeader
 
@@ -147,7 +147,7 @@ async def _read_multipart(request: web.Request, writer: _UploadWriter) -> tuple[
         if not isinstance(part, BodyPartReader):
             raise BadRequest("nested multipart bodies are not supported", field="file")
         if digest is not None:
-            digest.part(part.name, part.filename)
+            digest.part(part.name, part.filename, part.headers.get(hdrs.CONTENT_TYPE))
         if part.name == "file":
             if seen_file:
                 raise BadRequest("a multipart CSV job has one 'file' part", field="file")

@@ -48,10 +48,10 @@ class BodyDigest:
     def feed(self, data: bytes) -> None:
         (self._part or self._hash).update(data)
 
-    def part(self, name: str | None, filename: str | None) -> None:
-        """A multipart part starts: its name and file name are part of what it says."""
+    def part(self, name: str | None, filename: str | None, content_type: str | None) -> None:
+        """A multipart part starts: its name, file name and type (its charset) are part of what it says."""
         self._end_part()
-        self._part = hashlib.sha256(orjson.dumps([name, filename]))
+        self._part = hashlib.sha256(orjson.dumps([name, filename, content_type]))
 
     def hexdigest(self) -> str:
         self._end_part()

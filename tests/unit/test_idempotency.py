@@ -3,6 +3,7 @@ SQLite file, with the clock passed in) and the body digest."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -10,6 +11,8 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 from bulkjobs.api.app import build_app
 from bulkjobs.api.common import PUBLISHER, READER
@@ -147,20 +150,31 @@ async def test_a_purge_deletes_a_bounded_number_and_goes_on_at_the_next_claims(
 # --- the body digest ---------------------------------------------------------------------------------
 
 
+Part = tuple[str, str | None, list[bytes]]  # a multipart part: name, Content-Type, its bytes in chunks
+
+
 def digest(content_type: str = "application/json", query: str = "", body: list[bytes] | None = None,
-           parts: list[tuple[str, list[bytes]]] | None = None) -> str:
+           parts: list[Part] | None = None) -> str:
     made = BodyDigest(make_mocked_request("POST", "/v1/jobs" + query, headers={"Content-Type": content_type}))
     for data in body or []:
         made.feed(data)
-    for name, chunks in parts or []:
-        made.part(name, None)
+    for name, part_type, chunks in parts or []:
+        made.part(name, None, part_type)
         for data in chunks:
             made.feed(data)
     return made.hexdigest()
 
 
-def test_the_same_bytes_cut_differently_are_the_same_body() -> None:
-    assert digest(body=[b"[1, 2]"]) == digest(body=[b"[1,", b" 2]"])
+@given(st.binary(max_size=200), st.lists(st.integers(0, 200), max_size=5))
+def test_the_same_bytes_cut_differently_are_the_same_body(body: bytes, cuts: list[int]) -> None:
+    points = [0, *sorted(min(cut, len(body)) for cut in cuts), len(body)]
+    assert digest(body=[body]) == digest(body=[body[a:b] for a, b in itertools.pairwise(points)])
+
+
+@given(st.binary(max_size=50), st.binary(max_size=50))
+def test_other_bytes_are_another_body(one: bytes, other: bytes) -> None:
+    assume(one != other)
+    assert digest(body=[one]) != digest(body=[other])
 
 
 @pytest.mark.parametrize("other", [
@@ -177,10 +191,12 @@ def test_the_query_is_compared_whatever_its_order() -> None:
 
 
 def test_multipart_parts_are_compared_part_by_part() -> None:
-    same = [("job", [b"{}"]), ("file", [b"a,b\r\n", b"1,2\r\n"])]
-    assert digest(parts=same) == digest(parts=[("job", [b"{}"]), ("file", [b"a,b\r\n1,2\r\n"])])
-    assert digest(parts=same) != digest(parts=[("job", [b"{}a,b\r\n"]), ("file", [b"1,2\r\n"])])
-    assert digest(parts=same) != digest(parts=[("file", [b"a,b\r\n1,2\r\n"]), ("job", [b"{}"])])
+    same: list[Part] = [("job", None, [b"{}"]), ("file", "text/csv", [b"a,b\r\n", b"1,2\r\n"])]
+    assert digest(parts=same) == digest(parts=[("job", None, [b"{}"]), ("file", "text/csv", [b"a,b\r\n1,2\r\n"])])
+    assert digest(parts=same) != digest(parts=[("job", None, [b"{}a,b\r\n"]), ("file", "text/csv", [b"1,2\r\n"])])
+    assert digest(parts=same) != digest(parts=[("file", "text/csv", [b"a,b\r\n1,2\r\n"]), ("job", None, [b"{}"])])
+    assert digest(parts=same) != digest(parts=[("job", None, [b"{}"]),
+                                               ("file", "text/csv; charset=latin-1", [b"a,b\r\n1,2\r\n"])])
 
 
 # --- the intake under a key, over a fake publisher ---------------------------------------------------
