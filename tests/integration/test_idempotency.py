@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from bulkjobs.api.idempotency import CLAIM_LEASE
 from bulkjobs.broker import free_port
 from tests.support import Client, Response, Stack, wait_for
 
@@ -306,3 +307,24 @@ def test_requests_racing_on_one_key_through_two_api_processes_make_one_job(keyed
     assert {answer.body["id"] for answer in answers if answer.status == 202} == {job.body["id"]}
     creator.wait_done(job.body["id"])  # (the other process finds it once the view has it)
     assert jobs_described(keyed.client(), description) == 1
+
+
+def test_the_claim_of_an_api_that_died_frees_its_key_after_its_lease(keyed: Stack) -> None:
+    api, key, description = keyed.client(), unique("key"), unique("died")
+    body = envelope_bytes(description)
+    upload = SlowUpload(keyed, key, body)
+    upload.send(body[:10])
+    wait_for(lambda: envelope(api, key, description).status == 409, timeout=30, what="the key to be claimed")
+    keyed.kill("api")  # mid-upload: nothing of it was published
+    upload.connection.close()
+    keyed.start("api")
+    keyed.wait_healthy()
+
+    def taken() -> Response | None:
+        resp = envelope(api, key, description)
+        return resp if resp.status != 409 else None
+
+    retry = wait_for(taken, timeout=CLAIM_LEASE * 3, interval=1.0, what="the dead claim's lease to run out")
+    assert retry.status == 202 and "Idempotent-Replayed" not in retry.headers
+    api.wait_done(retry.body["id"])
+    assert jobs_described(api, description) == 1
