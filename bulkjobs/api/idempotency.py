@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -29,6 +30,8 @@ from bulkjobs.api.common import SETTINGS
 from bulkjobs.domain.limits import check_idempotency_key
 from bulkjobs.errors import BulkJobsError, Conflict, Unprocessable
 from bulkjobs.store.idempotency import Answered, Claimed, IdempotencyKeys, InUse
+
+log = logging.getLogger(__name__)
 
 KEY_HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -136,8 +139,12 @@ async def idempotent(request: web.Request, create: Callable[[web.Request], Await
         raise
     assert isinstance(response, web.Response) and isinstance(response.body, bytes)
     # The job is accepted: its answer is kept even if the client is gone (it replays it).
-    await asyncio.shield(keys.answer(tenant, key, owner, digest=request[DIGEST].hexdigest(), status=response.status,
-                                     response=response.body, expires_at=time.time() + ttl))
+    try:
+        await asyncio.shield(keys.answer(tenant, key, owner, digest=request[DIGEST].hexdigest(),
+                                         status=response.status, response=response.body,
+                                         expires_at=time.time() + ttl))
+    except Exception:  # the job is accepted all the same: answer it (a repeat after the lease makes another)
+        log.exception("the answer to Idempotency-Key %r of tenant %s could not be kept", key, tenant)
     return response
 
 
@@ -152,7 +159,11 @@ async def _renewed(keys: IdempotencyKeys, tenant: str, key: str, owner: str) -> 
     async def renew() -> None:
         while True:
             await asyncio.sleep(RENEW_EVERY)
-            await keys.renew(tenant, key, owner, time.time() + CLAIM_LEASE)
+            try:
+                await keys.renew(tenant, key, owner, time.time() + CLAIM_LEASE)
+            except Exception:  # the next renewal may pass; before_publish checks the claim anyway
+                log.warning("the claim of Idempotency-Key %r of tenant %s could not be renewed", key, tenant,
+                            exc_info=True)
 
     renewing = asyncio.create_task(renew())
     try:
