@@ -102,3 +102,10 @@ class UnsupportedMediaType(BulkJobsError):
 class Unavailable(BulkJobsError):
     status = 503
     code = "unavailable"
+
+
+class Unprocessable(BulkJobsError):
+    """A well-formed request that cannot be done as asked."""
+
+    status = 422
+    code = "unprocessable"

@@ -87,6 +87,8 @@ class Settings:
     # The port the worker or the store serves /metrics on (each process its own); 0: not served.
     # The API serves /metrics on its own port, always.
     metrics_port: int = 0
+    # Seconds an Idempotency-Key's answer is kept (api.idempotency): a repeat after it makes a new job.
+    idempotency_ttl: float = 86400.0
     log_format: str = "text"  # or "json": one JSON object per line (bulkjobs.logs)
     # Completion webhooks (domain.webhooks, streams.webhooks): each tenant's signing secret; a
     # tenant without one may not name a callback_url.
@@ -99,6 +101,11 @@ class Settings:
     @property
     def db_path(self) -> Path:
         return self.data_dir / "bulkjobs.db"
+
+    @property
+    def idempotency_path(self) -> Path:
+        """The API processes' shared Idempotency-Key table (not the view: the store never writes it)."""
+        return self.data_dir / "idempotency.db"
 
     @property
     def uploads_dir(self) -> Path:
@@ -148,6 +155,7 @@ class Settings:
             ("WEBHOOK_BACKOFF", "webhook_backoff"),
             ("WEBHOOK_BACKOFF_CAP", "webhook_backoff_cap"),
             ("WEBHOOK_MAX_AGE", "webhook_max_age"),
+            ("IDEMPOTENCY_TTL", "idempotency_ttl"),
         ):
             if (v := get(name)) is not None:
                 values[attr] = float(v)

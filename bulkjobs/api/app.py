@@ -12,7 +12,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from bulkjobs.api import downloads, export_files, intake, lifecycle, live, metrics, reads
+from bulkjobs.api import downloads, export_files, idempotency, intake, lifecycle, live, metrics, reads
 from bulkjobs.api.caps import ACTIVE_JOBS, ActiveJobs
 from bulkjobs.api.common import (
     ACCEPTED,
@@ -33,6 +33,7 @@ from bulkjobs.kafka.admin import ensure_topics
 from bulkjobs.kafka.topics import TopicNames
 from bulkjobs.settings import Settings
 from bulkjobs.store.files import UploadFiles
+from bulkjobs.store.idempotency import IdempotencyKeys
 from bulkjobs.store.reader import ViewReader
 from bulkjobs.store.schema import connect
 
@@ -176,16 +177,19 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     await ensure_topics(settings)
     db = await connect(settings.db_path)
+    keys = await IdempotencyKeys.open(settings.idempotency_path)
     publisher = JobPublisher(settings)
     await publisher.start()
     feed = live.StatusFeed(settings.kafka_brokers, TopicNames(settings.topic_prefix).status)
     await feed.start()
     app[READER] = ViewReader(db)
     app[PUBLISHER] = publisher
+    app[idempotency.KEYS] = keys
     app[live.FEED] = feed
     yield
     await feed.stop()
     await publisher.stop()
+    await keys.close()
     await db.close()
 
 

@@ -15,6 +15,7 @@ from aiohttp import hdrs, web
 from aiohttp.web_response import ContentCoding
 
 from bulkjobs.api.publisher import JobPublisher
+from bulkjobs.domain.changes import Outcome
 from bulkjobs.domain.identity import is_job_id
 from bulkjobs.errors import BadRequest, InvalidField, NotFound, check_known
 from bulkjobs.settings import Settings
@@ -127,6 +128,18 @@ def int_param(request: web.Request, name: str, default: int, low: int, high: int
 def paging(request: web.Request, default: int = 100, most: int = 1000) -> tuple[int, int]:
     """(limit, offset) from the query string (``PAGING``)."""
     return int_param(request, "limit", default, 1, most), int_param(request, "offset", 0, 0, 2**62)
+
+
+def outcome_of(request: web.Request) -> str | None:
+    """The outcome (``?outcome=``) a job's results are filtered by, if any; 400 naming the
+    outcomes for any other value."""
+    value = request.query.get("outcome")
+    if value is None:
+        return None
+    if value not in Outcome.__members__.values():
+        raise BadRequest(f"unknown outcome {value[:100]!r}: one of " + ", ".join(Outcome), field="outcome",
+                         code="unknown_outcome", allowed=list(Outcome))
+    return value
 
 
 def _cursor(position: int, key: tuple[Any, ...]) -> str:

@@ -13,11 +13,12 @@ from itertools import chain
 from typing import Any
 
 import orjson
-from aiohttp import BodyPartReader, web
+from aiohttp import BodyPartReader, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.multipart import BadContentDispositionHeader
 
 from bulkjobs.api.decoding import body_reader
+from bulkjobs.api.idempotency import BodyDigest, body_digest
 from bulkjobs.api.spool import BatchSpool
 from bulkjobs.domain.csv_files import EncodingSniffer, RowReader, encoding_name
 from bulkjobs.domain.csv_import import (
@@ -148,25 +149,28 @@ async def _read_multipart(request: web.Request, writer: _UploadWriter) -> tuple[
     texts: dict[str, str] = {}
     name: str | None = None
     seen_file = False
+    digest = body_digest(request)  # fed each part's name and content, not the boundary
     while (part := await reader.next()) is not None:
         if not isinstance(part, BodyPartReader):
             raise BadRequest("nested multipart bodies are not supported", field="file")
+        if digest is not None:
+            digest.part(part.name, part.filename, part.headers.get(hdrs.CONTENT_TYPE))
         if part.name == "file":
             if seen_file:
                 raise BadRequest("a multipart CSV job has one 'file' part", field="file")
             seen_file = True
             name = part.filename
-            await _copy_file_part(part, writer)
+            await _copy_file_part(part, writer, digest)
         elif part.name == "job":
             try:
-                job = orjson.loads(await _setting_bytes(part))
+                job = orjson.loads(await _setting_bytes(part, digest))
             except orjson.JSONDecodeError as exc:
                 raise BadRequest(f"the 'job' part is not valid JSON: {exc}", field="job", code="invalid_json") from None
             if not isinstance(job, dict):
                 raise BadRequest("the 'job' part must be a JSON object", field="job")
             fields.update(job)
         elif part.name in (*SETTINGS, *_MULTIPART_EXTRA):
-            texts[part.name] = (await _setting_bytes(part)).decode(part.get_charset(default="utf-8"))
+            texts[part.name] = (await _setting_bytes(part, digest)).decode(part.get_charset(default="utf-8"))
         else:
             check_known([part.name or ""], ("file", "job", *SETTINGS, *_MULTIPART_EXTRA), "part")
     if not seen_file:
@@ -174,17 +178,20 @@ async def _read_multipart(request: web.Request, writer: _UploadWriter) -> tuple[
     return {**_fields_from_strings(texts), **fields}, name
 
 
-async def _copy_file_part(part: BodyPartReader, writer: _UploadWriter) -> None:
+async def _copy_file_part(part: BodyPartReader, writer: _UploadWriter, digest: BodyDigest | None) -> None:
     """The file part's bytes, undoing a base64 transfer encoding chunk by chunk (aiohttp cuts
     base64 chunks on whole quartets)."""
     if part.headers.get("Content-Transfer-Encoding", "binary").lower() not in ("base64", "binary", "7bit", "8bit"):
         raise BadRequest("the 'file' part's Content-Transfer-Encoding must be base64, binary, 7bit or 8bit",
                          field="file", code="invalid_multipart")
     while not part.at_eof():
-        writer.write(bytes(part.decode(await part.read_chunk(READ_CHUNK))))
+        data = bytes(part.decode(await part.read_chunk(READ_CHUNK)))
+        if digest is not None:
+            digest.feed(data)
+        writer.write(data)
 
 
-async def _setting_bytes(part: BodyPartReader) -> bytes:
+async def _setting_bytes(part: BodyPartReader, digest: BodyDigest | None) -> bytes:
     """A settings part's bytes, transfer encoding undone; 413 past ``MAX_SETTINGS_PART``."""
     data = bytearray()
     while chunk := await part.read_chunk(READ_CHUNK):
@@ -192,7 +199,10 @@ async def _setting_bytes(part: BodyPartReader) -> bytes:
         if len(data) > MAX_SETTINGS_PART:
             raise TooLarge(f"the {part.name!r} part is larger than the limit of {MAX_SETTINGS_PART} bytes",
                            field=part.name, limit=MAX_SETTINGS_PART)
-    return bytes(part.decode(bytes(data)))
+    decoded = bytes(part.decode(bytes(data)))
+    if digest is not None:
+        digest.feed(decoded)
+    return decoded
 
 
 def receive_text(fields: dict[str, Any], files: UploadFiles, job_id: str, max_bytes: int) -> CsvUpload:

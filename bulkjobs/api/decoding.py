@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from bulkjobs.api.common import SETTINGS
+from bulkjobs.api.idempotency import body_digest
 from bulkjobs.errors import BadRequest, TooLarge, UnsupportedMediaType
 
 ENCODINGS = ("identity", "gzip", "deflate")
@@ -33,7 +34,22 @@ def content_encoding(request: web.Request) -> str:
 
 def body_reader(request: web.Request, size: int) -> Callable[[], Awaitable[bytes]]:
     """A function that reads the next piece of the body, inflated, of at most ``size`` bytes
-    (b"" at its end); 400 when the body does not inflate or cannot be read."""
+    (b"" at its end); 400 when the body does not inflate or cannot be read. What it reads
+    is fed to the request's ``api.idempotency`` digest, if it has one."""
+    read = _inflated(request, size)
+    digest = body_digest(request)
+    if digest is None:
+        return read
+
+    async def read_digested() -> bytes:
+        data = await read()
+        digest.feed(data)
+        return data
+
+    return read_digested
+
+
+def _inflated(request: web.Request, size: int) -> Callable[[], Awaitable[bytes]]:
     encoding = content_encoding(request)
     content = request.content
 

@@ -1,5 +1,5 @@
-"""Files a client downloads: a CSV job's original file, its results as CSV, a job's log, and
-the job types with their CSV templates.
+"""Files a client downloads: a CSV job's original file, its results as CSV, any job's results
+as JSON lines, a job's log, and the job types with their CSV templates.
 
 Everything that can be large is streamed: rows are read from disk and the view a page at a
 time, never gathered in memory.
@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from bulkjobs.api.common import (
@@ -20,6 +21,7 @@ from bulkjobs.api.common import (
     compress,
     find_job,
     json_response,
+    outcome_of,
     page_links,
     paging,
     takes_query,
@@ -129,6 +131,28 @@ async def results_csv(request: web.Request) -> web.StreamResponse:
             index += 1
         if out:
             await response.write(await asyncio.to_thread(_csv_bytes, out))
+    await response.write_eof()
+    return response
+
+
+def _ndjson_bytes(items: list[dict[str, Any]]) -> bytes:
+    """Results as JSON lines; called in a thread, as a page of results takes milliseconds to write."""
+    return b"".join(orjson.dumps(item, option=orjson.OPT_APPEND_NEWLINE) for item in items)
+
+
+@takes_query("outcome")
+async def results_ndjson(request: web.Request) -> web.StreamResponse:
+    """Every result of any job (of one ``outcome``, if given), in record order, one JSON object
+    per line shaped as the results list's items, read from the view a page at a time."""
+    job, outcome = await find_job(request), outcome_of(request)
+    response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson",
+                                           **attachment(f"{job['id']}-results.ndjson")})
+    compress(request, response)
+    await response.prepare(request)
+    reader, after = request.app[READER], 0
+    while items := await reader.results(job["id"], RESULTS_PAGE, after, outcome=outcome):
+        await response.write(await asyncio.to_thread(_ndjson_bytes, items))
+        after = items[-1]["index"] + 1
     await response.write_eof()
     return response
 
@@ -243,6 +267,7 @@ async def job_type_template(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/jobs/{job_id}/file", original_file)
     app.router.add_get("/v1/jobs/{job_id}/results.csv", results_csv)
+    app.router.add_get("/v1/jobs/{job_id}/results.ndjson", results_ndjson)
     app.router.add_get("/v1/jobs/{job_id}/log", job_log)
     app.router.add_get("/v1/job-types", list_job_types)
     app.router.add_get("/v1/job-types/{name}", get_job_type)

@@ -42,6 +42,7 @@ from bulkjobs.api.common import (
 )
 from bulkjobs.api.csv_jobs import CSV_QUERY, CSV_TYPES, MULTIPART, CsvUpload, receive, receive_text, spool_rows
 from bulkjobs.api.decoding import body_reader, content_encoding
+from bulkjobs.api.idempotency import before_publish, idempotent, is_repeat
 from bulkjobs.api.metrics import Form, job_accepted
 from bulkjobs.api.spool import BatchSpool, HeldChunks
 from bulkjobs.clock import parse_time, utc_now
@@ -80,7 +81,14 @@ EXPORT_REQUEST = (*EXPORT_FIELDS, "kind", "schedule", "callback_url", DRY_RUN)
 @takes_query(*BARE_QUERY, *CSV_QUERY, DRY_RUN)  # those of every form: each form checks its own
 async def create_job(request: web.Request) -> web.Response:
     """An import of JSON records, an import of a CSV file, or an export, by the body's form;
-    429 before the body is read while the tenant is at its cap of active jobs (``api.caps``)."""
+    429 before the body is read while the tenant is at its cap of active jobs (``api.caps``);
+    once per ``Idempotency-Key`` (``api.idempotency``)."""
+    return await idempotent(request, _admitted_job)
+
+
+async def _admitted_job(request: web.Request) -> web.Response:
+    if is_repeat(request):  # it publishes nothing, so the cap does not hold it back
+        return await _create_job(request)
     async with request.app[ACTIVE_JOBS].admitted(request):
         return await _create_job(request)
 
@@ -201,6 +209,7 @@ async def _publish(request: web.Request, job: Job, spool: BatchSpool | None, sch
     ``callback_url`` its completion webhook goes there (each run's, for a definition)."""
     tenant, created_at = request["tenant"], utc_now()
     try:
+        await before_publish(request)  # a repeat of an answered Idempotency-Key ends here
         checked = check_schedule(schedule, parse_time(created_at)) if schedule is not None else None
         if callback_url is not None:
             url = await check_callback(request.app[SETTINGS], tenant, callback_url)

@@ -17,6 +17,7 @@ from bulkjobs.api.common import (
     READER,
     find_job,
     json_response,
+    outcome_of,
     page_of,
     page_response,
     takes_query,
@@ -33,16 +34,17 @@ async def get_job(request: web.Request) -> web.Response:
     return json_response(await find_job(request))
 
 
-@takes_query(*PAGING)
+@takes_query("outcome", *PAGING)
 async def job_results(request: web.Request) -> web.Response:
-    """A job's results from record index ``offset`` on, or after the index a cursor holds: a
-    result's position in the list is its index."""
-    job = await find_job(request)
+    """A job's results (of one ``outcome``, if given) from record index ``offset`` on, or after
+    the index a cursor holds: a result's position in the list is its index."""
+    job, outcome = await find_job(request), outcome_of(request)
     paging = page_of(request)
     start = paging.offset if paging.after is None else int(paging.after[0]) + 1
-    items = await request.app[READER].results(job["id"], paging.limit + 1, start)
+    items = await request.app[READER].results(job["id"], paging.limit + 1, start, outcome=outcome)
     last_key = (items[paging.limit - 1]["index"],) if len(items) > paging.limit else None
-    page = Page(items[:paging.limit], job["counts"]["processed"], last_key is not None, last_key)
+    total = job["counts"]["processed" if outcome is None else outcome]
+    page = Page(items[:paging.limit], total, last_key is not None, last_key)
     return page_response(request, replace(paging, offset=start), page)
 
 

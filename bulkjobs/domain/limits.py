@@ -34,3 +34,16 @@ def check_job_size(encoded_bytes: int) -> None:
     if encoded_bytes > MAX_JOB_MESSAGE_BYTES:
         raise TooLarge(f"the job's fields take {encoded_bytes} bytes, over the limit of {MAX_JOB_MESSAGE_BYTES} bytes",
                        limit=MAX_JOB_MESSAGE_BYTES, code="fields_too_large")
+
+
+MAX_IDEMPOTENCY_KEY_CHARS = 255
+
+
+def check_idempotency_key(value: str) -> str:
+    """An ``Idempotency-Key`` header's value: 1 to 255 printable ASCII characters (space to
+    tilde); 400 ``invalid_idempotency_key`` otherwise."""
+    if not 1 <= len(value) <= MAX_IDEMPOTENCY_KEY_CHARS or not all(" " <= char <= "~" for char in value):
+        raise BadRequest(f"the Idempotency-Key header must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} printable ASCII "
+                         "characters", field="Idempotency-Key", code="invalid_idempotency_key",
+                         limit=MAX_IDEMPOTENCY_KEY_CHARS)
+    return value

@@ -206,13 +206,18 @@ class ViewReader:
         rows, total, more, last_key = await self._page("jobs", where, params, order, paging, _JOB_COLUMNS)
         return Page([_job(row) for row in rows], total, more, last_key)
 
-    async def results(self, job_id: str, limit: int, offset: int, failed_only: bool = False) -> list[dict[str, Any]]:
-        """Results from record index ``offset`` on, in record order (only unsuccessful ones if asked)."""
+    async def results(self, job_id: str, limit: int, offset: int, failed_only: bool = False,
+                      outcome: str | None = None) -> list[dict[str, Any]]:
+        """Results from record index ``offset`` on, in record order (only unsuccessful ones, or
+        only those of one outcome, if asked: an index holds each outcome's in order)."""
         where = "job_id = ? AND idx >= ?" + (" AND success = 0" if failed_only else "")
+        params: tuple[Any, ...] = (job_id, offset)
+        if outcome is not None:
+            where, params = where + " AND outcome = ?", (*params, outcome)
         rows = await self._all(
             f"SELECT idx, success, object_id, errors, outcome, source_idx FROM results WHERE {where} "
             "ORDER BY idx LIMIT ?",
-            (job_id, offset, limit),
+            (*params, limit),
         )
         return [
             {"index": row["idx"], "success": bool(row["success"]), "status": row["outcome"], "id": row["object_id"],

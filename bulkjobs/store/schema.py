@@ -65,6 +65,8 @@ CREATE TABLE IF NOT EXISTS results (
     source_idx INTEGER,  -- a retry's result: the record's index in the job retried
     PRIMARY KEY (job_id, idx)
 ) WITHOUT ROWID;
+-- A page of a job's results of one outcome (``?outcome=failed``), read from wherever it starts.
+CREATE INDEX IF NOT EXISTS results_by_outcome ON results (job_id, outcome, idx);
 -- A rowid table with a unique id index: object ids are hashes, and inserting whole rows at
 -- random places of a WITHOUT ROWID tree cost half the feeder's speed at a million objects.
 CREATE TABLE IF NOT EXISTS objects (
