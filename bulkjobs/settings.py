@@ -51,6 +51,15 @@ class Settings:
     # The API serves /metrics on its own port, always.
     metrics_port: int = 0
     log_format: str = "text"  # or "json": one JSON object per line (bulkjobs.logs)
+    # A snapshot of a partition of the worker's object index is written after this many changes
+    # (AppliedBatch messages), or this many seconds after the last one if anything changed.
+    snapshot_changes: int = 1000
+    snapshot_seconds: float = 60.0
+    # retention.ms of the topics created from now on, in seconds (0: kept for ever): job-events,
+    # changes and dead-letters; the batches topic apart, since a scheduled definition's batches
+    # are read back from it for every run, as long as the definition lives.
+    topic_retention: int = 7 * 24 * 3600
+    batches_retention: int = 0
 
     @property
     def db_path(self) -> Path:
@@ -90,6 +99,9 @@ class Settings:
             ("BATCH_BYTES", "batch_bytes"),
             ("METRICS_PORT", "metrics_port"),
             ("MAX_ACTIVE_JOBS", "max_active_jobs"),
+            ("SNAPSHOT_CHANGES", "snapshot_changes"),
+            ("TOPIC_RETENTION", "topic_retention"),
+            ("BATCHES_RETENTION", "batches_retention"),
         ):
             if (v := get(name)) is not None:
                 values[attr] = int(v)
@@ -97,6 +109,7 @@ class Settings:
             ("SESSION_TIMEOUT", "session_timeout"),
             ("HEARTBEAT_INTERVAL", "heartbeat_interval"),
             ("UPLOAD_TIMEOUT", "upload_timeout"),
+            ("SNAPSHOT_SECONDS", "snapshot_seconds"),
         ):
             if (v := get(name)) is not None:
                 values[attr] = float(v)

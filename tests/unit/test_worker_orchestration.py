@@ -7,7 +7,7 @@ the barriers, then what was published where.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -66,8 +66,16 @@ class FakeTail:
     async def fresh(self, age: float) -> None:
         self.effects.append(("fresh", self.name))
 
+    def want(self, starts: Mapping[int, int]) -> None:
+        self.effects.append(("want", self.name, dict(starts)))
+
     def unwant(self, partitions: Iterable[int]) -> None:
         pass
+
+
+class NoSnapshots:
+    async def latest(self, partition: int) -> None:
+        return None
 
 
 class Worker:
@@ -80,7 +88,7 @@ class Worker:
         self.next_offset = 100
         self.seconds = 0.0
         self.tails: dict[str, FakeTail] = {}
-        self.objects = ObjectState(lambda on_message: self.tail("changes", on_message))
+        self.objects = ObjectState(lambda on_message: self.tail("changes", on_message), PARTITIONS, NoSnapshots())
         self.job_states = JobStates(lambda on_message: self.tail("status", on_message))
         self.commands = JobCommands(lambda on_message: self.tail("job-events", on_message))
         self.uploads = UploadClock(settings.upload_timeout, clock=lambda: self.seconds)
@@ -149,8 +157,8 @@ def command(kind: str, job_id: str = "job-1", **fields: Any) -> JobCommand:
 async def test_a_batch_is_applied_then_its_applied_batch_then_its_batch_done_are_published() -> None:
     worker = Worker()
     await worker.applier.handle(batch_message(a_batch()))
-    barriers = [effect for effect in worker.effects if effect[0] in ("caught_up", "fresh")]
-    assert barriers == [("caught_up", "changes", [2]), ("caught_up", "status", [0, 1, 2, 3]),
+    barriers = [effect for effect in worker.effects if effect[0] in ("want", "caught_up", "fresh")]
+    assert barriers == [("want", "changes", {2: 0}), ("caught_up", "changes", [2]), ("caught_up", "status", [0, 1, 2, 3]),
                         ("fresh", "job-events")]
     (_, changes, applied, _, partition), (_, events, done, key, _) = worker.published()
     assert (changes, partition) == (NAMES.changes, 2)  # the same partition as the batch
@@ -158,8 +166,8 @@ async def test_a_batch_is_applied_then_its_applied_batch_then_its_batch_done_are
     assert (events, key) == (NAMES.job_events, b"job-1")
     assert done == {"kind": "batch_done", "job_id": "job-1", "seq": 0, "counts": applied["counts"], "at": AT,
                     "host": HOST}
-    assert worker.objects.index.objects == {FRESH: TENANT}
-    assert worker.objects.applied[("job-1", 0)] == Counts(processed=1, created=1)
+    assert worker.objects.index_of(2).objects == {FRESH: TENANT}
+    assert worker.objects.applied_counts(2, "job-1", 0) == Counts(processed=1, created=1)
     assert worker.objects.offsets[2] == 101  # where its AppliedBatch landed: the tail skips its own write
 
 
@@ -182,7 +190,7 @@ async def test_a_batch_applied_before_a_crash_only_sends_its_batch_done_again() 
     await after.applier.handle(batch_message(a_batch()))
     [(_, topic, done, _, _)] = after.published()
     assert topic == NAMES.job_events and done["kind"] == "batch_done" and done["counts"] == applied.counts
-    assert after.effects[0] == ("caught_up", "changes", [2])  # the barrier comes before the check
+    assert after.effects[:2] == [("want", "changes", {2: 0}), ("caught_up", "changes", [2])]  # before the check
 
 
 @pytest.mark.parametrize("stop", ["status", "command"])
@@ -194,7 +202,7 @@ async def test_a_batch_of_a_stopped_job_is_skipped(stop: str) -> None:
         worker.tails["job-events"].deliver(0, 0, encode(command("cancel")))
     await worker.applier.handle(batch_message(a_batch()))
     assert worker.published() == []
-    assert worker.objects.index.objects == {}
+    assert worker.objects.live_ids() == (0, 0)
 
 
 @pytest.mark.parametrize("hold", ["batch", "status", "command"])
@@ -208,7 +216,7 @@ async def test_a_held_batch_is_parked_not_applied(hold: str) -> None:
     await worker.applier.handle(batch_message(batch, partition=3, offset=9))
     assert worker.published() == [("publish", NAMES.job_events, {"kind": "batch_parked", "job_id": "job-1", "seq": 0,
                                                                  "partition": 3, "offset": 9}, b"job-1", None)]
-    assert worker.objects.index.objects == {}
+    assert worker.objects.live_ids() == (0, 0)
 
 
 async def test_a_relationships_post_waits_until_every_partition_is_read() -> None:
