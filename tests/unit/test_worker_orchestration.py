@@ -205,6 +205,31 @@ async def test_a_batch_of_a_stopped_job_is_skipped(stop: str) -> None:
     assert worker.objects.live_ids() == (0, 0)
 
 
+@pytest.mark.parametrize("status", [jobs.SUCCEEDED, jobs.PARTIALLY_SUCCEEDED])
+async def test_a_batch_of_a_job_that_counted_all_its_batches_is_a_duplicate_even_without_its_entry(
+        status: str) -> None:
+    """The applied entries of ended jobs are pruned at a snapshot: the job's state recognises
+    a late duplicate instead, without applying it or counting it again."""
+    worker = Worker()
+    worker.job_states.put(Job(id="job-1", tenant=TENANT, status=status), 0)
+    await worker.applier.handle(batch_message(a_batch()))
+    assert worker.published() == []
+    assert worker.objects.live_ids() == (0, 0)
+
+
+async def test_a_partition_lost_in_a_rebalance_is_forgotten_and_loaded_again_if_it_comes_back() -> None:
+    worker = Worker()
+    await worker.applier.handle(batch_message(a_batch(), partition=2))
+    worker.objects.revoke({2})
+    worker.objects.assign({1})
+    assert worker.objects.live_ids() == (0, 0) and worker.objects.applied_counts(2, "job-1", 0) is None
+    worker.effects.clear()
+    worker.objects.revoke({1})
+    worker.objects.assign({1, 2})
+    await worker.objects.sync(2)
+    assert worker.effects == [("want", "changes", {2: 0}), ("caught_up", "changes", [2])]
+
+
 @pytest.mark.parametrize("hold", ["batch", "status", "command"])
 async def test_a_held_batch_is_parked_not_applied(hold: str) -> None:
     worker = Worker()
