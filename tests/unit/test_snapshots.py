@@ -14,6 +14,7 @@ from bulkjobs.domain.counts import Counts
 from bulkjobs.domain.identity import derived_id
 from bulkjobs.domain.records import ObjectIndex
 from bulkjobs.kafka.refetch import Entry
+from bulkjobs.kafka.tail import OnMessage
 from bulkjobs.kafka.topics import (
     MAX_VALUE_BYTES,
     AppliedBatch,
@@ -23,7 +24,6 @@ from bulkjobs.kafka.topics import (
     encode,
     manifest_key,
 )
-from bulkjobs.kafka.tail import OnMessage
 from bulkjobs.streams.snapshots import (
     FIRST_WINDOW,
     Snapshot,

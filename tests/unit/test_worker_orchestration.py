@@ -158,8 +158,8 @@ async def test_a_batch_is_applied_then_its_applied_batch_then_its_batch_done_are
     worker = Worker()
     await worker.applier.handle(batch_message(a_batch()))
     barriers = [effect for effect in worker.effects if effect[0] in ("want", "caught_up", "fresh")]
-    assert barriers == [("want", "changes", {2: 0}), ("caught_up", "changes", [2]), ("caught_up", "status", [0, 1, 2, 3]),
-                        ("fresh", "job-events")]
+    assert barriers == [("want", "changes", {2: 0}), ("caught_up", "changes", [2]),
+                        ("caught_up", "status", [0, 1, 2, 3]), ("fresh", "job-events")]
     (_, changes, applied, _, partition), (_, events, done, key, _) = worker.published()
     assert (changes, partition) == (NAMES.changes, 2)  # the same partition as the batch
     assert applied["job_id"] == "job-1" and applied["counts"]["created"] == 1 and applied["host"] == HOST
