@@ -102,7 +102,8 @@ class ObjectState(RebuiltState):
         self._first: dict[int, int] = {}  # partition -> the offset its first change read must have
         self._loading = asyncio.Lock()
         self._in_flight = 0  # batches applied to the index whose AppliedBatch is not acked yet
-        self._settled = asyncio.Condition()
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     def index_of(self, partition: int) -> ObjectIndex:
         part = self.parts.get(partition)
@@ -123,7 +124,8 @@ class ObjectState(RebuiltState):
         return self.applied.get(partition, {}).get((job_id, seq))
 
     def _on_message(self, partition: int, offset: int, value: bytes) -> None:
-        metrics.CHANGES_READ.inc()
+        metrics.CHANGES_READ.labels("messages").inc()
+        metrics.CHANGES_READ.labels("bytes").inc(len(value))
         if offset <= self.offsets.get(partition, -1):
             return  # our own write, already applied
         expected = self._first.pop(partition, None)
@@ -157,7 +159,12 @@ class ObjectState(RebuiltState):
             for partition in partitions:
                 if partition in self._loaded:
                     continue
-                snapshot = await self.snapshots.latest(partition)
+                try:
+                    snapshot = await self.snapshots.latest(partition)
+                except Exception:  # a snapshot that cannot be read: the history, if it is still there
+                    log.exception("the snapshot of partition %d could not be read: reading its changes "
+                                  "from the beginning", partition)
+                    snapshot = None
                 if snapshot is None:
                     self.parts.pop(partition, None)
                     start = 0
@@ -176,21 +183,18 @@ class ObjectState(RebuiltState):
         """Around applying a batch to the index until its AppliedBatch is acked: a snapshot is
         never taken in between (it would hold effects not in the changes topic yet)."""
         self._in_flight += 1
+        self._idle.clear()
         try:
             yield
         finally:
             self._in_flight -= 1
             if not self._in_flight:
-                asyncio.get_running_loop().create_task(self._notify_settled())
-
-    async def _notify_settled(self) -> None:
-        async with self._settled:
-            self._settled.notify_all()
+                self._idle.set()
 
     async def settled(self) -> None:
         """Return at a moment when the index holds exactly the changes up to ``offsets``."""
-        async with self._settled:
-            await self._settled.wait_for(lambda: not self._in_flight)
+        while self._in_flight:
+            await self._idle.wait()
 
     def prune_applied(self, partition: int, finished: Callable[[str], bool]) -> None:
         """Forget the applied-map entries of the jobs that need no more batches."""

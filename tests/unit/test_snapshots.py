@@ -355,3 +355,11 @@ async def test_a_snapshot_waits_until_no_batch_is_between_its_apply_and_its_ack(
     assert manifest is not None and manifest.changes_offset == 5
     [(_, _, chunk)] = [entry for entry in log.entries if entry[1] != manifest_key(1)]
     assert chunk is not None and "in-flight" in orjson.loads(chunk)["objects"]["acme"]
+
+
+async def test_a_snapshot_that_cannot_be_read_falls_back_to_the_changes_from_the_beginning() -> None:
+    log = FakeLog()
+    await log.publish(TOPIC, b"not json", key=manifest_key(1), partition=1)
+    objects, tail = state(log)
+    await objects.sync(1)
+    assert tail.wants == [{1: 0}] and objects.manifests == {}
