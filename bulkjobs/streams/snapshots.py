@@ -204,7 +204,7 @@ class Snapshotter:
         last = self.objects.manifests.get(partition)
         new = self.objects.offsets.get(partition, -1) - (last.changes_offset if last else -1)
         since = self.clock() - self.taken_at.setdefault(partition, self.clock())
-        return new >= self.every_changes or (new > 0 and since >= self.every_seconds)
+        return new > 0 and (new >= self.every_changes or since >= self.every_seconds)
 
     async def look(self, owned: Iterable[int]) -> None:
         """Snapshot the first owned, caught-up partition that is due."""

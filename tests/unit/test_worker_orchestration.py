@@ -19,6 +19,7 @@ from bulkjobs.domain import jobs
 from bulkjobs.domain.counts import Counts
 from bulkjobs.domain.identity import RELATIONSHIPS, RESOURCES
 from bulkjobs.domain.jobs import CANCELLED, FAILED, QUEUED, SCHEDULED, SUSPENDED, UPLOAD_INTERRUPTED, Job
+from bulkjobs.domain.records import ObjectIndex
 from bulkjobs.kafka.tail import OnMessage
 from bulkjobs.kafka.topics import (
     AppliedBatch,
@@ -26,6 +27,7 @@ from bulkjobs.kafka.topics import (
     JobCommand,
     JobSubmitted,
     RecordBatch,
+    SnapshotManifest,
     TopicNames,
     encode,
     job_from_status,
@@ -35,6 +37,7 @@ from bulkjobs.streams.applier import BatchApplier
 from bulkjobs.streams.effects import Message
 from bulkjobs.streams.rules import next_job, released
 from bulkjobs.streams.scheduler import Scheduler
+from bulkjobs.streams.snapshots import Snapshot
 from bulkjobs.streams.state import JobCommands, JobStates, ObjectState
 from bulkjobs.streams.tracker import JobTracker
 from bulkjobs.streams.uploads import UploadClock, UploadWatch
@@ -73,22 +76,28 @@ class FakeTail:
         pass
 
 
-class NoSnapshots:
-    async def latest(self, partition: int) -> None:
-        return None
+class Snapshots:
+    """The latest snapshot of each partition, as a test sets it (none by default)."""
+
+    def __init__(self) -> None:
+        self.by_partition: dict[int, Snapshot] = {}
+
+    async def latest(self, partition: int) -> Snapshot | None:
+        return self.by_partition.get(partition)
 
 
 class Worker:
     """The orchestration of one worker, wired as ``worker.py`` wires it, to fakes."""
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, snapshots: Snapshots | None = None) -> None:
         settings = settings or Settings(partitions=PARTITIONS)
         self.effects: list[Effect] = []
         self.parked: dict[tuple[int, int], bytes] = {}  # the batches topic, for the refetcher
         self.next_offset = 100
         self.seconds = 0.0
         self.tails: dict[str, FakeTail] = {}
-        self.objects = ObjectState(lambda on_message: self.tail("changes", on_message), PARTITIONS, NoSnapshots())
+        self.objects = ObjectState(lambda on_message: self.tail("changes", on_message), PARTITIONS,
+                                   snapshots or Snapshots())
         self.job_states = JobStates(lambda on_message: self.tail("status", on_message))
         self.commands = JobCommands(lambda on_message: self.tail("job-events", on_message))
         self.uploads = UploadClock(settings.upload_timeout, clock=lambda: self.seconds)
@@ -191,6 +200,21 @@ async def test_a_batch_applied_before_a_crash_only_sends_its_batch_done_again() 
     [(_, topic, done, _, _)] = after.published()
     assert topic == NAMES.job_events and done["kind"] == "batch_done" and done["counts"] == applied.counts
     assert after.effects[:2] == [("want", "changes", {2: 0}), ("caught_up", "changes", [2])]  # before the check
+
+
+async def test_a_batch_applied_before_a_snapshot_is_recognised_by_a_worker_restored_from_it() -> None:
+    """The entry travels in the snapshot: the new owner never reads the change that recorded it."""
+    snapshots = Snapshots()
+    manifest = SnapshotManifest(partition=2, generation="1-a", changes_offset=40, chunk_keys=[], chunk_offsets=[],
+                                at=AT)
+    snapshots.by_partition[2] = Snapshot(manifest=manifest, index=ObjectIndex(objects={FRESH: TENANT}),
+                                         applied={("job-1", 0): Counts(processed=1, created=1)})
+    after = Worker(snapshots=snapshots)
+    await after.applier.handle(batch_message(a_batch()))
+    [(_, topic, done, _, _)] = after.published()
+    assert topic == NAMES.job_events and done["kind"] == "batch_done" and done["counts"]["created"] == 1
+    assert after.effects[0] == ("want", "changes", {2: 41})
+    assert after.objects.index_of(2).objects == {FRESH: TENANT}
 
 
 @pytest.mark.parametrize("stop", ["status", "command"])
