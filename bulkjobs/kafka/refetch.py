@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from bulkjobs.kafka import clients
 
 Entry = tuple[int, bytes | None, bytes | None]  # offset, key, value
+READ_TIMEOUT = 60.0  # seconds a range may take to read before the reader gives up (it should exist)
 
 
 class Refetcher:
@@ -46,7 +47,8 @@ class Refetcher:
             return int((await consumer.end_offsets([tp]))[tp])
 
     async def read(self, partition: int, start: int, end: int) -> list[Entry]:
-        """The messages from offset ``start`` up to (not including) ``end``, which must exist."""
+        """The messages from offset ``start`` up to (not including) ``end``, which must exist;
+        TimeoutError if they cannot be read (the snapshot restorer then reads the history)."""
         entries: list[Entry] = []
         if start >= end:
             return entries
@@ -56,7 +58,11 @@ class Refetcher:
             consumer.assign([tp])
             consumer.seek(tp, start)
             reached = start - 1  # compaction may have removed offsets: go by the last one seen
+            deadline = asyncio.get_running_loop().time() + READ_TIMEOUT
             while reached < end - 1:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise TimeoutError(f"{self.topic}[{partition}]: offsets {start}..{end - 1} not read "
+                                       f"in {READ_TIMEOUT:.0f} s (at {reached})")
                 for m in (await consumer.getmany(tp, timeout_ms=500)).get(tp, []):
                     reached = m.offset
                     if m.offset < end:
