@@ -11,6 +11,11 @@ goals of issue 3.
     .venv/bin/python bench/bench.py              # 1,000,000 records (several minutes)
     .venv/bin/python bench/bench.py --quick      # 100,000 records
     .venv/bin/python bench/bench.py --records 250000 --keep
+    .venv/bin/python bench/bench.py --growth     # only the growth part (issue 12)
+
+The growth part (bench/growth.py) follows: for 100k and 1M live objects, a worker's restart
+and a second worker's join, timed to their first applied batch, with what they read and their
+peak RSS.
 
 It is a benchmark, not a test: figures from a shared 2-core machine are noisy; compare ratios
 measured in one run. It exits non-zero when a job does not end as expected.
@@ -39,6 +44,7 @@ import aiohttp
 
 from bench import MB, BenchFailure
 from bench.bodies import CSV_MAPPINGS, baseline, write_bodies
+from bench.growth import run_growth
 from bench.measure import Job, JobRun, idle_sockets, run_job
 from bench.report import print_table
 from bench.stack import BenchStack, add_worker, start_stack, wait_healthy
@@ -80,19 +86,29 @@ async def bench(stack: BenchStack, n: int, csv_n: int, bodies: dict[str, Path]) 
     return runs, await idle_sockets(stack, IDLE_SOCKETS, IDLE_SECONDS)
 
 
-def parse_args() -> tuple[int, int, bool]:
-    """Records per job, CSV rows, and whether to keep the temporary directory."""
+def parse_args() -> tuple[int, int, bool, list[int], bool]:
+    """Records per job, CSV rows, whether to keep the temporary directory, the growth part's
+    sizes, and whether to run only the growth part."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--records", type=int, default=1_000_000, help="records per job (default 1,000,000)")
     parser.add_argument("--csv-rows", type=int, default=200_000, help="rows of the CSV job (default 200,000)")
     parser.add_argument("--quick", action="store_true", help="100,000 records (20,000 CSV rows), for a fast check")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, view, bodies)")
+    parser.add_argument("--growth", action="store_true", help="run only the growth part (bench/growth.py)")
+    parser.add_argument("--growth-sizes", default="100000,1000000",
+                        help="live objects before the growth part's restarts (default 100000,1000000)")
     args = parser.parse_args()
+    try:
+        sizes = [int(size) for size in args.growth_sizes.split(",")]
+    except ValueError:
+        parser.error("--growth-sizes must be integers separated by commas")
+    if any(size < 1 for size in sizes):
+        parser.error("--growth-sizes must be positive")
     n = 100_000 if args.quick else args.records
     csv_n = 20_000 if args.quick else args.csv_rows
     if n < 1 or csv_n < 1:
         parser.error("--records and --csv-rows must be positive")
-    return n, csv_n, args.keep
+    return n, csv_n, args.keep, sizes, args.growth
 
 
 def prepare(tmp: Path, n: int, csv_n: int) -> tuple[dict[str, Path], int]:
@@ -105,8 +121,11 @@ def prepare(tmp: Path, n: int, csv_n: int) -> tuple[dict[str, Path], int]:
     return {name: path for name, (path, _) in written.items()}, max(size for _, size in written.values())
 
 
-def run(tmp: Path, n: int, csv_n: int, started: float) -> int:
-    """The whole bench in ``tmp``: bodies, baseline, stack, jobs, baseline again, report."""
+def run(tmp: Path, n: int, csv_n: int, started: float, growth_sizes: list[int], only_growth: bool) -> int:
+    """The whole bench in ``tmp``: bodies, baseline, stack, jobs, baseline again, report; then
+    the growth part (or that alone)."""
+    if only_growth:
+        return growth(tmp, growth_sizes)
     stack: BenchStack | None = None
     broker: EmbeddedBroker | None = None
     try:
@@ -127,7 +146,6 @@ def run(tmp: Path, n: int, csv_n: int, started: float) -> int:
               f"API RSS +{idle['rss_mb']:.0f} MB", flush=True)
         if misses:
             print("goals missed: " + "; ".join(misses), flush=True)
-        return 0
     except (BenchFailure, StackFailed) as exc:
         print(f"\nBENCH FAILED: {exc}", file=sys.stderr, flush=True)
         if stack is not None:
@@ -139,10 +157,20 @@ def run(tmp: Path, n: int, csv_n: int, started: float) -> int:
                 print(f"  {name} did not stop in time: killed", flush=True)
         if broker is not None:
             broker.stop()
+    return growth(tmp, growth_sizes)
+
+
+def growth(tmp: Path, sizes: list[int]) -> int:
+    try:
+        run_growth(tmp, sizes)
+    except (BenchFailure, StackFailed) as exc:
+        print(f"\nGROWTH BENCH FAILED: {exc}", file=sys.stderr, flush=True)
+        return 1
+    return 0
 
 
 def main() -> int:
-    n, csv_n, keep = parse_args()
+    n, csv_n, keep, growth_sizes, only_growth = parse_args()
 
     def on_signal(signum: int, _frame: Any) -> None:
         raise SystemExit(128 + signum)  # unwinds through the finally blocks of run
@@ -153,7 +181,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bulkjobs-bench-"))
     print(f"bulkjobs bench: {n:,} records per job; temp dir {tmp}", flush=True)
     try:
-        return run(tmp, n, csv_n, started)
+        return run(tmp, n, csv_n, started, growth_sizes, only_growth)
     finally:
         if keep:
             print(f"kept {tmp}", flush=True)

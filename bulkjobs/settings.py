@@ -97,6 +97,15 @@ class Settings:
     webhook_backoff: float = 5.0  # seconds before the first retry, doubling after each failure
     webhook_backoff_cap: float = 3600.0  # the longest wait between two attempts
     webhook_max_age: float = 24 * 3600.0  # attempts go on until the job ended this long ago
+    # A snapshot of a partition of the worker's object index is written after this many changes
+    # (AppliedBatch messages), or this many seconds after the last one if anything changed.
+    snapshot_changes: int = 1000
+    snapshot_seconds: float = 60.0
+    # retention.ms of the topics created from now on, in seconds (0: kept for ever): job-events,
+    # changes and dead-letters; the batches topic apart, since a scheduled definition's batches
+    # are read back from it for every run, as long as the definition lives.
+    topic_retention: int = 7 * 24 * 3600
+    batches_retention: int = 0
 
     @property
     def db_path(self) -> Path:
@@ -145,6 +154,9 @@ class Settings:
             ("BATCH_BYTES", "batch_bytes"),
             ("METRICS_PORT", "metrics_port"),
             ("MAX_ACTIVE_JOBS", "max_active_jobs"),
+            ("SNAPSHOT_CHANGES", "snapshot_changes"),
+            ("TOPIC_RETENTION", "topic_retention"),
+            ("BATCHES_RETENTION", "batches_retention"),
         ):
             if (v := get(name)) is not None:
                 values[attr] = int(v)
@@ -156,6 +168,7 @@ class Settings:
             ("WEBHOOK_BACKOFF_CAP", "webhook_backoff_cap"),
             ("WEBHOOK_MAX_AGE", "webhook_max_age"),
             ("IDEMPOTENCY_TTL", "idempotency_ttl"),
+            ("SNAPSHOT_SECONDS", "snapshot_seconds"),
         ):
             if (v := get(name)) is not None:
                 values[attr] = float(v)

@@ -84,8 +84,15 @@ class Overlay:
     """An ``ObjectIndex`` as one dry run sees it: what ``apply_batch`` reads and writes in its place."""
 
     def __init__(self, base: ObjectIndex) -> None:
+        self.base = base
         self.objects = LayeredIds(base.objects)
         self.relationships = LayeredIds(base.relationships)
+
+    def tenant_anywhere(self, object_id: str) -> str | None:
+        """An object's tenant in any partition: as this dry run changed it, else as the index has it."""
+        if object_id in self.objects.changed:
+            return self.objects.changed[object_id]
+        return self.base.tenant_anywhere(object_id)
 
     def __len__(self) -> int:
         """How many ids the dry run has touched (what the overlay holds in memory)."""
@@ -113,8 +120,8 @@ def would_be_ops(ops: list[Op]) -> list[Op]:
 class Overlays:
     """The overlays of the dry runs a worker is applying, one per job and partition."""
 
-    def __init__(self, base: Callable[[], ObjectIndex]) -> None:
-        self.base = base  # the index as it is when an overlay is made (its owner may replace it)
+    def __init__(self, base: Callable[[int], ObjectIndex]) -> None:
+        self.base = base  # a partition's index as it is when an overlay is made (a restore may replace it)
         self._overlays: dict[tuple[str, int], Overlay] = {}
 
     def __len__(self) -> int:
@@ -124,7 +131,7 @@ class Overlays:
         """The job's overlay on ``partition``, made empty the first time."""
         overlay = self._overlays.get((job_id, partition))
         if overlay is None:
-            overlay = self._overlays[(job_id, partition)] = Overlay(self.base())
+            overlay = self._overlays[(job_id, partition)] = Overlay(self.base(partition))
         return overlay
 
     def replay(self, job_id: str, partition: int, ops: Iterable[Op]) -> None:

@@ -40,10 +40,20 @@ _CREATED, _UPDATED, _DELETED, _SKIPPED, _FAILED = (
 
 @dataclass
 class ObjectIndex:
-    """Live object and relationship ids of the partitions a worker holds, mapped to their tenant."""
+    """Live object and relationship ids of one partition, mapped to their tenant.
+
+    A relationship's ends may live in other partitions: ``elsewhere`` finds the tenant of an
+    object of any partition (the worker's, when it has read every partition)."""
 
     objects: dict[str, str] = field(default_factory=dict)
     relationships: dict[str, str] = field(default_factory=dict)
+    elsewhere: Callable[[str], str | None] | None = field(default=None, compare=False, repr=False)
+
+    def tenant_anywhere(self, object_id: str) -> str | None:
+        tenant = self.objects.get(object_id)
+        if tenant is None and self.elsewhere is not None:
+            return self.elsewhere(object_id)
+        return tenant
 
     def apply_op(self, op: Op) -> None:
         op_type = op[OP_TYPE]
@@ -74,6 +84,8 @@ class IdIndex(Protocol):
 
     @property
     def relationships(self) -> IdMap: ...
+
+    def tenant_anywhere(self, object_id: str) -> str | None: ...
 
     def apply_op(self, op: Op) -> None: ...
 
@@ -185,8 +197,8 @@ def _fresh(fresh_id: str | None) -> str:
     return fresh_id
 
 
-def _owned(ids: IdMap, ctx: Context, object_id: str, what: str) -> None:
-    if ids.get(object_id) != ctx.tenant:
+def _owned(tenant_of: Callable[[str], str | None], ctx: Context, object_id: str, what: str) -> None:
+    if tenant_of(object_id) != ctx.tenant:
         raise not_found(f"{what} '{object_id}' not found")
 
 
@@ -213,13 +225,13 @@ def _update(ctx: Context, fresh_id: str | None, record: Any) -> tuple[str, list[
     rec = _require_dict(record)
     object_id = _require_str(rec, "id")
     attributes = _attributes(rec, required=True)
-    _owned(ctx.index.objects, ctx, object_id, "object")
+    _owned(ctx.index.objects.get, ctx, object_id, "object")
     return object_id, [[OP_PATCH, object_id, attributes, ctx.at]], _UPDATED
 
 
 def _delete(ctx: Context, fresh_id: str | None, record: Any) -> tuple[str, list[Op], Outcome]:
     object_id = _record_id(record)
-    _owned(ctx.index.objects, ctx, object_id, "object")
+    _owned(ctx.index.objects.get, ctx, object_id, "object")
     return object_id, [[OP_DELETE, object_id]], _DELETED
 
 
@@ -259,8 +271,8 @@ def _relationship_post(ctx: Context, fresh_id: str | None, record: Any) -> tuple
     relationship_type = _require_str(rec, "relationship_type")
     source = _require_str(rec, "source")
     target = _require_str(rec, "target")
-    _owned(ctx.index.objects, ctx, source, "source object")
-    _owned(ctx.index.objects, ctx, target, "target object")
+    _owned(ctx.index.tenant_anywhere, ctx, source, "source object")
+    _owned(ctx.index.tenant_anywhere, ctx, target, "target object")
     relationship_id = _fresh(fresh_id)
     op = [OP_REL_CREATE, relationship_id, ctx.tenant, relationship_type, source, target, ctx.at]
     return relationship_id, [op], _CREATED
@@ -268,7 +280,7 @@ def _relationship_post(ctx: Context, fresh_id: str | None, record: Any) -> tuple
 
 def _relationship_delete(ctx: Context, fresh_id: str | None, record: Any) -> tuple[str, list[Op], Outcome]:
     relationship_id = _record_id(record)
-    _owned(ctx.index.relationships, ctx, relationship_id, "relationship")
+    _owned(ctx.index.relationships.get, ctx, relationship_id, "relationship")
     return relationship_id, [[OP_REL_DELETE, relationship_id]], _DELETED
 
 

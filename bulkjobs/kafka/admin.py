@@ -1,4 +1,7 @@
-"""Creating bulkjobs' topics on a broker with their retention (idempotent; every entry point calls it)."""
+"""Creating bulkjobs' topics on a broker with their retention (idempotent; every entry point calls it).
+
+A topic that exists keeps its config: retention set here applies to topics created from now on.
+"""
 
 from __future__ import annotations
 
@@ -14,17 +17,22 @@ from bulkjobs.settings import Settings
 log = logging.getLogger(__name__)
 
 
+def retention(seconds: int) -> dict[str, str]:
+    """A topic's config keeping its records ``seconds`` (0: for ever)."""
+    return {"retention.ms": str(seconds * 1000) if seconds > 0 else "-1"}
+
+
 async def ensure_topics(settings: Settings, attempts: int = 60) -> None:
     names = TopicNames(settings.topic_prefix)
-    forever = {"retention.ms": "-1"}  # what was accepted, and the state rebuilt from it, is never dropped
     latest = {"cleanup.policy": "compact"}  # keyed snapshots: only the latest per key matters
     wanted = {
-        names.job_events: forever,
-        names.batches: forever,
-        names.changes: forever,
+        names.job_events: retention(settings.topic_retention),
+        names.batches: retention(settings.batches_retention),
+        names.changes: retention(settings.topic_retention),  # finite only because snapshots exist
         names.status: latest,
         names.workers: latest,
-        names.dead_letters: forever,
+        names.dead_letters: retention(settings.topic_retention),
+        names.snapshots: latest,
     }
     for attempt in range(attempts):
         admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_brokers)

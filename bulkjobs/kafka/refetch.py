@@ -1,7 +1,8 @@
-"""Reading single messages back from a topic by partition and offset (no consumer group).
+"""Reading messages back from a topic by partition and offset (no consumer group).
 
 The job tracker uses it to release a job's parked batches: on resume it sends them again, and
-each run of a scheduled definition gets copies of the definition's batches.
+each run of a scheduled definition gets copies of the definition's batches. The snapshot
+restorer uses it to read the end of a partition of the snapshots topic.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bulkjobs.kafka import clients
 
+Entry = tuple[int, bytes | None, bytes | None]  # offset, key, value
+READ_TIMEOUT = 60.0  # seconds a range may take to read before the reader gives up (it should exist)
+
 
 class Refetcher:
     def __init__(self, brokers: str, topic: str) -> None:
@@ -19,15 +23,48 @@ class Refetcher:
         self._consumer: AIOKafkaConsumer | None = None  # made on first use, inside the event loop
         self._lock = asyncio.Lock()  # one seek-and-read at a time on the one consumer
 
+    async def _started(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            self._consumer = clients.consumer(self.brokers, max_partition_fetch_bytes=8 * 1024 * 1024)
+            await self._consumer.start()
+        return self._consumer
+
     async def fetch(self, partition: int, offset: int) -> bytes:
         async with self._lock:
-            if self._consumer is None:
-                self._consumer = clients.consumer(self.brokers)
-                await self._consumer.start()
+            consumer = await self._started()
             tp = TopicPartition(self.topic, partition)
-            self._consumer.assign([tp])
-            self._consumer.seek(tp, offset)
+            consumer.assign([tp])
+            consumer.seek(tp, offset)
             while True:
-                message = await self._consumer.getone(tp)
+                message = await consumer.getone(tp)
                 if message.offset == offset:
                     return message.value or b""
+
+    async def end_offset(self, partition: int) -> int:
+        async with self._lock:
+            consumer = await self._started()
+            tp = TopicPartition(self.topic, partition)
+            return int((await consumer.end_offsets([tp]))[tp])
+
+    async def read(self, partition: int, start: int, end: int) -> list[Entry]:
+        """The messages from offset ``start`` up to (not including) ``end``, which must exist;
+        TimeoutError if they cannot be read (the snapshot restorer then reads the history)."""
+        entries: list[Entry] = []
+        if start >= end:
+            return entries
+        async with self._lock:
+            consumer = await self._started()
+            tp = TopicPartition(self.topic, partition)
+            consumer.assign([tp])
+            consumer.seek(tp, start)
+            reached = start - 1  # compaction may have removed offsets: go by the last one seen
+            deadline = asyncio.get_running_loop().time() + READ_TIMEOUT
+            while reached < end - 1:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise TimeoutError(f"{self.topic}[{partition}]: offsets {start}..{end - 1} not read "
+                                       f"in {READ_TIMEOUT:.0f} s (at {reached})")
+                for m in (await consumer.getmany(tp, timeout_ms=500)).get(tp, []):
+                    reached = m.offset
+                    if m.offset < end:
+                        entries.append((m.offset, m.key, m.value))
+        return entries

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -50,19 +50,19 @@ class TopicTail:
             if self._consumer is None:
                 await self._start(partitions, lazy, from_end)
 
-    def want(self, partitions: Iterable[int]) -> None:
-        """Read these partitions too, from their beginning."""
+    def want(self, starts: Mapping[int, int]) -> None:
+        """Read these partitions too (those not read yet), each from the offset it maps to."""
         assert self._consumer is not None
-        new = [TopicPartition(self.topic, p) for p in partitions if p not in self.wanted]
+        new = [TopicPartition(self.topic, p) for p in starts if p not in self.wanted]
         for tp in new:
-            self._consumer.seek(tp, 0)
-            self.positions[tp.partition] = 0
+            self._consumer.seek(tp, starts[tp.partition])
+            self.positions[tp.partition] = starts[tp.partition]
             self.wanted.add(tp.partition)
         if new:
             self._consumer.resume(*new)
 
     def unwant(self, partitions: Iterable[int]) -> None:
-        """Stop reading these partitions; ``want`` reads them again from the beginning."""
+        """Stop reading these partitions; ``want`` reads them again from where it is told."""
         assert self._consumer is not None
         gone = [TopicPartition(self.topic, p) for p in partitions if p in self.wanted]
         self.wanted.difference_update(tp.partition for tp in gone)
@@ -118,7 +118,7 @@ class TopicTail:
         """Return once every message written to ``partitions`` before this call was handled."""
         assert self._consumer is not None
         tps = [TopicPartition(self.topic, p) for p in partitions]
-        self.want(tp.partition for tp in tps)
+        self.want({tp.partition: 0 for tp in tps})  # from the beginning, if not read yet
         ends = await self._consumer.end_offsets(tps)
 
         def done() -> bool:

@@ -55,6 +55,10 @@ class TopicNames:
         return f"{self.prefix}-dead-letters"
 
     @property
+    def snapshots(self) -> str:
+        return f"{self.prefix}-snapshots"
+
+    @property
     def worker_app_id(self) -> str:
         """The worker's Faust app id: its consumer group and the prefix of its changelog topics."""
         return f"{self.prefix}-worker"
@@ -355,6 +359,44 @@ class AppliedBatch:
     @property
     def count_delta(self) -> Counts:
         return Counts.from_dict(self.counts)
+
+
+# --- snapshots: compacted; partition p holds the snapshots of changes partition p. ----------
+# A snapshot is chunks keyed ``p/<generation>/<n>``, then its manifest keyed ``p`` (written last,
+# so a snapshot without one is incomplete and ignored), then tombstones for the previous
+# generation's chunks. Producer and consumer: the worker (``streams.snapshots``).
+
+
+@dataclass(frozen=True)
+class SnapshotChunk:
+    """A slice of a partition's index: ids by tenant, and applied-map entries
+    ``[job_id, seq, counts]`` of jobs not yet terminal."""
+
+    objects: dict[str, list[str]] = field(default_factory=dict)
+    relationships: dict[str, list[str]] = field(default_factory=dict)
+    applied: list[list[Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SnapshotManifest:
+    """A complete snapshot of changes partition ``partition``: everything up to and including
+    ``changes_offset``, in the chunks at ``chunk_offsets`` (keys ``chunk_keys``)."""
+
+    partition: int
+    generation: str
+    changes_offset: int
+    chunk_keys: list[str]
+    chunk_offsets: list[int]
+    at: str
+    kind: str = "snapshot_manifest"
+
+
+def manifest_key(partition: int) -> bytes:
+    return str(partition).encode()
+
+
+def chunk_key(partition: int, generation: str, chunk: int) -> str:
+    return f"{partition}/{generation}/{chunk}"
 
 
 # --- status: key = job id. -------------------------------------------------------------------

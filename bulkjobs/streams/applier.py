@@ -3,10 +3,11 @@
 The order of its effects is what makes a batch's effects exactly-once on at-least-once delivery
 (docs/architecture.md): wait for the partition's catch-up barrier; a batch already applied
 (its ``(job, seq)`` is in the applied map) only sends its ``BatchDone`` again; a batch of a
-stopped job is skipped, one of a held job is parked (``BatchParked``); otherwise apply it (a
-dry run's batch to the job's overlay of the index, ``domain.dry_run``),
-publish its ``AppliedBatch`` and wait for the ack, then publish its ``BatchDone``. An error
-handling a message fails the batch's job, and the stream goes on. What became of each message
+stopped job is skipped, one of a job that ended otherwise is a late duplicate (also skipped),
+one of a held job is parked (``BatchParked``); otherwise apply it (a dry run's batch to the
+job's overlay of the index, ``domain.dry_run``), publish its ``AppliedBatch`` and wait for the
+ack, then publish its ``BatchDone``. An error handling a message fails the batch's job, and the
+stream goes on. What became of each message
 is counted (``streams.metrics``).
 """
 
@@ -76,7 +77,7 @@ class BatchApplier:
         what became of it (one of ``metrics.BATCH_OUTCOMES``)."""
         started = time.perf_counter()
         await self.objects.sync(partition)
-        already = self.objects.applied.get((batch.job_id, batch.seq))
+        already = self.objects.applied_counts(partition, batch.job_id, batch.seq)
         if already is not None:  # redelivered after a crash: its effects are in Kafka already
             await self._done(batch.job_id, batch.seq, already)
             return metrics.DUPLICATE
@@ -86,6 +87,8 @@ class BatchApplier:
         await self.commands.fresh()  # a cancel or suspend answered by the API is known
         if batch.job_id in self.job_states.stopped or batch.job_id in self.commands.stopped:
             return metrics.STOPPED
+        if self.job_states.get(batch.job_id).terminal:  # every batch counted: a late duplicate
+            return metrics.DUPLICATE  # (its applied entry may be pruned, docs/architecture.md)
         if batch.hold or self.job_states.get(batch.job_id).holds_batches or batch.job_id in self.commands.held:
             held = BatchParked(job_id=batch.job_id, seq=batch.seq, partition=partition, offset=offset)
             await publish_job_event(self.publish, self.topics.job_events, held)
@@ -93,17 +96,18 @@ class BatchApplier:
         if batch.type == RELATIONSHIPS and batch.action == "post":
             await self.objects.sync_all(self.partitions)  # sources and targets live anywhere
         at = self.now()
-        if batch.dry_run:
-            applied = self._dry_run(partition, batch, at)
-        else:
-            records = self._apply_records(batch, self.objects.index, at)
-            applied = AppliedBatch(
-                job_id=batch.job_id, tenant=batch.tenant, seq=batch.seq, at=at,
-                counts=records.counts.to_dict(), results=records.results, ops=records.ops, host=self.host,
-                sources=batch.sources,
-            )
-        landed = await self.publish(self.topics.changes, encode(applied), partition=partition)
-        self.objects.record(partition, landed, applied, apply_ops=False)
+        with self.objects.applying():
+            if batch.dry_run:
+                applied = self._dry_run(partition, batch, at)
+            else:
+                records = self._apply_records(batch, self.objects.index_of(partition), at)
+                applied = AppliedBatch(
+                    job_id=batch.job_id, tenant=batch.tenant, seq=batch.seq, at=at,
+                    counts=records.counts.to_dict(), results=records.results, ops=records.ops, host=self.host,
+                    sources=batch.sources,
+                )
+            landed = await self.publish(self.topics.changes, encode(applied), partition=partition)
+            self.objects.record(partition, landed, applied, apply_ops=False)
         await self._done(batch.job_id, batch.seq, applied.count_delta)
         metrics.batch_applied(applied.count_delta, time.perf_counter() - started)
         return metrics.APPLIED
@@ -118,8 +122,8 @@ class BatchApplier:
         )
 
     def _apply_records(self, batch: RecordBatch, index: IdIndex, at: str) -> AppliedRecords:
-        """The batch applied to ``index`` (the object index, or a dry run's overlay of it); an
-        error of the whole batch fails every record."""
+        """The batch applied to ``index`` (the partition's object index, or a dry run's overlay
+        of it); an error of the whole batch fails every record."""
         try:
             with gc_paused():
                 return apply_batch(batch.type, batch.action, batch.tenant, batch.items, index, at)

@@ -1,19 +1,19 @@
 """The worker's metrics, served on ``BULKJOBS_METRICS_PORT``: the batches handled by what became
 of them, the records applied by outcome, how long applying a batch takes, dead letters, the
-agents' consumer lag per partition, the live ids in the object index, and the completion
-webhooks' attempts by outcome.
+agents' consumer lag per partition, the live ids in the object index, what loading the
+index read, the snapshots written, and the completion webhooks' attempts by outcome.
 
 Counted per batch, never per record: a batch's records are counted from its counts.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import fields
 
 from prometheus_client import Counter, Gauge, Histogram
 
 from bulkjobs.domain.counts import Counts
-from bulkjobs.domain.records import ObjectIndex
 from bulkjobs.metrics import Consumer, LagGauge, Partition, consumer_lag, new_registry
 from bulkjobs.streams.effects import Message
 
@@ -50,6 +50,17 @@ WEBHOOK_ATTEMPTS = Counter("bulkjobs_worker_webhook_attempts", "Attempts to deli
                            ["outcome"], registry=REGISTRY)
 for _outcome in WEBHOOK_OUTCOMES:
     WEBHOOK_ATTEMPTS.labels(_outcome)
+
+# What loading the index cost (a restart or a rebalance reads what is live, not the history),
+# and the snapshots this worker wrote.
+CHANGES_READ = Counter("bulkjobs_worker_changes_read", "Messages and bytes of the changes topic read into the "
+                       "object index (its own writes included)", ["unit"], registry=REGISTRY)
+SNAPSHOT_READ = Counter("bulkjobs_worker_snapshot_read", "Messages and bytes of the snapshots topic read to "
+                        "restore partitions of the object index", ["unit"], registry=REGISTRY)
+SNAPSHOTS = Counter("bulkjobs_worker_snapshots", "Snapshots of a partition of the object index written",
+                    registry=REGISTRY)
+SNAPSHOT_SECONDS = Histogram("bulkjobs_worker_snapshot_seconds", "Seconds from the copy of a partition's index to "
+                             "its snapshot's manifest acknowledged", registry=REGISTRY)
 for _outcome in BATCH_OUTCOMES:
     BATCHES.labels(_outcome)
 for _outcome in RECORD_OUTCOMES:
@@ -91,8 +102,10 @@ class AgentProgress:
             self.next.pop(partition, None)
 
 
-async def observe(consumer: Consumer, topics: tuple[str, ...], progress: AgentProgress, index: ObjectIndex) -> None:
+async def observe(consumer: Consumer, topics: tuple[str, ...], progress: AgentProgress,
+                  live_ids: Callable[[], tuple[int, int]]) -> None:
     """Update the gauges: the lag of the partitions of ``topics`` assigned now, the size of the index."""
     CONSUMER_LAG.show(await consumer_lag(consumer, topics, progress.next))
-    LIVE_IDS.labels("object").set(len(index.objects))
-    LIVE_IDS.labels("relationship").set(len(index.relationships))
+    objects, relationships = live_ids()
+    LIVE_IDS.labels("object").set(objects)
+    LIVE_IDS.labels("relationship").set(relationships)

@@ -18,17 +18,28 @@ caught up.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections import Counter
-from collections.abc import Callable, Iterable
-from typing import Protocol
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import TYPE_CHECKING, Protocol
 
 from bulkjobs.domain.counts import Counts
 from bulkjobs.domain.dry_run import Overlays
+from bulkjobs.domain.identity import partition_of
 from bulkjobs.domain.jobs import GO_ON, HOLD, SCHEDULED, STOP, Job, notice
 from bulkjobs.domain.records import ObjectIndex
 from bulkjobs.domain.webhooks import delivering
 from bulkjobs.kafka.tail import OnMessage
-from bulkjobs.kafka.topics import COMMAND_NOTICE, COMMANDS, AppliedBatch, decode, job_from_status
+from bulkjobs.kafka.topics import COMMAND_NOTICE, COMMANDS, AppliedBatch, SnapshotManifest, decode, job_from_status
+from bulkjobs.streams import metrics
+
+if TYPE_CHECKING:
+    from bulkjobs.streams.snapshots import Snapshot
+
+log = logging.getLogger(__name__)
 
 
 class Tail(Protocol):
@@ -42,6 +53,8 @@ class Tail(Protocol):
     async def caught_up(self, partitions: Iterable[int]) -> None: ...
 
     async def fresh(self, age: float) -> None: ...
+
+    def want(self, starts: Mapping[int, int]) -> None: ...
 
     def unwant(self, partitions: Iterable[int]) -> None: ...
 
@@ -69,45 +82,148 @@ class RebuiltState:
         self.synced -= partitions
 
 
+class SnapshotSource(Protocol):
+    """Where a partition's latest complete snapshot is found (``streams.snapshots``)."""
+
+    async def latest(self, partition: int) -> Snapshot | None: ...
+
+
 class ObjectState(RebuiltState):
-    def __init__(self, tail_of: TailOf) -> None:
+    """The object index, one ``ObjectIndex`` per partition read, and the applied map.
+
+    A partition is loaded the first time it is needed: from its latest snapshot if it has one,
+    then the changes after the snapshot's offset (docs/architecture.md, snapshots)."""
+
+    def __init__(self, tail_of: TailOf, partitions: int, snapshots: SnapshotSource) -> None:
         super().__init__(tail_of)
-        self.index = ObjectIndex()
-        self.dry_runs = Overlays(lambda: self.index)  # the dry runs' overlays of the index
-        self.applied: dict[tuple[str, int], Counts] = {}
+        self.partitions, self.snapshots = partitions, snapshots
+        self.parts: dict[int, ObjectIndex] = {}
+        self.dry_runs = Overlays(self.index_of)  # the dry runs' overlays of the partitions' indexes
+        self.applied: dict[int, dict[tuple[str, int], Counts]] = {}  # partition -> (job, seq) -> counts
         self.offsets: dict[int, int] = {}  # partition -> last offset already in the index
+        self.manifests: dict[int, SnapshotManifest] = {}  # partition -> its latest snapshot known
         self.revoked: set[int] = set()  # revoked by a rebalance that has not assigned yet
+        self._loaded: set[int] = set()
+        self._first: dict[int, int] = {}  # partition -> the offset its first change read must have
+        self._loading = asyncio.Lock()
+        self._in_flight = 0  # batches applied to the index whose AppliedBatch is not acked yet
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def index_of(self, partition: int) -> ObjectIndex:
+        part = self.parts.get(partition)
+        if part is None:
+            part = self.parts[partition] = ObjectIndex(elsewhere=self.tenant_anywhere)
+        return part
+
+    def tenant_anywhere(self, object_id: str) -> str | None:
+        part = self.parts.get(partition_of(object_id, self.partitions))
+        return None if part is None else part.objects.get(object_id)
+
+    def live_ids(self) -> tuple[int, int]:
+        """(objects, relationships) in the index of every partition read."""
+        return (sum(len(part.objects) for part in self.parts.values()),
+                sum(len(part.relationships) for part in self.parts.values()))
+
+    def applied_counts(self, partition: int, job_id: str, seq: int) -> Counts | None:
+        return self.applied.get(partition, {}).get((job_id, seq))
 
     def _on_message(self, partition: int, offset: int, value: bytes) -> None:
+        metrics.CHANGES_READ.labels("messages").inc()
+        metrics.CHANGES_READ.labels("bytes").inc(len(value))
         if offset <= self.offsets.get(partition, -1):
             return  # our own write, already applied
+        expected = self._first.pop(partition, None)
+        if expected is not None and offset > expected:
+            log.error("changes %d..%d of partition %d are gone (retention): its index misses them",
+                      expected, offset - 1, partition)
         self.record(partition, offset, AppliedBatch(**decode(value)), apply_ops=True)
 
     def record(self, partition: int, offset: int, applied: AppliedBatch, apply_ops: bool) -> None:
         if apply_ops and applied.dry_run:
             self.dry_runs.replay(applied.job_id, partition, applied.would_be)
         elif apply_ops:
+            index = self.index_of(partition)
             for op in applied.ops:
-                self.index.apply_op(op)
-        self.applied[(applied.job_id, applied.seq)] = applied.count_delta
+                index.apply_op(op)
+        self.applied.setdefault(partition, {})[(applied.job_id, applied.seq)] = applied.count_delta
         self.offsets[partition] = max(offset, self.offsets.get(partition, -1))
+
+    async def sync(self, partition: int) -> None:
+        if partition not in self.synced:
+            await self.load([partition])
+        await super().sync(partition)
 
     async def sync_all(self, partitions: int) -> None:
         """Wait until the index holds every change of every partition (for cross-partition reads)."""
+        await self.load(range(partitions))
         await self.tail.caught_up(range(partitions))
+
+    async def load(self, partitions: Iterable[int]) -> None:
+        """Start reading the partitions not read yet: from their latest snapshot, then the
+        changes after it (all of them if there is none)."""
+        async with self._loading:
+            for partition in partitions:
+                if partition in self._loaded:
+                    continue
+                try:
+                    snapshot = await self.snapshots.latest(partition)
+                except Exception:  # a snapshot that cannot be read: the history, if it is still there
+                    log.exception("the snapshot of partition %d could not be read: reading its changes "
+                                  "from the beginning", partition)
+                    snapshot = None
+                if snapshot is None:
+                    self.parts.pop(partition, None)
+                    start = 0
+                else:
+                    self.parts[partition] = replace(snapshot.index, elsewhere=self.tenant_anywhere)
+                    self.applied[partition] = snapshot.applied
+                    self.offsets[partition] = snapshot.manifest.changes_offset
+                    self.manifests[partition] = snapshot.manifest
+                    start = snapshot.manifest.changes_offset + 1
+                self.tail.want({partition: start})
+                self._first[partition] = start
+                self._loaded.add(partition)
+
+    @contextmanager
+    def applying(self) -> Iterator[None]:
+        """Around applying a batch to the index until its AppliedBatch is acked: a snapshot is
+        never taken in between (it would hold effects not in the changes topic yet)."""
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
+
+    async def settled(self) -> None:
+        """Return at a moment when the index holds exactly the changes up to ``offsets``."""
+        while self._in_flight:
+            await self._idle.wait()
+
+    def prune_applied(self, partition: int, finished: Callable[[str], bool]) -> None:
+        """Forget the applied-map entries of the jobs that need no more batches."""
+        entries = self.applied.get(partition, {})
+        done = {job_id for job_id, _ in entries if finished(job_id)}
+        if done:
+            self.applied[partition] = {key: counts for key, counts in entries.items() if key[0] not in done}
 
     def revoke(self, partitions: set[int]) -> None:
         super().revoke(partitions)
         self.revoked |= partitions
 
     def assign(self, partitions: set[int]) -> None:
-        """After a rebalance: stop reading the partitions another worker writes now. If one comes
-        back later it is read again from its beginning, which brings its ids up to date."""
+        """After a rebalance: stop reading the partitions another worker writes now, and forget
+        them. If one comes back later it is loaded again, from its latest snapshot."""
         gone, self.revoked = self.revoked - partitions, set()
         if gone and self.tail.started:
             self.tail.unwant(gone)
         for partition in gone:
-            self.offsets.pop(partition, None)
+            for held in (self.parts, self.applied, self.offsets, self.manifests):
+                held.pop(partition, None)
+        self._loaded -= gone
         self.dry_runs.drop_partitions(gone)
 
 

@@ -7,8 +7,9 @@ hands each message to the ``JobTracker`` (``tracker.py``), which publishes each 
 ``state.JobStates`` and docs/architecture.md for why not a Faust table). Two timers look at the
 jobs of the job-events partitions this worker owns: the ``Scheduler`` fires definitions, the
 ``UploadWatch`` fails jobs whose upload was interrupted, the ``WebhookSender`` delivers the
-completion webhooks of ended jobs. Another sends the worker's heartbeat, and with
-``BULKJOBS_METRICS_PORT`` another updates its gauges (``streams.metrics``). An error
+completion webhooks of ended jobs. Another writes the snapshots of the object index of the
+batches partitions it owns (``snapshots.py``), another sends the worker's heartbeat, and with
+``BULKJOBS_METRICS_PORT`` one more updates its gauges (``streams.metrics``). An error
 handling one message or one job fails that job, with the reason; it never stops an agent or a
 timer.
 """
@@ -41,6 +42,7 @@ from bulkjobs.streams import metrics
 from bulkjobs.streams.applier import BatchApplier
 from bulkjobs.streams.effects import Message, Owned, Publish
 from bulkjobs.streams.scheduler import Scheduler
+from bulkjobs.streams.snapshots import SnapshotRestorer, Snapshotter
 from bulkjobs.streams.state import JobCommands, JobStates, ObjectState
 from bulkjobs.streams.tracker import JobTracker
 from bulkjobs.streams.uploads import UploadClock, UploadWatch
@@ -50,6 +52,7 @@ log = logging.getLogger(__name__)
 
 SCHEDULER_INTERVAL = 0.5  # seconds between looks at the definitions: a one-second cron fires on time
 METRICS_INTERVAL = 1.0  # seconds between two updates of the gauges (consumer lag, index size)
+SNAPSHOT_INTERVAL = 1.0  # seconds between two looks for a partition whose snapshot is due
 
 
 class Topics:
@@ -59,11 +62,12 @@ class Topics:
         self.names = names
         self.by_name = {name: app.topic(name, partitions=partitions, internal=False)
                         for name in (names.batches, names.changes, names.job_events, names.status,
-                                     names.workers, names.dead_letters)}
+                                     names.workers, names.dead_letters, names.snapshots)}
 
-    async def publish(self, topic: str, value: bytes, *, key: bytes | None = None,
+    async def publish(self, topic: str, value: bytes | None, *, key: bytes | None = None,
                       partition: int | None = None) -> int:
-        """Send and wait for the broker's ack, retrying: a batch must never be dropped."""
+        """Send and wait for the broker's ack, retrying: a batch must never be dropped (a value
+        of None is a tombstone)."""
         delay = 0.2
         while True:
             try:
@@ -132,7 +136,8 @@ def build_app(settings: Settings) -> faust.App:
         datadir=str(settings.data_dir / "worker"),
     )
     topics = Topics(app, names, settings.partitions)
-    objects = ObjectState(partial(TopicTail, settings.kafka_brokers, names.changes))
+    objects = ObjectState(partial(TopicTail, settings.kafka_brokers, names.changes), settings.partitions,
+                          SnapshotRestorer(Refetcher(settings.kafka_brokers, names.snapshots)))
     job_states = JobStates(partial(TopicTail, settings.kafka_brokers, names.status))
     commands = JobCommands(partial(TopicTail, settings.kafka_brokers, names.job_events))
     uploads = UploadClock(settings.upload_timeout)
@@ -153,6 +158,10 @@ def build_app(settings: Settings) -> faust.App:
                          settings=settings, job_states=job_states,
                          batches=Refetcher(settings.kafka_brokers, names.batches), uploads=uploads)
     schedules = Scheduler(publish=topics.publish, topics=names, job_states=job_states, owned=owned_job_partitions)
+    snapshot_timer(app, names, Snapshotter(
+        objects=objects, publish=topics.publish, topic=names.snapshots,
+        finished=lambda job_id: job_states.get(job_id).terminal,
+        every_changes=settings.snapshot_changes, every_seconds=settings.snapshot_seconds))
     watch = UploadWatch(publish=topics.publish, topics=names, job_states=job_states, clock=uploads,
                         owned=owned_job_partitions)
     deliver_webhooks(app, settings, topics.publish, names, job_states, owned_job_partitions)
@@ -209,7 +218,7 @@ def build_app(settings: Settings) -> faust.App:
         async def gauges() -> None:
             if app.consumer is not None:
                 await never_raising("metrics", partial(metrics.observe, app.consumer, (names.batches, names.job_events),
-                                                       progress, objects.index), METRICS_INTERVAL)
+                                                       progress, objects.live_ids), METRICS_INTERVAL)
 
     return app
 
@@ -229,6 +238,15 @@ def deliver_webhooks(app: faust.App, settings: Settings, publish: Publish, names
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def close_http(app: faust.App, **kwargs: Any) -> None:
         await post.close()
+
+
+def snapshot_timer(app: faust.App, names: TopicNames, snapshots: Snapshotter) -> None:
+    """Every ``SNAPSHOT_INTERVAL``, snapshot a partition of the batches this worker owns, if one is due."""
+
+    @app.timer(SNAPSHOT_INTERVAL)
+    async def snapshot() -> None:
+        await never_raising("snapshotter", partial(snapshots.look, assigned_partitions(app, names.batches)),
+                            SNAPSHOT_INTERVAL)
 
 
 async def never_raising(timer: str, look: Callable[[], Awaitable[None]], interval: float = SCHEDULER_INTERVAL) -> None:

@@ -7,7 +7,7 @@ the barriers, then what was published where.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +19,7 @@ from bulkjobs.domain import jobs
 from bulkjobs.domain.counts import Counts
 from bulkjobs.domain.identity import RELATIONSHIPS, RESOURCES
 from bulkjobs.domain.jobs import CANCELLED, FAILED, QUEUED, SCHEDULED, SUSPENDED, UPLOAD_INTERRUPTED, Job
+from bulkjobs.domain.records import ObjectIndex
 from bulkjobs.kafka.tail import OnMessage
 from bulkjobs.kafka.topics import (
     AppliedBatch,
@@ -26,6 +27,7 @@ from bulkjobs.kafka.topics import (
     JobCommand,
     JobSubmitted,
     RecordBatch,
+    SnapshotManifest,
     TopicNames,
     encode,
     job_from_status,
@@ -35,6 +37,7 @@ from bulkjobs.streams.applier import BatchApplier
 from bulkjobs.streams.effects import Message
 from bulkjobs.streams.rules import next_job, released
 from bulkjobs.streams.scheduler import Scheduler
+from bulkjobs.streams.snapshots import Snapshot
 from bulkjobs.streams.state import JobCommands, JobStates, ObjectState
 from bulkjobs.streams.tracker import JobTracker
 from bulkjobs.streams.uploads import UploadClock, UploadWatch
@@ -66,21 +69,35 @@ class FakeTail:
     async def fresh(self, age: float) -> None:
         self.effects.append(("fresh", self.name))
 
+    def want(self, starts: Mapping[int, int]) -> None:
+        self.effects.append(("want", self.name, dict(starts)))
+
     def unwant(self, partitions: Iterable[int]) -> None:
         pass
+
+
+class Snapshots:
+    """The latest snapshot of each partition, as a test sets it (none by default)."""
+
+    def __init__(self) -> None:
+        self.by_partition: dict[int, Snapshot] = {}
+
+    async def latest(self, partition: int) -> Snapshot | None:
+        return self.by_partition.get(partition)
 
 
 class Worker:
     """The orchestration of one worker, wired as ``worker.py`` wires it, to fakes."""
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, snapshots: Snapshots | None = None) -> None:
         settings = settings or Settings(partitions=PARTITIONS)
         self.effects: list[Effect] = []
         self.parked: dict[tuple[int, int], bytes] = {}  # the batches topic, for the refetcher
         self.next_offset = 100
         self.seconds = 0.0
         self.tails: dict[str, FakeTail] = {}
-        self.objects = ObjectState(lambda on_message: self.tail("changes", on_message))
+        self.objects = ObjectState(lambda on_message: self.tail("changes", on_message), PARTITIONS,
+                                   snapshots or Snapshots())
         self.job_states = JobStates(lambda on_message: self.tail("status", on_message))
         self.commands = JobCommands(lambda on_message: self.tail("job-events", on_message))
         self.uploads = UploadClock(settings.upload_timeout, clock=lambda: self.seconds)
@@ -149,17 +166,17 @@ def command(kind: str, job_id: str = "job-1", **fields: Any) -> JobCommand:
 async def test_a_batch_is_applied_then_its_applied_batch_then_its_batch_done_are_published() -> None:
     worker = Worker()
     await worker.applier.handle(batch_message(a_batch()))
-    barriers = [effect for effect in worker.effects if effect[0] in ("caught_up", "fresh")]
-    assert barriers == [("caught_up", "changes", [2]), ("caught_up", "status", [0, 1, 2, 3]),
-                        ("fresh", "job-events")]
+    barriers = [effect for effect in worker.effects if effect[0] in ("want", "caught_up", "fresh")]
+    assert barriers == [("want", "changes", {2: 0}), ("caught_up", "changes", [2]),
+                        ("caught_up", "status", [0, 1, 2, 3]), ("fresh", "job-events")]
     (_, changes, applied, _, partition), (_, events, done, key, _) = worker.published()
     assert (changes, partition) == (NAMES.changes, 2)  # the same partition as the batch
     assert applied["job_id"] == "job-1" and applied["counts"]["created"] == 1 and applied["host"] == HOST
     assert (events, key) == (NAMES.job_events, b"job-1")
     assert done == {"kind": "batch_done", "job_id": "job-1", "seq": 0, "counts": applied["counts"], "at": AT,
                     "host": HOST}
-    assert worker.objects.index.objects == {FRESH: TENANT}
-    assert worker.objects.applied[("job-1", 0)] == Counts(processed=1, created=1)
+    assert worker.objects.index_of(2).objects == {FRESH: TENANT}
+    assert worker.objects.applied_counts(2, "job-1", 0) == Counts(processed=1, created=1)
     assert worker.objects.offsets[2] == 101  # where its AppliedBatch landed: the tail skips its own write
 
 
@@ -182,7 +199,22 @@ async def test_a_batch_applied_before_a_crash_only_sends_its_batch_done_again() 
     await after.applier.handle(batch_message(a_batch()))
     [(_, topic, done, _, _)] = after.published()
     assert topic == NAMES.job_events and done["kind"] == "batch_done" and done["counts"] == applied.counts
-    assert after.effects[0] == ("caught_up", "changes", [2])  # the barrier comes before the check
+    assert after.effects[:2] == [("want", "changes", {2: 0}), ("caught_up", "changes", [2])]  # before the check
+
+
+async def test_a_batch_applied_before_a_snapshot_is_recognised_by_a_worker_restored_from_it() -> None:
+    """The entry travels in the snapshot: the new owner never reads the change that recorded it."""
+    snapshots = Snapshots()
+    manifest = SnapshotManifest(partition=2, generation="1-a", changes_offset=40, chunk_keys=[], chunk_offsets=[],
+                                at=AT)
+    snapshots.by_partition[2] = Snapshot(manifest=manifest, index=ObjectIndex(objects={FRESH: TENANT}),
+                                         applied={("job-1", 0): Counts(processed=1, created=1)})
+    after = Worker(snapshots=snapshots)
+    await after.applier.handle(batch_message(a_batch()))
+    [(_, topic, done, _, _)] = after.published()
+    assert topic == NAMES.job_events and done["kind"] == "batch_done" and done["counts"]["created"] == 1
+    assert after.effects[0] == ("want", "changes", {2: 41})
+    assert after.objects.index_of(2).objects == {FRESH: TENANT}
 
 
 @pytest.mark.parametrize("stop", ["status", "command"])
@@ -194,7 +226,32 @@ async def test_a_batch_of_a_stopped_job_is_skipped(stop: str) -> None:
         worker.tails["job-events"].deliver(0, 0, encode(command("cancel")))
     await worker.applier.handle(batch_message(a_batch()))
     assert worker.published() == []
-    assert worker.objects.index.objects == {}
+    assert worker.objects.live_ids() == (0, 0)
+
+
+@pytest.mark.parametrize("status", [jobs.SUCCEEDED, jobs.PARTIALLY_SUCCEEDED])
+async def test_a_batch_of_a_job_that_counted_all_its_batches_is_a_duplicate_even_without_its_entry(
+        status: str) -> None:
+    """The applied entries of ended jobs are pruned at a snapshot: the job's state recognises
+    a late duplicate instead, without applying it or counting it again."""
+    worker = Worker()
+    worker.job_states.put(Job(id="job-1", tenant=TENANT, status=status), 0)
+    await worker.applier.handle(batch_message(a_batch()))
+    assert worker.published() == []
+    assert worker.objects.live_ids() == (0, 0)
+
+
+async def test_a_partition_lost_in_a_rebalance_is_forgotten_and_loaded_again_if_it_comes_back() -> None:
+    worker = Worker()
+    await worker.applier.handle(batch_message(a_batch(), partition=2))
+    worker.objects.revoke({2})
+    worker.objects.assign({1})
+    assert worker.objects.live_ids() == (0, 0) and worker.objects.applied_counts(2, "job-1", 0) is None
+    worker.effects.clear()
+    worker.objects.revoke({1})
+    worker.objects.assign({1, 2})
+    await worker.objects.sync(2)
+    assert worker.effects == [("want", "changes", {2: 0}), ("caught_up", "changes", [2])]
 
 
 @pytest.mark.parametrize("hold", ["batch", "status", "command"])
@@ -208,7 +265,7 @@ async def test_a_held_batch_is_parked_not_applied(hold: str) -> None:
     await worker.applier.handle(batch_message(batch, partition=3, offset=9))
     assert worker.published() == [("publish", NAMES.job_events, {"kind": "batch_parked", "job_id": "job-1", "seq": 0,
                                                                  "partition": 3, "offset": 9}, b"job-1", None)]
-    assert worker.objects.index.objects == {}
+    assert worker.objects.live_ids() == (0, 0)
 
 
 async def test_a_relationships_post_waits_until_every_partition_is_read() -> None:
