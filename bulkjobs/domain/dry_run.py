@@ -146,6 +146,10 @@ class Overlays:
         for key in [key for key in self._overlays if ended(key[0])]:
             del self._overlays[key]
 
+    def on(self, partition: int) -> bool:
+        """Whether a dry run has an overlay on ``partition``."""
+        return any(key[1] == partition for key in self._overlays)
+
     def drop_partitions(self, partitions: Iterable[int]) -> None:
         """Let go of the overlays of partitions another worker applies now."""
         gone = set(partitions)

@@ -207,9 +207,14 @@ class Snapshotter:
         return new > 0 and (new >= self.every_changes or since >= self.every_seconds)
 
     async def look(self, owned: Iterable[int]) -> None:
-        """Snapshot the first owned, caught-up partition that is due."""
+        """Snapshot the first owned, caught-up partition that is due. Not one a dry run is
+        applied to: its overlay lives only in the changes after the snapshot's offset, so a
+        snapshot taken meanwhile would lose the run's earlier would-be ops on a restore."""
+        dry_runs = self.objects.dry_runs
+        if dry_runs:
+            dry_runs.drop_ended(self.finished)
         for partition in sorted(owned):
-            if partition in self.objects.synced and self.due(partition):
+            if partition in self.objects.synced and self.due(partition) and not dry_runs.on(partition):
                 await self.take(partition)
                 return
 

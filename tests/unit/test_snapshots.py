@@ -323,6 +323,16 @@ async def test_only_caught_up_partitions_are_snapshotted() -> None:
     assert log.entries == []
 
 
+@pytest.mark.parametrize(("dry_run_ended", "snapshotted"), [(False, False), (True, True)])
+async def test_a_partition_with_a_running_dry_run_waits_for_its_end(dry_run_ended: bool, snapshotted: bool) -> None:
+    log = FakeLog()
+    objects = await applied_partition(log, ids(8))
+    objects.dry_runs.of("dry-1", 1)  # the run's overlay holds would-be ops older than any snapshot now
+    await writer(objects, log, finished=["dry-1"] if dry_run_ended else [], every_changes=1).look([1])
+    assert ([key for _, key, _ in log.entries].count(manifest_key(1)) == 1) is snapshotted
+    assert bool(objects.dry_runs) is not dry_run_ended
+
+
 async def test_a_partition_revoked_during_its_snapshot_gets_no_manifest() -> None:
     log = FakeLog()
     objects = await applied_partition(log, ids(8))
