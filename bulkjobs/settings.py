@@ -47,6 +47,9 @@ class Settings:
     upload_timeout: float = 30.0
     # Jobs a tenant may have queued or processing at once (Zendesk's cap); one more is refused.
     max_active_jobs: int = 1000
+    # Seconds a finished job (any terminal status) is kept after it completed; then the service
+    # deletes it as a DELETE would. 0 keeps jobs forever. 7 days, as Salesforce Bulk API 2.0.
+    job_retention: int = 7 * 24 * 3600
     # The port the worker or the store serves /metrics on (each process its own); 0: not served.
     # The API serves /metrics on its own port, always.
     metrics_port: int = 0
@@ -90,6 +93,7 @@ class Settings:
             ("BATCH_BYTES", "batch_bytes"),
             ("METRICS_PORT", "metrics_port"),
             ("MAX_ACTIVE_JOBS", "max_active_jobs"),
+            ("JOB_RETENTION", "job_retention"),
         ):
             if (v := get(name)) is not None:
                 values[attr] = int(v)

@@ -16,12 +16,14 @@ caught up.
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import Protocol
 
 from bulkjobs.domain.counts import Counts
-from bulkjobs.domain.jobs import GO_ON, HOLD, SCHEDULED, STOP, Job, notice
+from bulkjobs.domain.jobs import DELETED, GO_ON, HOLD, SCHEDULED, STOP, Job, expired, notice
 from bulkjobs.domain.records import ObjectIndex
 from bulkjobs.kafka.tail import OnMessage
 from bulkjobs.kafka.topics import COMMAND_NOTICE, COMMANDS, AppliedBatch, decode, job_from_status
@@ -52,7 +54,7 @@ class RebuiltState:
         self.synced: set[int] = set()  # partitions caught up since they were assigned
         self.tail = tail_of(self._on_message)
 
-    def _on_message(self, partition: int, offset: int, value: bytes) -> None:
+    def _on_message(self, partition: int, offset: int, value: bytes | None) -> None:
         raise NotImplementedError
 
     async def sync(self, partition: int) -> None:
@@ -73,9 +75,9 @@ class ObjectState(RebuiltState):
         self.offsets: dict[int, int] = {}  # partition -> last offset already in the index
         self.revoked: set[int] = set()  # revoked by a rebalance that has not assigned yet
 
-    def _on_message(self, partition: int, offset: int, value: bytes) -> None:
-        if offset <= self.offsets.get(partition, -1):
-            return  # our own write, already applied
+    def _on_message(self, partition: int, offset: int, value: bytes | None) -> None:
+        if offset <= self.offsets.get(partition, -1) or value is None:
+            return  # our own write, already applied (the changes topic has no tombstones)
         self.record(partition, offset, AppliedBatch(**decode(value)), apply_ops=True)
 
     def record(self, partition: int, offset: int, applied: AppliedBatch, apply_ops: bool) -> None:
@@ -110,6 +112,12 @@ class JobStates(RebuiltState):
     it keeps that partition's jobs itself and the tail skips them, so a snapshot read back
     late can never roll a job back. Jobs that are cancelled, failed or deleted are remembered
     so that their batches are no longer applied, whichever partition they live on.
+
+    A deleted job (its ``deleted`` status, or the tombstone after it) is forgotten; only its id
+    stays in ``stopped`` if some of its batches may still be waiting in the batches topic (it
+    was cancelled or failed before all of them were counted). The finished jobs wait for their
+    expiry in a heap per partition, ordered by when they completed (retention is the same for
+    all), so the expiry looks at only the jobs that are due.
     """
 
     def __init__(self, tail_of: TailOf) -> None:
@@ -120,17 +128,25 @@ class JobStates(RebuiltState):
         self._definitions: set[str] = set()
         self._uploads: set[str] = set()
         self._active: Counter[str] = Counter()  # tenant -> its jobs queued or processing
+        self._finished: dict[int, list[tuple[str, str]]] = {}  # partition -> heap of (completed_at, job id)
         self._all_read = False
 
-    def _on_message(self, partition: int, offset: int, value: bytes) -> None:
+    def _on_message(self, partition: int, offset: int, value: bytes | None) -> None:
         if partition in self.synced:
             return  # our own write, already applied
+        if value is None:  # a tombstone: the job was deleted
+            return
         self.put(job_from_status(decode(value)), partition)
 
     def put(self, job: Job, partition: int) -> None:
         before = self.jobs.get(job.id)
         if before is not None and before.active:
             self._active[before.tenant] -= 1
+        if job.status == DELETED:
+            self._forget(job)
+            return
+        if job.terminal and job.completed_at and (before is None or before.completed_at != job.completed_at):
+            heapq.heappush(self._finished.setdefault(partition, []), (job.completed_at, job.id))
         if job.active:
             self._active[job.tenant] += 1
         self.jobs[job.id] = job
@@ -145,6 +161,31 @@ class JobStates(RebuiltState):
             self._uploads.add(job.id)
         else:
             self._uploads.discard(job.id)
+
+    def _forget(self, job: Job) -> None:
+        """A deleted job leaves memory; its id stays stopped while a batch of it may still come."""
+        self.jobs.pop(job.id, None)
+        self.partitions.pop(job.id, None)
+        self._definitions.discard(job.id)
+        self._uploads.discard(job.id)
+        if job.all_batches_in:
+            self.stopped.discard(job.id)
+        else:
+            self.stopped.add(job.id)
+
+    def expired(self, partition: int, retention: int, now: datetime) -> list[Job]:
+        """The finished jobs of ``partition`` past their expiry at ``now`` (``domain.jobs.expired``),
+        each named once: they leave the heap, as their delete command is about to be sent."""
+        heap, due = self._finished.get(partition, []), []
+        while heap:
+            completed_at, job_id = heap[0]
+            job = self.jobs.get(job_id)
+            if job is not None and job.completed_at == completed_at and job.terminal:
+                if not expired(job, retention, now):
+                    break
+                due.append(job)
+            heapq.heappop(heap)  # due now, or stale: the job was deleted, or completed again
+        return due
 
     async def read_all(self, partitions: int) -> None:
         """Wait, the first time, until every status written before the call is known: the
@@ -190,8 +231,8 @@ class JobCommands:
         """Return once every command written more than ``COMMAND_NOTICE`` ago is known."""
         await self.tail.fresh(COMMAND_NOTICE)
 
-    def _on_message(self, partition: int, offset: int, value: bytes) -> None:
-        event = decode(value)
+    def _on_message(self, partition: int, offset: int, value: bytes | None) -> None:
+        event = decode(value) if value is not None else None
         if not isinstance(event, dict) or event.get("kind") not in COMMANDS or not isinstance(event.get("job_id"), str):
             return
         changes = event.get("changes")
