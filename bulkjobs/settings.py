@@ -24,6 +24,13 @@ def parse_api_keys(text: str) -> dict[str, str]:
     return keys
 
 
+def checked_retention(seconds: int) -> int:
+    """``seconds`` if it is a job retention (0 keeps jobs forever); a ValueError otherwise."""
+    if seconds < 0:
+        raise ValueError(f"BULKJOBS_JOB_RETENTION must be 0 (keep jobs forever) or more seconds, not {seconds}")
+    return seconds
+
+
 @dataclass(frozen=True)
 class Settings:
     kafka_brokers: str = "127.0.0.1:9092"
@@ -93,10 +100,11 @@ class Settings:
             ("BATCH_BYTES", "batch_bytes"),
             ("METRICS_PORT", "metrics_port"),
             ("MAX_ACTIVE_JOBS", "max_active_jobs"),
-            ("JOB_RETENTION", "job_retention"),
         ):
             if (v := get(name)) is not None:
                 values[attr] = int(v)
+        if (v := get("JOB_RETENTION")) is not None:
+            values["job_retention"] = checked_retention(int(v))
         for name, attr in (
             ("SESSION_TIMEOUT", "session_timeout"),
             ("HEARTBEAT_INTERVAL", "heartbeat_interval"),

@@ -1,4 +1,4 @@
-"""The job state machine: submitted, batch_done, cancelled and deleted, and the counts."""
+"""The job state machine: submitted, batch_done, cancelled and deleted, the counts, and when a finished job expires."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from bulkjobs.domain.jobs import (
     submitted,
     visible_status,
 )
+from bulkjobs.settings import Settings
 
 T0, T1, T2, T3, T4 = (f"2024-05-01T12:00:0{i}Z" for i in range(5))
 
@@ -472,3 +473,18 @@ def test_a_job_is_expired_from_its_expires_at_on(now: str, due: bool) -> None:
 ])
 def test_all_batches_in_says_whether_a_batch_of_the_job_can_still_come(job: Job, all_in: bool) -> None:
     assert job.all_batches_in is all_in
+
+
+@pytest.mark.parametrize("value, seconds", [
+    pytest.param(None, 7 * DAY, id="default-a-week"),
+    pytest.param("0", 0, id="0-keeps-forever"),
+    pytest.param("1", 1, id="one-second"),
+])
+def test_the_job_retention_setting(value: str | None, seconds: int) -> None:
+    env = {} if value is None else {"BULKJOBS_JOB_RETENTION": value}
+    assert Settings.from_env(env).job_retention == seconds
+
+
+def test_a_negative_job_retention_is_refused() -> None:
+    with pytest.raises(ValueError, match="BULKJOBS_JOB_RETENTION"):
+        Settings.from_env({"BULKJOBS_JOB_RETENTION": "-1"})
