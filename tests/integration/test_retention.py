@@ -122,7 +122,7 @@ def test_running_jobs_and_waiting_definitions_are_untouched(retaining: Stack) ->
 
 def test_a_definition_keeps_firing_while_its_runs_expire_then_expires_itself(retaining: Stack) -> None:
     api = retaining.client()
-    runs = 10
+    runs = 20  # one a second: many still to fire when the first run expires, however slow the machine
     definition = api.submit({"type": "resources", "action": "external_id_set", "data": records(unique("cron"), 5),
                              "schedule": {"cron": "* * * * * *", "runs": runs}})
     first_run = f"{definition['id']}r0"
