@@ -290,16 +290,19 @@ STOP, HOLD, GO_ON = "stop", "hold", "go_on"
 
 
 def notice(command: str, changes: dict[str, Any] | None = None) -> str | None:
-    """What a command means for a job's batches before the tracker has applied it: a cancel or
-    a delete stops them for good, a suspend holds them, a resume (or an update that resumes)
-    lets them go on; anything else waits for the tracker.
+    """What a command means for a job's batches before the tracker has applied it: a cancel
+    stops them for good, a suspend holds them, a resume (or an update that resumes) lets them go
+    on; anything else waits for the tracker.
 
     Acting early is safe because the tracker refuses a cancel or a suspend only when the job
-    has ended (none of its batches is due) or is suspended already. An update that suspends is
+    has ended (none of its batches is due) or is suspended already. A delete means nothing
+    early: the tracker refuses it while the job runs, and a job that has ended has stopped its
+    batches already (its status says so); so the appliers keep no id for every job that is
+    deleted or expires. An update that suspends is
     left to the tracker: it is refused once the job has started, and a hold the tracker does
     not share would park and release the same batches for ever.
     """
-    if command in ("cancel", "delete"):
+    if command == "cancel":
         return STOP
     if command == "suspend":
         return HOLD
