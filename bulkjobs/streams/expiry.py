@@ -20,6 +20,11 @@ from bulkjobs.kafka.topics import JobCommand, TopicNames
 from bulkjobs.streams.effects import Owned, Publish, publish_job_event
 from bulkjobs.streams.state import JobStates
 
+# Delete commands one look sends at the most (each waits for its ack): a backlog, after the
+# service was down for a while, is sent over several looks, and the scheduler and the upload
+# watch, which share the timer, keep their rhythm.
+MAX_DELETES_PER_LOOK = 200
+
 
 class Expiry:
     def __init__(self, *, publish: Publish, topics: TopicNames, job_states: JobStates, owned: Owned,
@@ -32,8 +37,9 @@ class Expiry:
         """Ask the tracker to delete the jobs of the partitions this worker owns that have expired."""
         if self.retention <= 0:
             return  # jobs are kept forever
-        moment = self.moment()
+        moment, budget = self.moment(), MAX_DELETES_PER_LOOK
         for partition in sorted(await self.owned()):
-            for job in self.job_states.expired(partition, self.retention, moment):
+            for job in self.job_states.expired(partition, self.retention, moment, budget):
                 command = JobCommand(job_id=job.id, tenant=job.tenant, kind="delete", at=self.now())
                 await publish_job_event(self.publish, self.topics.job_events, command)
+                budget -= 1

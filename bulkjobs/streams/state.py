@@ -173,11 +173,12 @@ class JobStates(RebuiltState):
         else:
             self.stopped.add(job.id)
 
-    def expired(self, partition: int, retention: int, now: datetime) -> list[Job]:
+    def expired(self, partition: int, retention: int, now: datetime, most: int) -> list[Job]:
         """The finished jobs of ``partition`` past their expiry at ``now`` (``domain.jobs.expired``),
-        each named once: they leave the heap, as their delete command is about to be sent."""
-        heap, due = self._finished.get(partition, []), []
-        while heap:
+        the ``most`` that expired first, each named once: they leave the heap, as their delete
+        command is about to be sent."""
+        heap, due = self._finished.get(partition, []), list[Job]()
+        while heap and len(due) < most:
             completed_at, job_id = heap[0]
             job = self.jobs.get(job_id)
             if job is not None and job.completed_at == completed_at and job.terminal:

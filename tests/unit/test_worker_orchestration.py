@@ -44,7 +44,7 @@ from bulkjobs.kafka.topics import (
 from bulkjobs.settings import Settings
 from bulkjobs.streams.applier import BatchApplier
 from bulkjobs.streams.effects import Message
-from bulkjobs.streams.expiry import Expiry
+from bulkjobs.streams.expiry import MAX_DELETES_PER_LOOK, Expiry
 from bulkjobs.streams.rules import next_job, released
 from bulkjobs.streams.scheduler import Scheduler
 from bulkjobs.streams.state import JobCommands, JobStates, ObjectState
@@ -537,6 +537,22 @@ async def test_the_expiry_deletes_each_finished_job_once_it_is_due_and_only_once
     assert sorted(deletes(worker)) == ["cancelled", "ok"]  # "later" is due a millisecond after
 
 
+@pytest.mark.parametrize("backlog, first_look", [
+    pytest.param(MAX_DELETES_PER_LOOK - 1, MAX_DELETES_PER_LOOK - 1, id="under-the-most"),
+    pytest.param(MAX_DELETES_PER_LOOK, MAX_DELETES_PER_LOOK, id="the-most"),
+    pytest.param(MAX_DELETES_PER_LOOK + 1, MAX_DELETES_PER_LOOK, id="over-the-most"),
+])
+async def test_a_backlog_of_expired_jobs_is_deleted_over_several_looks(backlog: int, first_look: int) -> None:
+    worker = Worker()
+    for i in range(backlog):  # one second apart, spread over the partitions
+        worker.job_states.put(finished(f"j{i:04}", completed_at=f"2025-01-01T00:{i // 60:02}:{i % 60:02}.000Z"),
+                              i % PARTITIONS)
+    await expiry(worker, DUE).look()
+    assert len(deletes(worker)) == first_look
+    await expiry(worker, DUE).look()
+    assert sorted(deletes(worker)) == [f"j{i:04}" for i in range(backlog)]
+
+
 @pytest.mark.parametrize("job", [
     pytest.param(Job(id="running", tenant=TENANT, status=PROCESSING, created_at=AT), id="processing"),
     pytest.param(Job(id="held", tenant=TENANT, status=SUSPENDED, created_at=AT), id="suspended"),
@@ -602,7 +618,7 @@ def test_job_states_read_a_tombstone_and_a_deleted_status_from_the_tail_without_
     states.tail.deliver(1, 0, orjson.dumps(finished("gone").to_dict()))
     states.tail.deliver(1, 1, orjson.dumps(replace(finished("gone"), status=DELETED).to_dict()))
     states.tail.deliver(1, 2, None)
-    assert states.jobs == {} and states.expired(1, RETENTION, DUE) == []
+    assert states.jobs == {} and states.expired(1, RETENTION, DUE, 10) == []
 
 
 # --- the job rules as messages call them ---------------------------------------------------------
