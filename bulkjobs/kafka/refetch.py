@@ -1,7 +1,8 @@
 """Reading messages back from a topic by partition and offset (no consumer group).
 
-The job tracker uses it to release a job's parked batches: on resume it sends them again, and
-each run of a scheduled definition gets copies of the definition's batches. The snapshot
+The job tracker uses it to release a job's parked batches, from the held topic (or, parked by
+an older version, the batches topic): on resume it sends them again, and each run of a
+scheduled definition gets copies of the definition's batches. The snapshot
 restorer uses it to read the end of a partition of the snapshots topic.
 """
 
@@ -39,6 +40,31 @@ class Refetcher:
                 message = await consumer.getone(tp)
                 if message.offset == offset:
                     return message.value or b""
+
+    async def fetch_copy(self, partition: int, offset: int, key: bytes) -> bytes | None:
+        """The value under ``key`` at ``offset`` of a compacted topic, or, if compaction replaced
+        it by a newer copy, at the next offset with that key; None if the key holds none (it was
+        dropped by a tombstone, or compacted away after it)."""
+        async with self._lock:
+            consumer = await self._started()
+            tp = TopicPartition(self.topic, partition)
+            end = int((await consumer.end_offsets([tp]))[tp])
+            consumer.assign([tp])
+            consumer.seek(tp, offset)
+            reached = offset - 1
+            deadline = asyncio.get_running_loop().time() + READ_TIMEOUT
+            while asyncio.get_running_loop().time() < deadline:
+                messages = (await consumer.getmany(tp, timeout_ms=500)).get(tp, [])
+                for m in messages:
+                    reached = m.offset
+                    if m.key == key and m.value is not None:
+                        return bytes(m.value)
+                # read past every copy there was (at least up to ``offset``, where one was acked:
+                # a broker may report too low an end, see ``clients``)
+                if not messages and reached >= max(end - 1, offset):
+                    return None
+            raise TimeoutError(f"{self.topic}[{partition}]: {key!r} not read from offset {offset} "
+                               f"in {READ_TIMEOUT:.0f} s (at {reached})")
 
     async def end_offset(self, partition: int) -> int:
         async with self._lock:
