@@ -38,6 +38,7 @@ from bulkjobs.kafka.topics import (
 )
 from bulkjobs.logs import about_job
 from bulkjobs.settings import Settings
+from bulkjobs.streams import metrics
 from bulkjobs.streams.effects import DeadLetter, Message, Publish, Send, publish_job_event
 from bulkjobs.streams.rules import next_job, released
 from bulkjobs.streams.state import JobStates
@@ -158,6 +159,7 @@ class JobTracker:
                          extra=about_job(owner, None))
                 continue
             await self.publish(self.topics.batches, released(payload, job_id), partition=entry[0])
+            metrics.held_batch_sent_on(metrics.FROM_HELD if jobs.held_copy(entry) else metrics.FROM_BATCHES)
 
     async def _held_batch(self, entry: list[int], owner: str) -> bytes | None:
         if not jobs.held_copy(entry):  # parked by a version before the held topic
