@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from bulkjobs.kafka import clients
 
@@ -30,6 +30,11 @@ class Refetcher:
             await self._consumer.start()
         return self._consumer
 
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+
     async def fetch(self, partition: int, offset: int) -> bytes:
         async with self._lock:
             consumer = await self._started()
@@ -48,23 +53,31 @@ class Refetcher:
         async with self._lock:
             consumer = await self._started()
             tp = TopicPartition(self.topic, partition)
-            end = int((await consumer.end_offsets([tp]))[tp])
             consumer.assign([tp])
             consumer.seek(tp, offset)
             reached = offset - 1
             deadline = asyncio.get_running_loop().time() + READ_TIMEOUT
             while asyncio.get_running_loop().time() < deadline:
-                messages = (await consumer.getmany(tp, timeout_ms=500)).get(tp, [])
-                for m in messages:
-                    reached = m.offset
-                    if m.key == key and m.value is not None:
-                        return bytes(m.value)
-                # read past every copy there was (at least up to ``offset``, where one was acked:
-                # a broker may report too low an end, see ``clients``)
-                if not messages and reached >= max(end - 1, offset):
-                    return None
+                message = await self._next(consumer, tp)
+                if message is None:  # nothing more for now: read past every copy there was?
+                    end = int((await consumer.end_offsets([tp]))[tp])
+                    # (at least up to ``offset``, where one was acked: a broker may report too low an end)
+                    if reached >= max(end - 1, offset):
+                        return None
+                    continue
+                reached = message.offset
+                if message.key == key and message.value is not None:
+                    return bytes(message.value)
             raise TimeoutError(f"{self.topic}[{partition}]: {key!r} not read from offset {offset} "
                                f"in {READ_TIMEOUT:.0f} s (at {reached})")
+
+    @staticmethod
+    async def _next(consumer: AIOKafkaConsumer, tp: TopicPartition) -> ConsumerRecord[bytes, bytes] | None:
+        """The next message of ``tp``, or None if none comes within half a second."""
+        try:
+            return await asyncio.wait_for(consumer.getone(tp), timeout=0.5)
+        except TimeoutError:
+            return None
 
     async def end_offset(self, partition: int) -> int:
         async with self._lock:

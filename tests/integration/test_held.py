@@ -4,7 +4,9 @@ Tansu's memory storage neither expires records nor accepts DeleteRecords (see te
 the tests cannot make the batches topic's records unreadable. They prove instead that a resume
 and every run of a definition read held batches only from their copies in the held topic (the
 worker counts where each batch it sent on was read), that the counts come out exact, and that
-every copy is dropped (a tombstone is its latest record) once nothing will send it again.
+every copy is dropped (a tombstone is its latest record) once nothing will send it again. Nor
+does Tansu compact: reading a copy that compaction replaced or dropped is shown by reading from
+just after the records it would have removed.
 """
 
 from __future__ import annotations
@@ -16,8 +18,11 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from bulkjobs.broker import free_port
+from bulkjobs.broker import EmbeddedBroker, free_port
+from bulkjobs.kafka import clients
+from bulkjobs.kafka.refetch import Refetcher
 from bulkjobs.kafka.topics import TopicNames
 from tests.integration.test_lifecycle import records, runs_of, settled
 from tests.integration.test_metrics import scrape
@@ -117,3 +122,30 @@ def test_every_run_of_a_definition_gets_all_its_records_from_the_held_copies(hol
     copies = wait_for(lambda: (latest := held_copies(holding, definition["id"])) and all(
         value is None for value in latest.values()) and latest, what="the copies to be dropped after the last run")
     assert (sent_on(holding, "held") - before, sent_on(holding, "batches")) == (3 * len(copies), 0)
+
+
+def test_a_copy_is_read_at_its_offset_or_under_its_key_further_on(broker: EmbeddedBroker) -> None:
+    topic = f"held-{uuid.uuid4().hex[:8]}"
+
+    async def run() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=broker.address)
+        await admin.start()
+        await admin.create_topics([NewTopic(topic, 1, 1, topic_configs={"cleanup.policy": "compact"})])
+        await admin.close()
+        producer = clients.producer(broker.address)
+        await producer.start()
+        reader = Refetcher(broker.address, topic)
+        try:
+            first = (await producer.send_and_wait(topic, b"first", key=b"j/0/1", partition=0)).offset
+            await producer.send_and_wait(topic, b"another", key=b"j/1/2", partition=0)
+            again = (await producer.send_and_wait(topic, b"again", key=b"j/0/1", partition=0)).offset
+            assert await reader.fetch_copy(0, first, b"j/0/1") == b"first"  # not compacted yet
+            assert await reader.fetch_copy(0, first + 1, b"j/0/1") == b"again"  # compacted up to `again`
+            await producer.send_and_wait(topic, None, key=b"j/0/1", partition=0)
+            assert await reader.fetch_copy(0, again + 1, b"j/0/1") is None  # dropped, then compacted
+            assert await reader.fetch_copy(0, first, b"j/9/9") is None
+        finally:
+            await producer.stop()
+            await reader.stop()
+
+    asyncio.run(run())
