@@ -3,12 +3,13 @@
 It owns the job-events partitions it is assigned: before the first event of a partition it
 waits until its ``JobStates`` holds the partition's jobs, then applies the job rules to each
 event (``rules.next_job``), fails a job produced to Kafka whose tenant is at its cap of active
-jobs, routes the parts of such a job into batches, keeps the
-parked batches of a job that holds them and sends them on when it is resumed (``release``),
-makes a definition's runs (``fire``), and judges interrupted uploads. The new state goes to the
-same partition of the status topic, the jobs' changelog, followed by a tombstone (a null value)
-once the job is deleted. A message it cannot read goes to the
-dead letters and fails the job it names; an error handling an event fails its job; the stream
+jobs, routes the parts of such a job into batches, keeps the parked batches of a job that
+holds them and sends them on when it is resumed (``release``, reading their copies from the
+held topic), makes a definition's runs (``fire``), drops the held copies that nothing will
+send on again (tombstones, ``jobs.copies_let_go``), and judges interrupted uploads. The new
+state goes to the same partition of the status topic, the jobs' changelog, followed by a
+tombstone (a null value) once the job is deleted. A message it cannot read goes to the dead
+letters and fails the job it names; an error handling an event fails its job; the stream
 goes on.
 """
 
