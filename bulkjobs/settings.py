@@ -112,10 +112,10 @@ class Settings:
     snapshot_changes: int = 1000
     snapshot_seconds: float = 60.0
     # retention.ms of the topics created from now on, in seconds (0: kept for ever): job-events,
-    # changes and dead-letters; the batches topic apart, since a scheduled definition's batches
-    # are read back from it for every run, as long as the definition lives.
+    # changes and dead-letters; and the batches topic's (held batches are read back from their
+    # copies in the compacted held topic, so only a batch not yet consumed needs it).
     topic_retention: int = 7 * 24 * 3600
-    batches_retention: int = 0
+    batches_retention: int = 7 * 24 * 3600
 
     @property
     def db_path(self) -> Path:

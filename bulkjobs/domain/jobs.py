@@ -97,7 +97,10 @@ class Job:
     schedule: dict[str, Any] | None = None  # a definition: {"immediately", "cron", "runs", "start_date"}
     runs_fired: int = 0  # a definition: the runs made so far
     last_due: str | None = None  # a definition: the schedule time of its latest run
-    parked: list[list[int]] = field(default_factory=list)  # [partition, offset] of batches held back
+    # Batches held back: [partition, offset, seq, origin] of a copy in the held topic of the
+    # batch that lay at offset ``origin`` of the batches topic, or (parked by a version before
+    # the held topic) [partition, offset] of the batch in the batches topic.
+    parked: list[list[int]] = field(default_factory=list)
     uploading: bool = False  # its submitter is still sending its batches: it has not sealed it yet
     retry_of: str | None = None  # a retry: the job whose failed (and skipped) records it holds
     created_at: str | None = None
@@ -348,12 +351,30 @@ def released_batches(before: Job, after: Job) -> list[list[int]]:
     return before.parked
 
 
-def parked(job: Job, partition: int, offset: int) -> Job | None:
-    """A batch of the job was held back at (partition, offset); None if already known."""
-    where = [partition, offset]
+def parked(job: Job, partition: int, offset: int, copy_of: tuple[int, int] | None = None) -> Job | None:
+    """A batch of the job was held back at (partition, offset): of the held topic, a copy of
+    ``copy_of`` (its seq and its offset in the batches topic; a newer copy of the same batch
+    replaces the one known, as compaction will), or of the batches topic (``copy_of`` None);
+    None if already known."""
+    where = [partition, offset, *copy_of] if copy_of else [partition, offset]
     if where in job.parked or job.terminal:
         return None
-    return replace(job, parked=[*job.parked, where])
+    others = [entry for entry in job.parked if not copy_of or entry[2:] != list(copy_of)]
+    return replace(job, parked=[*others, where])
+
+
+def held_copy(entry: list[int]) -> bool:
+    """Whether a ``parked`` entry is a copy in the held topic (else a batch of the batches topic)."""
+    return len(entry) == 4
+
+
+def copies_let_go(before: Job, after: Job | None) -> list[list[int]]:
+    """The held copies that ``before`` kept and ``after`` needs no longer: every one once it
+    ends, else those it let go of (a resumed job's, once the caller has sent them again)."""
+    if after is None or before.terminal:
+        return []
+    kept = [] if after.terminal else [entry[2:] for entry in after.parked]
+    return [entry for entry in before.parked if held_copy(entry) and entry[2:] not in kept]
 
 
 def files_deleted(job: Job, names: list[str], at: str) -> Job | None:

@@ -33,6 +33,7 @@ async def ensure_topics(settings: Settings, attempts: int = 60) -> None:
         names.workers: latest,
         names.dead_letters: retention(settings.topic_retention),
         names.snapshots: latest,
+        names.held: latest,  # held batches' copies, until sent on or dropped by a tombstone
     }
     for attempt in range(attempts):
         admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_brokers)

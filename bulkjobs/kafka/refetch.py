@@ -1,7 +1,8 @@
 """Reading messages back from a topic by partition and offset (no consumer group).
 
-The job tracker uses it to release a job's parked batches: on resume it sends them again, and
-each run of a scheduled definition gets copies of the definition's batches. The snapshot
+The job tracker uses it to release a job's parked batches, from the held topic (or, parked by
+an older version, the batches topic): on resume it sends them again, and each run of a
+scheduled definition gets copies of the definition's batches. The snapshot
 restorer uses it to read the end of a partition of the snapshots topic.
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from bulkjobs.kafka import clients
 
@@ -29,6 +30,11 @@ class Refetcher:
             await self._consumer.start()
         return self._consumer
 
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+
     async def fetch(self, partition: int, offset: int) -> bytes:
         async with self._lock:
             consumer = await self._started()
@@ -39,6 +45,39 @@ class Refetcher:
                 message = await consumer.getone(tp)
                 if message.offset == offset:
                     return message.value or b""
+
+    async def fetch_copy(self, partition: int, offset: int, key: bytes) -> bytes | None:
+        """The value under ``key`` at ``offset`` of a compacted topic, or, if compaction replaced
+        it by a newer copy, at the next offset with that key; None if the key holds none (it was
+        dropped by a tombstone, or compacted away after it)."""
+        async with self._lock:
+            consumer = await self._started()
+            tp = TopicPartition(self.topic, partition)
+            consumer.assign([tp])
+            consumer.seek(tp, offset)
+            reached = offset - 1
+            deadline = asyncio.get_running_loop().time() + READ_TIMEOUT
+            while asyncio.get_running_loop().time() < deadline:
+                message = await self._next(consumer, tp)
+                if message is None:  # nothing more for now: read past every copy there was?
+                    end = int((await consumer.end_offsets([tp]))[tp])
+                    # (at least up to ``offset``, where one was acked: a broker may report too low an end)
+                    if reached >= max(end - 1, offset):
+                        return None
+                    continue
+                reached = message.offset
+                if message.key == key and message.value is not None:
+                    return bytes(message.value)
+            raise TimeoutError(f"{self.topic}[{partition}]: {key!r} not read from offset {offset} "
+                               f"in {READ_TIMEOUT:.0f} s (at {reached})")
+
+    @staticmethod
+    async def _next(consumer: AIOKafkaConsumer, tp: TopicPartition) -> ConsumerRecord[bytes, bytes] | None:
+        """The next message of ``tp``, or None if none comes within half a second."""
+        try:
+            return await asyncio.wait_for(consumer.getone(tp), timeout=0.5)
+        except TimeoutError:
+            return None
 
     async def end_offset(self, partition: int) -> int:
         async with self._lock:

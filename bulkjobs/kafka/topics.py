@@ -59,6 +59,10 @@ class TopicNames:
         return f"{self.prefix}-snapshots"
 
     @property
+    def held(self) -> str:
+        return f"{self.prefix}-held"
+
+    @property
     def worker_app_id(self) -> str:
         """The worker's Faust app id: its consumer group and the prefix of its changelog topics."""
         return f"{self.prefix}-worker"
@@ -145,14 +149,25 @@ class JobCommand:
 @dataclass(frozen=True)
 class BatchParked:
     """A batch of a job that holds its batches (suspended, or a definition) was not applied:
-    it lies at ``offset`` of ``partition`` of the batches topic. Producer: the batch applier.
+    it lies at ``offset`` of ``partition`` of the batches topic (``origin`` None: parked by a
+    version before the held topic), or its copy does, in the held topic, keyed ``held_key``,
+    while the batch itself lay at ``origin`` of the batches topic. Producer: the batch applier.
     Consumer: the job tracker, which sends it again on resume (or copies it into each run)."""
 
     job_id: str
     seq: int
     partition: int
     offset: int
+    origin: int | None = None
     kind: str = "batch_parked"
+
+
+def held_key(job_id: str, seq: int, origin: int) -> bytes:
+    """The key of the held topic's copy of batch ``seq`` of ``job_id``, which lay at offset
+    ``origin`` of the batches topic. The same batch parked again after a crash overwrites its
+    copy; a batch sent again on resume and parked again is a new message, so a new key: the
+    tombstone of the copy it was sent from cannot drop it."""
+    return f"{job_id}/{seq}/{origin}".encode()
 
 
 @dataclass(frozen=True)

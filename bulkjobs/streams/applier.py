@@ -4,10 +4,10 @@ The order of its effects is what makes a batch's effects exactly-once on at-leas
 (docs/architecture.md): wait for the partition's catch-up barrier; a batch already applied
 (its ``(job, seq)`` is in the applied map) only sends its ``BatchDone`` again; a batch of a
 stopped job is skipped, one of a job that ended otherwise is a late duplicate (also skipped),
-one of a held job is parked (``BatchParked``); otherwise apply it (a dry run's batch to the
-job's overlay of the index, ``domain.dry_run``), publish its ``AppliedBatch`` and wait for the
-ack, then publish its ``BatchDone``. An error handling a message fails the batch's job, and the
-stream goes on. What became of each message
+one of a held job is parked (copied to the held topic, then ``BatchParked``); otherwise apply
+it (a dry run's batch to the job's overlay of the index, ``domain.dry_run``), publish its
+``AppliedBatch`` and wait for the ack, then publish its ``BatchDone``. An error handling a
+message fails the batch's job, and the stream goes on. What became of each message
 is counted (``streams.metrics``).
 """
 
@@ -31,6 +31,7 @@ from bulkjobs.kafka.topics import (
     TopicNames,
     decode,
     encode,
+    held_key,
     names_in,
 )
 from bulkjobs.logs import about_job
@@ -70,11 +71,11 @@ class BatchApplier:
             if job_id is not None:
                 await self._fail(job_id, "", f"a batch of the job could not be read: {exc!r}")
             return metrics.UNREADABLE
-        return await self.apply(message.partition, message.offset, batch)
+        return await self.apply(message.partition, message.offset, batch, message.value)
 
-    async def apply(self, partition: int, offset: int, batch: RecordBatch) -> str:
-        """Apply the batch found at ``offset`` of ``partition``, in the order described above;
-        what became of it (one of ``metrics.BATCH_OUTCOMES``)."""
+    async def apply(self, partition: int, offset: int, batch: RecordBatch, value: bytes) -> str:
+        """Apply the batch found at ``offset`` of ``partition`` (``value``: its message's value),
+        in the order described above; what became of it (one of ``metrics.BATCH_OUTCOMES``)."""
         started = time.perf_counter()
         await self.objects.sync(partition)
         already = self.objects.applied_counts(partition, batch.job_id, batch.seq)
@@ -90,8 +91,7 @@ class BatchApplier:
         if self.job_states.get(batch.job_id).terminal:  # every batch counted: a late duplicate
             return metrics.DUPLICATE  # (its applied entry may be pruned, docs/architecture.md)
         if batch.hold or self.job_states.get(batch.job_id).holds_batches or batch.job_id in self.commands.held:
-            held = BatchParked(job_id=batch.job_id, seq=batch.seq, partition=partition, offset=offset)
-            await publish_job_event(self.publish, self.topics.job_events, held)
+            await self._park(partition, offset, batch, value)
             return metrics.PARKED
         if batch.type == RELATIONSHIPS and batch.action == "post":
             await self.objects.sync_all(self.partitions)  # sources and targets live anywhere
@@ -111,6 +111,14 @@ class BatchApplier:
         await self._done(batch.job_id, batch.seq, applied.count_delta)
         metrics.batch_applied(applied.count_delta, time.perf_counter() - started)
         return metrics.APPLIED
+
+    async def _park(self, partition: int, offset: int, batch: RecordBatch, value: bytes) -> None:
+        """Hold the batch back: copy it to the same partition of the held topic (compacted, so the
+        batches topic may expire it) and, once the copy is in Kafka, tell the tracker where it lies."""
+        key = held_key(batch.job_id, batch.seq, offset)
+        copied = await self.publish(self.topics.held, value, key=key, partition=partition)
+        held = BatchParked(job_id=batch.job_id, seq=batch.seq, partition=partition, offset=copied, origin=offset)
+        await publish_job_event(self.publish, self.topics.job_events, held)
 
     def _dry_run(self, partition: int, batch: RecordBatch, at: str) -> AppliedBatch:
         """A dry run's batch applied to the job's overlay: its results and counts, no ops, and

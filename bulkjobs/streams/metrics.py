@@ -1,7 +1,8 @@
 """The worker's metrics, served on ``BULKJOBS_METRICS_PORT``: the batches handled by what became
 of them, the records applied by outcome, how long applying a batch takes, dead letters, the
 agents' consumer lag per partition, the live ids in the object index, what loading the
-index read, the snapshots written, and the completion webhooks' attempts by outcome.
+index read, the snapshots written, the held batches sent on by where they were read, and the
+completion webhooks' attempts by outcome.
 
 Counted per batch, never per record: a batch's records are counted from its counts.
 """
@@ -59,6 +60,13 @@ SNAPSHOT_READ = Counter("bulkjobs_worker_snapshot_read", "Messages and bytes of 
                         "restore partitions of the object index", ["unit"], registry=REGISTRY)
 SNAPSHOTS = Counter("bulkjobs_worker_snapshots", "Snapshots of a partition of the object index written",
                     registry=REGISTRY)
+# Where a held batch sent on (to its resumed job, or to a run of its definition) was read from.
+FROM_HELD = "held"  # its copy in the held topic
+FROM_BATCHES = "batches"  # the batches topic itself: parked by a version before the held topic
+HELD_SENT_ON = Counter("bulkjobs_worker_held_batches_sent_on", "Held batches sent on to be applied (a resumed "
+                       "job's, a run's copies), by the topic they were read from", ["source"], registry=REGISTRY)
+for _source in (FROM_HELD, FROM_BATCHES):
+    HELD_SENT_ON.labels(_source)
 SNAPSHOT_SECONDS = Histogram("bulkjobs_worker_snapshot_seconds", "Seconds from the copy of a partition's index to "
                              "its snapshot's manifest acknowledged", registry=REGISTRY)
 for _outcome in BATCH_OUTCOMES:
@@ -76,6 +84,10 @@ def batch_applied(counts: Counts, seconds: float) -> None:
         if value := getattr(counts, outcome):
             RECORDS.labels(outcome).inc(value)
     APPLY_SECONDS.observe(seconds)
+
+
+def held_batch_sent_on(source: str) -> None:
+    HELD_SENT_ON.labels(source).inc()
 
 
 def webhook_attempted(error: str | None, gave_up: bool) -> None:

@@ -3,12 +3,13 @@
 It owns the job-events partitions it is assigned: before the first event of a partition it
 waits until its ``JobStates`` holds the partition's jobs, then applies the job rules to each
 event (``rules.next_job``), fails a job produced to Kafka whose tenant is at its cap of active
-jobs, routes the parts of such a job into batches, keeps the
-parked batches of a job that holds them and sends them on when it is resumed (``release``),
-makes a definition's runs (``fire``), and judges interrupted uploads. The new state goes to the
-same partition of the status topic, the jobs' changelog, followed by a tombstone (a null value)
-once the job is deleted. A message it cannot read goes to the
-dead letters and fails the job it names; an error handling an event fails its job; the stream
+jobs, routes the parts of such a job into batches, keeps the parked batches of a job that
+holds them and sends them on when it is resumed (``release``, reading their copies from the
+held topic), makes a definition's runs (``fire``), drops the held copies that nothing will
+send on again (tombstones, ``jobs.copies_let_go``), and judges interrupted uploads. The new
+state goes to the same partition of the status topic, the jobs' changelog, followed by a
+tombstone (a null value) once the job is deleted. A message it cannot read goes to the dead
+letters and fails the job it names; an error handling an event fails its job; the stream
 goes on.
 """
 
@@ -25,17 +26,20 @@ from bulkjobs.kafka.batching import Batcher
 from bulkjobs.kafka.topics import (
     BatchParked,
     JobCommand,
+    JobEvent,
     JobRequest,
     JobSubmitted,
     RecordPart,
     TopicNames,
     encode,
+    held_key,
     job_event_from,
     names_in,
     status_message,
 )
 from bulkjobs.logs import about_job
 from bulkjobs.settings import Settings
+from bulkjobs.streams import metrics
 from bulkjobs.streams.effects import DeadLetter, Message, Publish, Send, publish_job_event
 from bulkjobs.streams.rules import next_job, released
 from bulkjobs.streams.state import JobStates
@@ -45,17 +49,21 @@ log = logging.getLogger(__name__)
 
 
 class Refetch(Protocol):
-    """Reads a batch back from where it lies in the batches topic (``kafka.refetch.Refetcher``)."""
+    """Reads a batch back from where it lies (``kafka.refetch.Refetcher``): by offset in the
+    batches topic, or by offset and key in the compacted held topic (None: its copy was dropped)."""
 
     async def fetch(self, partition: int, offset: int) -> bytes: ...
+
+    async def fetch_copy(self, partition: int, offset: int, key: bytes) -> bytes | None: ...
 
 
 class JobTracker:
     def __init__(self, *, publish: Publish, send: Send, dead_letter: DeadLetter, topics: TopicNames,
-                 settings: Settings, job_states: JobStates, batches: Refetch, uploads: UploadClock,
-                 now: Callable[[], str] = utc_now) -> None:
+                 settings: Settings, job_states: JobStates, batches: Refetch, held: Refetch,
+                 uploads: UploadClock, now: Callable[[], str] = utc_now) -> None:
         self.publish, self.send, self.dead_letter, self.topics = publish, send, dead_letter, topics
-        self.settings, self.job_states, self.batches, self.uploads = settings, job_states, batches, uploads
+        self.settings, self.job_states, self.uploads = settings, job_states, uploads
+        self.batches, self.held = batches, held
         self.now = now
 
     async def handle(self, message: Message) -> None:
@@ -82,6 +90,11 @@ class JobTracker:
             await self.dead_letter(message, str(exc))
             return self._refused(*names_in(message.key, message.value), str(exc))
         job = self.job_states.get(event.job_id)
+        changed = await self._fold(message, job, event)
+        await self._let_go(job.id, jobs.copies_let_go(job, changed))  # after the fold sent any on
+        return changed
+
+    async def _fold(self, message: Message, job: jobs.Job, event: JobEvent) -> jobs.Job | None:
         if isinstance(event, RecordPart):
             return await self._part(message, job, event)
         if isinstance(event, BatchParked):
@@ -94,7 +107,7 @@ class JobTracker:
         if isinstance(event, JobRequest) and changed is not None:
             return self._capped(changed)
         if changed is not None:  # a resume (or an update that resumes) sends held batches on
-            await self.release(jobs.released_batches(job, changed), job.id)
+            await self.release(jobs.released_batches(job, changed), job.id, job.id)
         return changed
 
     def _capped(self, requested: jobs.Job) -> jobs.Job:
@@ -137,18 +150,39 @@ class JobTracker:
             await self.publish(self.topics.batches, payload, partition=partition)
         return jobs.part_routed(job, part.part, len(part.records), len(out), self.now())
 
-    async def release(self, parked: list[list[int]], job_id: str) -> None:
-        """Send held batches again, to be applied as batches of ``job_id``."""
-        for partition, offset in parked:
-            payload = await self.batches.fetch(partition, offset)
-            await self.publish(self.topics.batches, released(payload, job_id), partition=partition)
+    async def release(self, parked: list[list[int]], job_id: str, owner: str) -> None:
+        """Send the batches ``owner`` held again, to be applied as batches of ``job_id``. A copy
+        that is no longer in the held topic was sent on already: it is dropped only after that."""
+        for entry in parked:
+            payload = await self._held_batch(entry, owner)
+            if payload is None:
+                log.info("batch %s of job %s was sent on before its copy was dropped", entry, owner,
+                         extra=about_job(owner, None))
+                continue
+            await self.publish(self.topics.batches, released(payload, job_id), partition=entry[0])
+            metrics.held_batch_sent_on(metrics.FROM_HELD if jobs.held_copy(entry) else metrics.FROM_BATCHES)
+
+    async def _held_batch(self, entry: list[int], owner: str) -> bytes | None:
+        if not jobs.held_copy(entry):  # parked by a version before the held topic
+            return await self.batches.fetch(entry[0], entry[1])
+        partition, offset, seq, origin = entry
+        return await self.held.fetch_copy(partition, offset, held_key(owner, seq, origin))
+
+    async def _let_go(self, owner: str, parked: list[list[int]]) -> None:
+        """Drop the held copies of ``owner`` that nothing will send again (a tombstone each; one
+        lost in a crash only leaves a copy in the compacted topic)."""
+        for partition, _, seq, origin in filter(jobs.held_copy, parked):
+            await self.send(self.topics.held, None, key=held_key(owner, seq, origin), partition=partition)
 
     async def _park(self, job: jobs.Job, event: BatchParked) -> jobs.Job | None:
         """Keep where a held batch lies; if the job was resumed meanwhile, send it on at once."""
+        copy_of = None if event.origin is None else (event.seq, event.origin)
         if job.holds_batches:
-            return jobs.parked(job, event.partition, event.offset)
+            return jobs.parked(job, event.partition, event.offset, copy_of)
+        entry = [event.partition, event.offset, *(copy_of or ())]
         if not job.terminal:
-            await self.release([[event.partition, event.offset]], job.id)
+            await self.release([entry], job.id, job.id)
+        await self._let_go(job.id, [entry])
         return None
 
     async def fire(self, definition: jobs.Job, due: str, at: str) -> jobs.Job | None:
@@ -162,7 +196,7 @@ class JobTracker:
                            batches=definition.batches or 0, created_at=at,
                            details={**(definition.details or {}), "scheduled_for": due}, parent_id=definition.id)
         await publish_job_event(self.publish, self.topics.job_events, run)
-        await self.release(definition.parked, run_id)
+        await self.release(definition.parked, run_id, definition.id)
         return changed
 
     def _refused(self, job_id: str | None, tenant: str | None, reason: str) -> jobs.Job | None:

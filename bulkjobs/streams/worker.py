@@ -66,7 +66,7 @@ class Topics:
         self.names = names
         self.by_name = {name: app.topic(name, partitions=partitions, internal=False)
                         for name in (names.batches, names.changes, names.job_events, names.status,
-                                     names.workers, names.dead_letters, names.snapshots)}
+                                     names.workers, names.dead_letters, names.snapshots, names.held)}
 
     async def publish(self, topic: str, value: bytes | None, *, key: bytes | None = None,
                       partition: int | None = None) -> int:
@@ -160,7 +160,8 @@ def build_app(settings: Settings) -> faust.App:
                            commands=commands, host=host)
     tracker = JobTracker(publish=topics.publish, send=topics.send, dead_letter=topics.dead_letter, topics=names,
                          settings=settings, job_states=job_states,
-                         batches=Refetcher(settings.kafka_brokers, names.batches), uploads=uploads)
+                         batches=Refetcher(settings.kafka_brokers, names.batches),
+                         held=Refetcher(settings.kafka_brokers, names.held), uploads=uploads)
     schedules = Scheduler(publish=topics.publish, topics=names, job_states=job_states, owned=owned_job_partitions)
     snapshot_timer(app, names, Snapshotter(
         objects=objects, publish=topics.publish, topic=names.snapshots,

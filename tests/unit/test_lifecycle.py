@@ -92,6 +92,35 @@ def test_parked_batches_are_kept_once() -> None:
     assert jobs.parked(job(CANCELLED), 2, 41) is None
 
 
+def test_a_held_copy_is_kept_once_per_batch_and_a_newer_copy_of_it_replaces_it() -> None:
+    held = jobs.parked(job(SUSPENDED), 2, 40, copy_of=(0, 7))
+    assert held and held.parked == [[2, 40, 0, 7]]
+    assert jobs.parked(held, 2, 40, copy_of=(0, 7)) is None
+    again = jobs.parked(held, 2, 55, copy_of=(0, 7))  # the same batch parked again after a crash
+    assert again and again.parked == [[2, 55, 0, 7]]
+    other = jobs.parked(again, 2, 56, copy_of=(0, 9))  # a batch sent on and parked again: a new message
+    assert other and other.parked == [[2, 55, 0, 7], [2, 56, 0, 9]]
+    assert jobs.copies_let_go(held, again) == []  # its key now holds the newer copy: not dropped
+
+
+COPY, OLD = [1, 30, 0, 7], [1, 31]  # a copy in the held topic, a batch parked by an older version
+
+
+@pytest.mark.parametrize(("before", "after", "let_go"), [
+    (job(SUSPENDED, parked=[COPY, OLD]), job(PROCESSING), [COPY]),  # resumed: sent on, then dropped
+    (job(SUSPENDED, parked=[COPY]), job(CANCELLED), [COPY]),
+    (job(SUSPENDED, parked=[COPY]), job(jobs.FAILED, parked=[COPY]), [COPY]),  # ended, parked kept
+    (job(SCHEDULED, parked=[COPY]), job(SUCCEEDED, parked=[COPY]), [COPY]),  # a definition's last run fired
+    (job(SCHEDULED, parked=[COPY]), job(SUSPENDED, parked=[COPY]), []),  # a definition keeps them for its runs
+    (job(SCHEDULED, parked=[COPY]), job(SCHEDULED, parked=[COPY], runs_fired=1), []),
+    (job(SUSPENDED, parked=[COPY]), None, []),  # unchanged
+    (job(SUCCEEDED, parked=[COPY]), job(jobs.DELETED, parked=[COPY]), []),  # dropped when it ended
+])
+def test_held_copies_are_let_go_once_nothing_will_send_them_again(before: Job, after: Job | None,
+                                                                   let_go: list[list[int]]) -> None:
+    assert jobs.copies_let_go(before, after) == let_go
+
+
 def test_a_suspended_job_still_counts_batches_applied_before_and_can_finish() -> None:
     after = jobs.batch_done(job(SUSPENDED, batches=1), 0, Counts(processed=4, created=4), T1)
     assert after and after.status == SUCCEEDED

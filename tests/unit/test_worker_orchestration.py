@@ -105,6 +105,8 @@ class Worker:
         settings = settings or Settings(partitions=PARTITIONS)
         self.effects: list[Effect] = []
         self.parked: dict[tuple[int, int], bytes] = {}  # the batches topic, for the refetcher
+        # the held topic: (partition, offset, key, value) of each record, tombstones too
+        self.held: list[tuple[int, int, bytes | None, bytes | None]] = []
         self.next_offset = 100
         self.seconds = 0.0
         self.tails: dict[str, FakeTail] = {}
@@ -118,7 +120,7 @@ class Worker:
                                     commands=self.commands, host=HOST, now=lambda: AT)
         self.tracker = JobTracker(publish=self.publish, send=self.send, dead_letter=self.dead_letter, topics=NAMES,
                                   settings=settings, job_states=self.job_states, batches=self,
-                                  uploads=self.uploads, now=lambda: AT)
+                                  held=self, uploads=self.uploads, now=lambda: AT)
 
     def tail(self, name: str, on_message: OnMessage) -> FakeTail:
         self.tails[name] = FakeTail(self.effects, name, on_message)
@@ -128,17 +130,37 @@ class Worker:
                       partition: int | None = None) -> int:
         self.effects.append(("publish", topic, orjson.loads(value), key, partition))
         self.next_offset += 1
+        self._keep(topic, value, key, partition)
         return self.next_offset
 
     async def send(self, topic: str, value: bytes | None, *, key: bytes | None = None,
                    partition: int | None = None) -> None:
         self.effects.append(("send", topic, None if value is None else orjson.loads(value), key, partition))
+        self.next_offset += 1
+        self._keep(topic, value, key, partition)
+
+    def _keep(self, topic: str, value: bytes | None, key: bytes | None, partition: int | None) -> None:
+        if topic == NAMES.held:
+            assert partition is not None
+            self.held.append((partition, self.next_offset, key, value))
 
     async def dead_letter(self, message: Message, reason: str) -> None:
         self.effects.append(("dead_letter", message, reason))
 
     async def fetch(self, partition: int, offset: int) -> bytes:
         return self.parked[(partition, offset)]
+
+    async def fetch_copy(self, partition: int, offset: int, key: bytes) -> bytes | None:
+        """As the held topic reads once compacted: the latest record under ``key``, if it is at
+        ``offset`` or after (a tombstone: None)."""
+        under_key = [(at, value) for p, at, k, value in self.held if (p, k) == (partition, key)]
+        at, value = under_key[-1] if under_key else (-1, None)
+        return value if at >= offset else None
+
+    def held_copies(self) -> dict[bytes, bytes]:
+        """What compaction would leave of the held topic: the latest value of each key, tombstones gone."""
+        latest = {key: value for _, _, key, value in self.held if key is not None}
+        return {key: value for key, value in latest.items() if value is not None}
 
     def published(self) -> list[Effect]:
         return [effect for effect in self.effects if effect[0] in ("publish", "send", "dead_letter")]
@@ -276,8 +298,11 @@ async def test_a_held_batch_is_parked_not_applied(hold: str) -> None:
     elif hold == "command":
         worker.tails["job-events"].deliver(0, 0, encode(command("suspend")))
     await worker.applier.handle(batch_message(batch, partition=3, offset=9))
-    assert worker.published() == [("publish", NAMES.job_events, {"kind": "batch_parked", "job_id": "job-1", "seq": 0,
-                                                                 "partition": 3, "offset": 9}, b"job-1", None)]
+    copy, parked = worker.published()  # the copy is in Kafka before the tracker hears of it
+    assert copy == ("publish", NAMES.held, orjson.loads(encode(batch)), b"job-1/0/9", 3)
+    [(_, copied_at, _, _)] = worker.held
+    assert parked == ("publish", NAMES.job_events, {"kind": "batch_parked", "job_id": "job-1", "seq": 0,
+                                                   "partition": 3, "offset": copied_at, "origin": 9}, b"job-1", None)
     assert worker.objects.live_ids() == (0, 0)
 
 
@@ -337,7 +362,7 @@ async def test_the_tracker_folds_an_event_and_sends_the_status_to_the_same_parti
     assert worker.job_states.get("job-1").tenant == TENANT and worker.job_states.partitions["job-1"] == 3
 
 
-async def test_a_held_batch_is_parked_and_released_on_resume() -> None:
+async def test_a_batch_parked_by_an_older_version_is_released_from_the_batches_topic_on_resume() -> None:
     worker = Worker()
     await worker.track(submitted(suspended=True))
     parked = encode(a_batch(hold=False))
@@ -352,7 +377,7 @@ async def test_a_held_batch_is_parked_and_released_on_resume() -> None:
     assert status_topic == NAMES.status and status["parked"] == [] and status["status"] == QUEUED
 
 
-async def test_a_batch_parked_after_the_resume_is_sent_on_at_once() -> None:
+async def test_a_batch_parked_by_an_older_version_after_the_resume_is_sent_on_at_once() -> None:
     worker = Worker()
     await worker.track(submitted())
     worker.parked[(1, 4)] = encode(a_batch(hold=True))
@@ -371,6 +396,121 @@ async def test_a_cancel_drops_the_parked_batches() -> None:
     [(_, topic, status, _, _)] = worker.published()
     assert topic == NAMES.status and status["status"] == CANCELLED and status["parked"] == []
     assert "job-1" in worker.job_states.stopped
+
+
+async def park(worker: Worker, batch: RecordBatch, offset: int = 9) -> None:
+    """Hand the batch to the applier (which parks it), then its ``BatchParked`` to the tracker."""
+    await worker.applier.handle(batch_message(batch, partition=2, offset=offset))
+    [parked] = [event for event in worker.events() if event["kind"] == "batch_parked"][-1:]
+    await worker.track(BatchParked(**parked))
+
+
+def sent_to(worker: Worker, topic: str) -> list[Effect]:
+    return [effect for effect in worker.published() if effect[1] == topic]
+
+
+async def test_a_suspended_jobs_batch_is_released_from_its_held_copy_and_the_copy_dropped_after() -> None:
+    worker = Worker()
+    await worker.track(submitted(suspended=True))
+    await park(worker, a_batch(hold=False))
+    assert worker.statuses()[-1].parked == [[2, worker.held[0][1], 0, 9]]
+    assert list(worker.held_copies()) == [b"job-1/0/9"]
+    worker.effects.clear()
+    await worker.track(command("resume"))  # the batches topic (worker.parked) is not read: it may have expired
+    (_, topic, batch, _, partition), tombstone, (_, status_topic, status, _, _) = worker.published()
+    assert (topic, partition, RecordBatch(**batch)) == (NAMES.batches, 2, a_batch())
+    assert tombstone == ("send", NAMES.held, None, b"job-1/0/9", 2)  # only once it is sent on
+    assert status_topic == NAMES.status and status["parked"] == [] and status["status"] == QUEUED
+    assert worker.held_copies() == {}
+
+
+async def test_a_resume_redelivered_after_its_copies_were_dropped_sends_nothing_twice() -> None:
+    worker = Worker()
+    await worker.track(submitted(suspended=True))
+    await park(worker, a_batch(hold=False))
+    suspended = worker.job_states.get("job-1")
+    await worker.track(command("resume"))
+    worker.job_states.put(suspended, 0)  # a crash before the resumed status was kept
+    worker.effects.clear()
+    await worker.track(command("resume"))
+    assert sent_to(worker, NAMES.batches) == []  # its batch went on the first time
+    assert sent_to(worker, NAMES.held) == [("send", NAMES.held, None, b"job-1/0/9", 2)]  # dropped again: harmless
+    assert worker.statuses()[-1].status == QUEUED and worker.statuses()[-1].parked == []
+
+
+async def test_a_batch_parked_again_after_a_crash_is_kept_once_and_sent_once() -> None:
+    worker = Worker()
+    await worker.track(submitted(suspended=True))
+    await park(worker, a_batch(hold=False))
+    await park(worker, a_batch(hold=False))  # redelivered: copied again under the same key
+    copies = [at for _, at, _, _ in worker.held]
+    assert worker.statuses()[-1].parked == [[2, copies[-1], 0, 9]]
+    assert sent_to(worker, NAMES.held)[-1][0] == "publish"  # no tombstone: its key holds the newer copy
+    worker.effects.clear()
+    await worker.track(command("resume"))
+    assert [RecordBatch(**batch) for _, _, batch, _, _ in sent_to(worker, NAMES.batches)] == [a_batch()]
+    assert worker.held_copies() == {}
+
+
+async def test_a_batch_sent_on_and_parked_again_has_a_copy_that_the_first_ones_tombstone_cannot_drop() -> None:
+    worker = Worker()
+    await worker.track(submitted(suspended=True))
+    await park(worker, a_batch(hold=False), offset=9)
+    await worker.track(command("resume"))  # sent on (to offset 30, say), then suspended again
+    await worker.track(command("suspend"))
+    await park(worker, a_batch(hold=False), offset=30)
+    assert list(worker.held_copies()) == [b"job-1/0/30"]
+    worker.effects.clear()
+    await worker.track(command("resume"))
+    assert [RecordBatch(**batch) for _, _, batch, _, _ in sent_to(worker, NAMES.batches)] == [a_batch()]
+
+
+@pytest.mark.parametrize("end", ["cancel", "fail"])
+async def test_the_held_copies_of_a_job_that_ends_are_dropped(end: str) -> None:
+    worker = Worker()
+    await worker.track(submitted(suspended=True))
+    await park(worker, a_batch(hold=False))
+    worker.effects.clear()
+    await worker.track(command(end, reason="stopped"))
+    assert worker.statuses()[-1].terminal and worker.held_copies() == {}
+    assert sent_to(worker, NAMES.batches) == []
+
+
+async def test_a_copy_parked_after_the_resume_is_sent_on_at_once_then_dropped() -> None:
+    worker = Worker()
+    await worker.track(submitted(suspended=True))
+    await worker.applier.handle(batch_message(a_batch(), partition=2, offset=9))  # parked before the resume...
+    await worker.track(command("resume"))
+    [parked] = [event for event in worker.events() if event["kind"] == "batch_parked"]
+    worker.effects.clear()
+    await worker.track(BatchParked(**parked))  # ...heard by the tracker after it
+    (_, topic, batch, _, _), tombstone = worker.published()
+    assert (topic, RecordBatch(**batch)) == (NAMES.batches, a_batch())
+    assert tombstone == ("send", NAMES.held, None, b"job-1/0/9", 2) and worker.held_copies() == {}
+
+
+async def test_every_run_of_a_definition_reads_its_held_copies_until_the_last_run_drops_them() -> None:
+    worker = Worker()
+    await worker.track(submitted("def-1", schedule={"cron": "* * * * *", "runs": 2}))
+    await park(worker, a_batch("def-1", hold=True))
+    for run, due in enumerate(["2026-01-01T00:01:00.000Z", "2026-01-01T00:02:00.000Z"]):
+        worker.effects.clear()
+        await worker.track(command("fire", "def-1", due=due))
+        [(_, _, copy, _, _)] = sent_to(worker, NAMES.batches)
+        assert (copy["job_id"], copy["items"]) == (f"def-1r{run}", a_batch().items)
+        assert worker.held_copies() == ({} if run == 1 else {b"def-1/0/9": encode(a_batch("def-1", hold=True))})
+    assert worker.statuses()[-1].status == SUCCEEDED
+    assert sent_to(worker, NAMES.held) == [("send", NAMES.held, None, b"def-1/0/9", 2)]  # after the last run's batch
+    assert worker.published().index(sent_to(worker, NAMES.held)[0]) > worker.published().index(
+        sent_to(worker, NAMES.batches)[0])
+
+
+async def test_a_cancelled_definition_drops_its_held_copies() -> None:
+    worker = Worker()
+    await worker.track(submitted("def-1", schedule={"immediately": True}))
+    await park(worker, a_batch("def-1", hold=True))
+    await worker.track(command("cancel", "def-1"))
+    assert worker.held_copies() == {}
 
 
 async def test_a_fired_definition_makes_a_run_with_copies_of_its_batches_once() -> None:
