@@ -7,9 +7,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from bulkjobs.broker import EmbeddedBroker, start_broker
 from tests.support import Client, Stack
+
+# Hypothesis's per-example deadline is a wall-clock limit: on a busy 2-core machine it fails tests
+# that are not slow in themselves. Speed lives in `make bench`, not in tests.
+settings.register_profile("bulkjobs", deadline=None)
+settings.load_profile("bulkjobs")
 
 
 @pytest.fixture(scope="session")
