@@ -30,6 +30,14 @@ from bulkjobs.store.writer import ViewWriter
 
 log = logging.getLogger(__name__)
 
+# A poll that brought applied batches is topped up with what arrives within GATHER_SECONDS, up
+# to GATHER_BYTES of messages, before it is written. Object ids are hashes, so a transaction's
+# inserts dirty pages all over the id index, and each page is written at every commit whatever
+# it holds: fewer, bigger transactions write far fewer pages (measured on the writer alone, at
+# 1M objects in the view: 22.8 µs a record with 8 batches a transaction, 17.8 with 32).
+GATHER_SECONDS = 0.1
+GATHER_BYTES = 8 * 1024 * 1024
+
 
 async def _caught_up(consumer: AIOKafkaConsumer, topic: str) -> bool:
     """Whether the consumer has read every partition of ``topic`` it holds to its end."""
@@ -41,6 +49,25 @@ async def _caught_up(consumer: AIOKafkaConsumer, topic: str) -> bool:
         if await consumer.position(tp) < ends[tp]:
             return False
     return True
+
+
+def _fetched_bytes(fetched: dict[TopicPartition, list[ConsumerRecord]]) -> int:
+    return sum(len(message.value or b"") for messages in fetched.values() for message in messages)
+
+
+async def _gather(consumer: AIOKafkaConsumer, changes: str,
+                  fetched: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+    """Add to ``fetched`` what arrives within ``GATHER_SECONDS``, up to ``GATHER_BYTES``, if it
+    holds applied batches (a poll of statuses or heartbeats alone is written at once)."""
+    if not any(tp.topic == changes for tp in fetched):
+        return
+    loop = asyncio.get_running_loop()
+    deadline, size = loop.time() + GATHER_SECONDS, _fetched_bytes(fetched)
+    while size < GATHER_BYTES and (left := deadline - loop.time()) > 0:
+        more = await consumer.getmany(timeout_ms=max(1, int(left * 1000)), max_records=None)
+        for tp, messages in more.items():
+            fetched.setdefault(tp, []).extend(messages)
+        size += _fetched_bytes(more)
 
 
 async def _write(writer: ViewWriter, names: TopicNames,
@@ -87,6 +114,7 @@ async def feed(settings: Settings, stop: asyncio.Event) -> None:
         while not stop.is_set():
             fetched = await consumer.getmany(timeout_ms=200, max_records=None)
             if fetched:
+                await _gather(consumer, names.changes, fetched)
                 statuses = await _write(writer, names, fetched)
                 await consumer.commit()
                 await exports.observe(statuses)
