@@ -30,6 +30,11 @@ def parse_time(text: str) -> datetime:
     return moment.astimezone(UTC)
 
 
+def utc_moment() -> datetime:
+    """Now, as an aware UTC datetime."""
+    return datetime.now(UTC)
+
+
 def utc_now(ago: timedelta = timedelta(0)) -> str:
     """Now (or ``ago`` before now)."""
     return format_time(datetime.now(UTC) - ago)

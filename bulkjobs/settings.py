@@ -61,6 +61,13 @@ def _is_webhook_secret(secret: str) -> bool:
     return len(key) >= 16
 
 
+def checked_retention(seconds: int) -> int:
+    """``seconds`` if it is a job retention (0 keeps jobs forever); a ValueError otherwise."""
+    if seconds < 0:
+        raise ValueError(f"BULKJOBS_JOB_RETENTION must be 0 (keep jobs forever) or more seconds, not {seconds}")
+    return seconds
+
+
 @dataclass(frozen=True)
 class Settings:
     kafka_brokers: str = "127.0.0.1:9092"
@@ -84,6 +91,9 @@ class Settings:
     upload_timeout: float = 30.0
     # Jobs a tenant may have queued or processing at once (Zendesk's cap); one more is refused.
     max_active_jobs: int = 1000
+    # Seconds a finished job (any terminal status) is kept after it completed; then the service
+    # deletes it as a DELETE would. 0 keeps jobs forever. 7 days, as Salesforce Bulk API 2.0.
+    job_retention: int = 7 * 24 * 3600
     # The port the worker or the store serves /metrics on (each process its own); 0: not served.
     # The API serves /metrics on its own port, always.
     metrics_port: int = 0
@@ -160,6 +170,8 @@ class Settings:
         ):
             if (v := get(name)) is not None:
                 values[attr] = int(v)
+        if (v := get("JOB_RETENTION")) is not None:
+            values["job_retention"] = checked_retention(int(v))
         for name, attr in (
             ("SESSION_TIMEOUT", "session_timeout"),
             ("HEARTBEAT_INTERVAL", "heartbeat_interval"),

@@ -13,9 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
 from bulkjobs import devstack
 from bulkjobs.domain.jobs import TERMINAL
 from bulkjobs.kafka import clients
+from bulkjobs.kafka.topics import TopicNames
 
 T = TypeVar("T")
 
@@ -143,3 +146,33 @@ def produce(brokers: str, topic: str, messages: list[tuple[bytes | None, bytes]]
             await producer.stop()
 
     asyncio.run(send())
+
+
+def statuses_of(stack: Stack, job_id: str) -> list[dict[str, Any] | None]:
+    """Every status the tracker published for the job, in order (None: a tombstone)."""
+    async def read() -> list[dict[str, Any] | None]:
+        topic = TopicNames(stack.prefix).status
+        consumer = AIOKafkaConsumer(bootstrap_servers=stack.brokers, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+            ends = await consumer.end_offsets(partitions)
+            found: list[dict[str, Any] | None] = []
+
+            async def behind() -> bool:
+                for tp in partitions:
+                    if await consumer.position(tp) < ends[tp]:
+                        return True
+                return False
+
+            while await behind():
+                for messages in (await consumer.getmany(timeout_ms=500)).values():
+                    found += [None if m.value is None else json.loads(m.value)
+                              for m in messages if m.key == job_id.encode()]
+            return found
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(read())

@@ -182,7 +182,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     await publisher.start()
     feed = live.StatusFeed(settings.kafka_brokers, TopicNames(settings.topic_prefix).status)
     await feed.start()
-    app[READER] = ViewReader(db)
+    app[READER] = ViewReader(db, settings.job_retention)
     app[PUBLISHER] = publisher
     app[idempotency.KEYS] = keys
     app[live.FEED] = feed

@@ -227,7 +227,7 @@ async def _publish(request: web.Request, job: Job, spool: BatchSpool | None, sch
         if spool is not None:
             spool.discard()
     job_accepted(form, job.total or 0)
-    body = public_body(job)
+    body = public_body(job, retention=request.app[SETTINGS].job_retention)
     remember(request.app, tenant, body)
     return json_response(body, 202)
 

@@ -139,7 +139,7 @@ async def _visible(request: web.Request, status: dict[str, Any]) -> dict[str, An
     """The body to send for a status: a finished job only once the view shows it finished
     (all its results readable), so a client may fetch them at once; None until then."""
     if status["status"] not in TERMINAL or status["status"] == CANCELLED:
-        return public_body(job_from_status(status))
+        return public_body(job_from_status(status), retention=request.app[SETTINGS].job_retention)
     if status["status"] == DELETED:
         return None
     shown = await request.app[READER].job(status["tenant"], status["id"])

@@ -11,8 +11,10 @@ batches is ``uploading`` until the submitter seals it; one never sealed fails as
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
+from datetime import datetime, timedelta
 from typing import Any, overload
 
+from bulkjobs.clock import format_time, parse_time
 from bulkjobs.domain.counts import Counts, progress
 from bulkjobs.domain.dry_run import DRY_RUN
 
@@ -133,6 +135,14 @@ class Job:
         return self.status in (CANCELLED, DELETED, FAILED)
 
     @property
+    def all_batches_in(self) -> bool:
+        """Whether every batch of it has been counted (a job) or held (a definition): none can
+        come any more but a redelivered one, which is known by what was applied."""
+        if self.batches is None:
+            return False
+        return (len(self.parked) if self.schedule else self.done.bit_count()) >= self.batches
+
+    @property
     def holds_batches(self) -> bool:
         """Whether a batch of this job is to be held back (parked) rather than applied."""
         return self.status in (SUSPENDED, SCHEDULED)
@@ -153,9 +163,26 @@ class Job:
         return cls(**values)
 
 
-def public_body(job: Job, status: str | None = None) -> dict[str, Any]:
+def expires_at(job: Job, retention: int, status: str | None = None) -> str | None:
+    """When a finished job (``status``, else its own, is terminal) is due to be deleted: ``retention``
+    seconds (BULKJOBS_JOB_RETENTION) after it completed; None while it runs, or when jobs are kept
+    forever (``retention`` 0). A definition that still has runs to fire is not finished."""
+    if retention <= 0 or (status or job.status) not in TERMINAL or (status or job.status) == DELETED \
+            or job.completed_at is None:
+        return None
+    return format_time(parse_time(job.completed_at) + timedelta(seconds=retention))
+
+
+def expired(job: Job, retention: int, now: datetime) -> bool:
+    """Whether the job is past its ``expires_at`` at ``now``, so the service deletes it."""
+    due = expires_at(job, retention)
+    return due is not None and parse_time(due) <= now
+
+
+def public_body(job: Job, status: str | None = None, *, retention: int) -> dict[str, Any]:
     """The job as clients see it (HTTP, websocket): ``status`` overrides the job's own (see
-    ``visible_status``); a CSV job's details (job type, operation, file...) sit at the top."""
+    ``visible_status``); a CSV job's details (job type, operation, file...) sit at the top;
+    ``expires_at`` follows from the job retention (seconds; 0 keeps jobs forever)."""
     return {
         "id": job.id,
         "status": status or job.status,
@@ -177,6 +204,7 @@ def public_body(job: Job, status: str | None = None) -> dict[str, Any]:
         "started_at": job.started_at,
         "completed_at": job.completed_at,
         "updated_at": job.updated_at,
+        "expires_at": expires_at(job, retention, status),
     }
 
 
@@ -271,16 +299,19 @@ STOP, HOLD, GO_ON = "stop", "hold", "go_on"
 
 
 def notice(command: str, changes: dict[str, Any] | None = None) -> str | None:
-    """What a command means for a job's batches before the tracker has applied it: a cancel or
-    a delete stops them for good, a suspend holds them, a resume (or an update that resumes)
-    lets them go on; anything else waits for the tracker.
+    """What a command means for a job's batches before the tracker has applied it: a cancel
+    stops them for good, a suspend holds them, a resume (or an update that resumes) lets them go
+    on; anything else waits for the tracker.
 
     Acting early is safe because the tracker refuses a cancel or a suspend only when the job
-    has ended (none of its batches is due) or is suspended already. An update that suspends is
+    has ended (none of its batches is due) or is suspended already. A delete means nothing
+    early: the tracker refuses it while the job runs, and a job that has ended has stopped its
+    batches already (its status says so); so the appliers keep no id for every job that is
+    deleted or expires. An update that suspends is
     left to the tracker: it is refused once the job has started, and a hold the tracker does
     not share would park and release the same batches for ever.
     """
-    if command in ("cancel", "delete"):
+    if command == "cancel":
         return STOP
     if command == "suspend":
         return HOLD

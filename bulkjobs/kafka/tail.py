@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 FRESH_INTERVAL = 0.05  # seconds between two rounds of the freshness check (``fresh``)
 
-OnMessage = Callable[[int, int, bytes], None]  # partition, offset, value
+OnMessage = Callable[[int, int, bytes | None], None]  # partition, offset, value (None: a tombstone)
 
 
 class TopicTail:

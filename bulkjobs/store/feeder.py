@@ -3,8 +3,9 @@ runs the export jobs (``exporter``) as their statuses come in.
 
 It commits its Kafka offsets only after the SQLite transaction holding those messages has
 committed; after a crash it replays from the last committed offsets, and the writer's
-idempotent upserts make the replay harmless. What an export status means for files on disk
-(start, pause, stop, remove) is done after that commit. With ``BULKJOBS_METRICS_PORT`` it serves
+idempotent upserts make the replay harmless. What a status means for files on disk (an
+export's start, pause, stop, removal; a deleted job's original upload and export files leaving
+the disk) is done after that commit. With ``BULKJOBS_METRICS_PORT`` it serves
 its metrics (``store.metrics``).
 """
 
@@ -17,6 +18,8 @@ import signal
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
+from bulkjobs.domain.identity import is_job_id
+from bulkjobs.domain.jobs import DELETED
 from bulkjobs.gcpause import gc_paused
 from bulkjobs.kafka import clients
 from bulkjobs.kafka.admin import ensure_topics
@@ -25,6 +28,7 @@ from bulkjobs.metrics import consumer_lag, serve
 from bulkjobs.settings import Settings
 from bulkjobs.store import metrics
 from bulkjobs.store.exporter import Exports, Reporter
+from bulkjobs.store.files import UploadFiles
 from bulkjobs.store.schema import connect
 from bulkjobs.store.writer import ViewWriter
 
@@ -80,6 +84,8 @@ async def _write(writer: ViewWriter, names: TopicNames,
         for tp, messages in sorted(fetched.items(), key=lambda item: (item[0].topic, item[0].partition)):
             target = applied if tp.topic == names.changes else statuses if tp.topic == names.status else beats
             for message in messages:
+                if message.value is None and tp.topic == names.status:
+                    continue  # the tombstone after a deleted job's status: the view removed the job then
                 try:
                     value = decode(message.value)
                 except (orjson.JSONDecodeError, TypeError):
@@ -89,6 +95,14 @@ async def _write(writer: ViewWriter, names: TopicNames,
                 else:  # not written by bulkjobs: the view goes on without it
                     log.warning("skipping a message that is not a JSON object: %s@%d", tp, message.offset)
     return await writer.write(applied, statuses, beats)
+
+
+def remove_uploads(uploads: UploadFiles, statuses: list[dict]) -> None:
+    """Remove the original file of each job deleted among these statuses: an expired job's is
+    removed only here (the API also removes it when a user deletes a job)."""
+    for status in statuses:
+        if status.get("status") == DELETED and is_job_id(status.get("id")):
+            uploads.remove(status["id"])
 
 
 async def feed(settings: Settings, stop: asyncio.Event) -> None:
@@ -107,6 +121,7 @@ async def feed(settings: Settings, stop: asyncio.Event) -> None:
     )
     reporter = Reporter(settings)
     exports = Exports(settings, reporter)
+    uploads = UploadFiles(settings.uploads_dir)
     await consumer.start()
     await reporter.start()
     log.info("store feeding %s", settings.db_path)
@@ -117,6 +132,7 @@ async def feed(settings: Settings, stop: asyncio.Event) -> None:
                 await _gather(consumer, names.changes, fetched)
                 statuses = await _write(writer, names, fetched)
                 await consumer.commit()
+                remove_uploads(uploads, statuses)
                 await exports.observe(statuses)
             if settings.metrics_port:
                 metrics.CONSUMER_LAG.show(await consumer_lag(consumer, topics))

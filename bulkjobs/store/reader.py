@@ -26,7 +26,7 @@ _JOB_COLUMNS = (
 JOB_SORTS = ("description", "job_type", "status", "host", "created_at", "started_at", "completed_at")
 
 
-def _job(row: aiosqlite.Row) -> dict[str, Any]:
+def _job(row: aiosqlite.Row, retention: int) -> dict[str, Any]:
     job = Job(
         id=row["id"], type=row["type"], action=row["action"], description=row["description"], total=row["total"],
         counts=Counts(processed=row["processed"], created=row["created"], updated=row["updated"],
@@ -40,7 +40,7 @@ def _job(row: aiosqlite.Row) -> dict[str, Any]:
     )
     has_results = job.type != EXPORT  # an export writes files, not results
     processed = job.counts.processed if has_results else 0
-    return public_body(job, visible_status(job.status, processed, row["results_stored"]))
+    return public_body(job, visible_status(job.status, processed, row["results_stored"]), retention=retention)
 
 
 def _like(text: str) -> str:
@@ -118,8 +118,9 @@ def _after(order: list[tuple[str, bool]], key: tuple[Any, ...]) -> tuple[str, li
 
 
 class ViewReader:
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    def __init__(self, db: aiosqlite.Connection, job_retention: int = 0) -> None:
         self.db = db
+        self.job_retention = job_retention  # seconds (BULKJOBS_JOB_RETENTION): what job bodies show as expires_at
         self.db.row_factory = aiosqlite.Row
 
     async def _all(self, sql: str, params: tuple[Any, ...]) -> list[aiosqlite.Row]:
@@ -160,7 +161,7 @@ class ViewReader:
 
     async def job(self, tenant: str, job_id: str) -> dict[str, Any] | None:
         row = await self._one("jobs", _JOB_COLUMNS, tenant, job_id)
-        return _job(row) if row else None
+        return _job(row, self.job_retention) if row else None
 
     async def job_ids(self, tenant: str, job_ids: list[str]) -> set[str]:
         """Which of ``job_ids`` the view shows for the tenant; keep the list short (the API
@@ -204,7 +205,7 @@ class ViewReader:
             where.append("schedule IS NULL")
         order = [(f"{sort} IS NULL", False), (sort, descending), ("id", descending)]
         rows, total, more, last_key = await self._page("jobs", where, params, order, paging, _JOB_COLUMNS)
-        return Page([_job(row) for row in rows], total, more, last_key)
+        return Page([_job(row, self.job_retention) for row in rows], total, more, last_key)
 
     async def results(self, job_id: str, limit: int, offset: int, failed_only: bool = False,
                       outcome: str | None = None) -> list[dict[str, Any]]:

@@ -119,6 +119,9 @@ _UPSERT_JOB = (
 )
 
 
+_IDS_PER_QUERY = 500  # ids bound in one IN (...) query, well under SQLite's limit of variables
+
+
 @dataclass
 class _ChangeRows:
     """The rows of the applied batches polled at once: their batches, results and ops."""
@@ -183,8 +186,25 @@ async def _write_ops(db: aiosqlite.Connection, op_runs: list[tuple[str, list[tup
         written[_OP_TABLE[op_type]] += len(rows)
 
 
+async def _deleted_among(db: aiosqlite.Connection, job_ids: set[str]) -> set[str]:
+    """Which of these jobs are deleted (one query per poll, for the few jobs a poll's changes name)."""
+    ids, gone = sorted(job_ids), set[str]()
+    for start in range(0, len(ids), _IDS_PER_QUERY):
+        chunk = ids[start:start + _IDS_PER_QUERY]
+        rows = await db.execute_fetchall(f"SELECT id FROM deleted_jobs WHERE id IN ({', '.join('?' * len(chunk))})",
+                                         chunk)
+        gone.update(row[0] for row in rows)
+    return gone
+
+
 async def _write_changes(db: aiosqlite.Connection, changes: _ChangeRows, written: Counter[str]) -> None:
     await _write_ops(db, changes.op_runs, written)
+    # A job can expire before the view has read all its results (they come on another topic):
+    # those of a job already deleted are not written, so none is left behind without its job.
+    gone = await _deleted_among(db, {batch[0] for batch in changes.batches})
+    if gone:
+        changes.results = [row for row in changes.results if row[0] not in gone]
+        changes.batches = [row for row in changes.batches if row[0] not in gone]
     written.update(results=len(changes.results), job_batches=len(changes.batches))
     if changes.results:
         await db.executemany("INSERT OR REPLACE INTO results (job_id, idx, success, object_id, errors, outcome, "

@@ -37,9 +37,9 @@ class Publish(Protocol):
 
 
 class Send(Protocol):
-    """Hand a value to the producer, without waiting for the ack or retrying."""
+    """Hand a value (None: a tombstone) to the producer, without waiting for the ack or retrying."""
 
-    async def __call__(self, topic: str, value: bytes, *, key: bytes | None = None,
+    async def __call__(self, topic: str, value: bytes | None, *, key: bytes | None = None,
                        partition: int | None = None) -> None: ...
 
 

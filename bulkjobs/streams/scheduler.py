@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 
-from bulkjobs.clock import utc_now
+from bulkjobs.clock import utc_moment, utc_now
 from bulkjobs.domain.jobs import Job
 from bulkjobs.domain.schedules import next_due
 from bulkjobs.kafka.topics import JobCommand, TopicNames
@@ -22,13 +22,9 @@ from bulkjobs.streams.state import JobStates
 log = logging.getLogger(__name__)
 
 
-def _utc_moment() -> datetime:
-    return datetime.now(UTC)
-
-
 class Scheduler:
     def __init__(self, *, publish: Publish, topics: TopicNames, job_states: JobStates, owned: Owned,
-                 moment: Callable[[], datetime] = _utc_moment, now: Callable[[], str] = utc_now) -> None:
+                 moment: Callable[[], datetime] = utc_moment, now: Callable[[], str] = utc_now) -> None:
         self.publish, self.topics, self.job_states, self.owned = publish, topics, job_states, owned
         self.moment, self.now = moment, now
         self.fires_sent: dict[str, str] = {}  # definition -> the due time of the last fire command sent

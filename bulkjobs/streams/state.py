@@ -19,17 +19,19 @@ caught up.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
+from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
 from bulkjobs.domain.counts import Counts
 from bulkjobs.domain.dry_run import Overlays
 from bulkjobs.domain.identity import partition_of
-from bulkjobs.domain.jobs import GO_ON, HOLD, SCHEDULED, STOP, Job, notice
+from bulkjobs.domain.jobs import DELETED, GO_ON, HOLD, SCHEDULED, STOP, Job, expired, notice
 from bulkjobs.domain.records import ObjectIndex
 from bulkjobs.domain.webhooks import delivering
 from bulkjobs.kafka.tail import OnMessage
@@ -69,7 +71,7 @@ class RebuiltState:
         self.synced: set[int] = set()  # partitions caught up since they were assigned
         self.tail = tail_of(self._on_message)
 
-    def _on_message(self, partition: int, offset: int, value: bytes) -> None:
+    def _on_message(self, partition: int, offset: int, value: bytes | None) -> None:
         raise NotImplementedError
 
     async def sync(self, partition: int) -> None:
@@ -128,8 +130,10 @@ class ObjectState(RebuiltState):
     def applied_counts(self, partition: int, job_id: str, seq: int) -> Counts | None:
         return self.applied.get(partition, {}).get((job_id, seq))
 
-    def _on_message(self, partition: int, offset: int, value: bytes) -> None:
+    def _on_message(self, partition: int, offset: int, value: bytes | None) -> None:
         metrics.CHANGES_READ.labels("messages").inc()
+        if value is None:
+            return  # the changes topic has no tombstones
         metrics.CHANGES_READ.labels("bytes").inc(len(value))
         if offset <= self.offsets.get(partition, -1):
             return  # our own write, already applied
@@ -234,6 +238,12 @@ class JobStates(RebuiltState):
     it keeps that partition's jobs itself and the tail skips them, so a snapshot read back
     late can never roll a job back. Jobs that are cancelled, failed or deleted are remembered
     so that their batches are no longer applied, whichever partition they live on.
+
+    A deleted job (its ``deleted`` status, or the tombstone after it) is forgotten; only its id
+    stays in ``stopped`` if some of its batches may still be waiting in the batches topic (it
+    was cancelled or failed before all of them were counted). The finished jobs wait for their
+    expiry in a heap per partition, ordered by when they completed (retention is the same for
+    all), so the expiry looks at only the jobs that are due.
     """
 
     def __init__(self, tail_of: TailOf) -> None:
@@ -245,17 +255,25 @@ class JobStates(RebuiltState):
         self._uploads: set[str] = set()
         self._callbacks: set[str] = set()  # ended jobs whose completion webhook is still to deliver
         self._active: Counter[str] = Counter()  # tenant -> its jobs queued or processing
+        self._finished: dict[int, list[tuple[str, str]]] = {}  # partition -> heap of (completed_at, job id)
         self._all_read = False
 
-    def _on_message(self, partition: int, offset: int, value: bytes) -> None:
+    def _on_message(self, partition: int, offset: int, value: bytes | None) -> None:
         if partition in self.synced:
             return  # our own write, already applied
+        if value is None:  # a tombstone: the job was deleted
+            return
         self.put(job_from_status(decode(value)), partition)
 
     def put(self, job: Job, partition: int) -> None:
         before = self.jobs.get(job.id)
         if before is not None and before.active:
             self._active[before.tenant] -= 1
+        if job.status == DELETED:
+            self._forget(job)
+            return
+        if job.terminal and job.completed_at and (before is None or before.completed_at != job.completed_at):
+            heapq.heappush(self._finished.setdefault(partition, []), (job.completed_at, job.id))
         if job.active:
             self._active[job.tenant] += 1
         self.jobs[job.id] = job
@@ -274,6 +292,33 @@ class JobStates(RebuiltState):
             self._callbacks.add(job.id)
         else:
             self._callbacks.discard(job.id)
+
+    def _forget(self, job: Job) -> None:
+        """A deleted job leaves memory; its id stays stopped while a batch of it may still come."""
+        self.jobs.pop(job.id, None)
+        self.partitions.pop(job.id, None)
+        self._definitions.discard(job.id)
+        self._uploads.discard(job.id)
+        self._callbacks.discard(job.id)
+        if job.all_batches_in:
+            self.stopped.discard(job.id)
+        else:
+            self.stopped.add(job.id)
+
+    def expired(self, partition: int, retention: int, now: datetime, most: int) -> list[Job]:
+        """The finished jobs of ``partition`` past their expiry at ``now`` (``domain.jobs.expired``),
+        the ``most`` that expired first, each named once: they leave the heap, as their delete
+        command is about to be sent."""
+        heap, due = self._finished.get(partition, []), list[Job]()
+        while heap and len(due) < most:
+            completed_at, job_id = heap[0]
+            job = self.jobs.get(job_id)
+            if job is not None and job.completed_at == completed_at and job.terminal:
+                if not expired(job, retention, now):
+                    break
+                due.append(job)
+            heapq.heappop(heap)  # due now, or stale: the job was deleted, or completed again
+        return due
 
     async def read_all(self, partitions: int) -> None:
         """Wait, the first time, until every status written before the call is known: the
@@ -323,8 +368,8 @@ class JobCommands:
         """Return once every command written more than ``COMMAND_NOTICE`` ago is known."""
         await self.tail.fresh(COMMAND_NOTICE)
 
-    def _on_message(self, partition: int, offset: int, value: bytes) -> None:
-        event = decode(value)
+    def _on_message(self, partition: int, offset: int, value: bytes | None) -> None:
+        event = decode(value) if value is not None else None
         if not isinstance(event, dict) or event.get("kind") not in COMMANDS or not isinstance(event.get("job_id"), str):
             return
         changes = event.get("changes")

@@ -6,7 +6,8 @@ event (``rules.next_job``), fails a job produced to Kafka whose tenant is at its
 jobs, routes the parts of such a job into batches, keeps the
 parked batches of a job that holds them and sends them on when it is resumed (``release``),
 makes a definition's runs (``fire``), and judges interrupted uploads. The new state goes to the
-same partition of the status topic, the jobs' changelog. A message it cannot read goes to the
+same partition of the status topic, the jobs' changelog, followed by a tombstone (a null value)
+once the job is deleted. A message it cannot read goes to the
 dead letters and fails the job it names; an error handling an event fails its job; the stream
 goes on.
 """
@@ -186,3 +187,5 @@ class JobTracker:
         if not job.uploading or job.terminal:
             self.uploads.forget(job.id)
         await self.send(self.topics.status, value, key=job.id.encode(), partition=partition)
+        if job.status == jobs.DELETED:  # a real tombstone after it: compaction may drop every status of the job
+            await self.send(self.topics.status, None, key=job.id.encode(), partition=partition)

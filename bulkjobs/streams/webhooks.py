@@ -50,10 +50,10 @@ def _utc_moment() -> datetime:
     return datetime.now(UTC)
 
 
-def signed_request(job: Job, secret: str, moment: datetime) -> tuple[dict[str, str], bytes]:
+def signed_request(job: Job, secret: str, moment: datetime, retention: int) -> tuple[dict[str, str], bytes]:
     """The webhook's headers and body for the job as it is now, signed at ``moment``."""
     body = orjson.dumps({"type": webhooks.event_type(job), "timestamp": job.completed_at or format_time(moment),
-                         "data": public_body(job)})
+                         "data": public_body(job, retention=retention)})
     message_id = webhooks.webhook_id(job)
     signature = Webhook(secret).sign(message_id, moment, body.decode())
     headers = {"content-type": "application/json", "user-agent": USER_AGENT, "webhook-id": message_id,
@@ -162,5 +162,5 @@ class WebhookSender:
         if secret is None:
             return f"the tenant {job.tenant!r} has no webhook secret (BULKJOBS_WEBHOOK_SECRETS)"
         url = (webhooks.callback_of(job) or {})["url"]
-        headers, body = signed_request(job, secret, self.moment())
+        headers, body = signed_request(job, secret, self.moment(), self.settings.job_retention)
         return await self.post(url, headers, body)

@@ -4,12 +4,13 @@
 ``BatchApplier`` (``applier.py``). ``track_jobs`` owns partitions of the job-events topic and
 hands each message to the ``JobTracker`` (``tracker.py``), which publishes each job's new
 ``JobStatus`` to the same partition of the status topic, the jobs' changelog (see
-``state.JobStates`` and docs/architecture.md for why not a Faust table). Two timers look at the
+``state.JobStates`` and docs/architecture.md for why not a Faust table). A timer has three looks at the
 jobs of the job-events partitions this worker owns: the ``Scheduler`` fires definitions, the
-``UploadWatch`` fails jobs whose upload was interrupted, the ``WebhookSender`` delivers the
-completion webhooks of ended jobs. Another writes the snapshots of the object index of the
-batches partitions it owns (``snapshots.py``), another sends the worker's heartbeat, and with
-``BULKJOBS_METRICS_PORT`` one more updates its gauges (``streams.metrics``). An error
+``UploadWatch`` fails jobs whose upload was interrupted, the ``Expiry`` deletes the finished
+jobs past their retention, the ``WebhookSender`` delivers the completion webhooks of ended
+jobs. Another writes the snapshots of the object index of the batches partitions it owns
+(``snapshots.py``), another sends the worker's heartbeat, and with ``BULKJOBS_METRICS_PORT`` one
+more updates its gauges (``streams.metrics``). An error
 handling one message or one job fails that job, with the reason; it never stops an agent or a
 timer.
 """
@@ -41,6 +42,7 @@ from bulkjobs.settings import Settings
 from bulkjobs.streams import metrics
 from bulkjobs.streams.applier import BatchApplier
 from bulkjobs.streams.effects import Message, Owned, Publish
+from bulkjobs.streams.expiry import Expiry
 from bulkjobs.streams.scheduler import Scheduler
 from bulkjobs.streams.snapshots import SnapshotRestorer, Snapshotter
 from bulkjobs.streams.state import JobCommands, JobStates, ObjectState
@@ -50,7 +52,9 @@ from bulkjobs.streams.webhooks import HttpPost, WebhookSender
 
 log = logging.getLogger(__name__)
 
-SCHEDULER_INTERVAL = 0.5  # seconds between looks at the definitions: a one-second cron fires on time
+# Seconds between the looks at the jobs (definitions to fire, silent uploads, expired jobs): a
+# one-second cron fires on time, and a look for expired jobs costs only the jobs due.
+SCHEDULER_INTERVAL = 0.5
 METRICS_INTERVAL = 1.0  # seconds between two updates of the gauges (consumer lag, index size)
 SNAPSHOT_INTERVAL = 1.0  # seconds between two looks for a partition whose snapshot is due
 
@@ -78,9 +82,9 @@ class Topics:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    async def send(self, topic: str, value: bytes, *, key: bytes | None = None,
+    async def send(self, topic: str, value: bytes | None, *, key: bytes | None = None,
                    partition: int | None = None) -> None:
-        """Hand a value to the producer, without waiting for the ack or retrying."""
+        """Hand a value (None: a tombstone) to the producer, without waiting for the ack or retrying."""
         await self.by_name[topic].send(key=key, value=value, partition=partition)
 
     async def dead_letter(self, message: Message, reason: str) -> None:
@@ -164,6 +168,8 @@ def build_app(settings: Settings) -> faust.App:
         every_changes=settings.snapshot_changes, every_seconds=settings.snapshot_seconds))
     watch = UploadWatch(publish=topics.publish, topics=names, job_states=job_states, clock=uploads,
                         owned=owned_job_partitions)
+    expiry = Expiry(publish=topics.publish, topics=names, job_states=job_states, owned=owned_job_partitions,
+                    retention=settings.job_retention)
     deliver_webhooks(app, settings, topics.publish, names, job_states, owned_job_partitions)
 
     @app.agent(topics.by_name[names.batches])
@@ -197,12 +203,9 @@ def build_app(settings: Settings) -> faust.App:
         objects.assign({tp.partition for tp in assigned if tp.topic == names.batches})
 
     @app.timer(SCHEDULER_INTERVAL)
-    async def scheduler() -> None:
-        await never_raising("scheduler", schedules.look)
-
-    @app.timer(SCHEDULER_INTERVAL)
-    async def upload_watch() -> None:
-        await never_raising("upload watch", watch.look)
+    async def job_looks() -> None:
+        for timer, look in (("scheduler", schedules.look), ("upload watch", watch.look), ("job expiry", expiry.look)):
+            await never_raising(timer, look)
 
     @app.timer(settings.worker_heartbeat_seconds)
     async def heartbeat() -> None:

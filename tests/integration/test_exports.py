@@ -16,15 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bulkjobs.clock import utc_now
-from bulkjobs.kafka.topics import TopicNames
 from bulkjobs.settings import Settings
 from bulkjobs.store.exporter import Exports
 from bulkjobs.store.schema import connect
 from bulkjobs.store.writer import ViewWriter
-from tests.support import Client, Stack, wait_for
+from tests.support import Client, Stack, statuses_of, wait_for
 
 
 def unique(prefix: str) -> str:
@@ -208,35 +206,6 @@ def test_a_bad_request_names_its_field(api: Client) -> None:
                                            "params": {"format": "xml"}})
 
     assert resp.status == 400 and resp.body["error"]["field"] == "params.format"
-
-
-def statuses_of(stack: Stack, job_id: str) -> list[dict[str, Any]]:
-    """Every snapshot the tracker published for the job, in order."""
-    async def read() -> list[dict[str, Any]]:
-        topic = TopicNames(stack.prefix).status
-        consumer = AIOKafkaConsumer(bootstrap_servers=stack.brokers, enable_auto_commit=False)
-        await consumer.start()
-        try:
-            partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-            consumer.assign(partitions)
-            await consumer.seek_to_beginning(*partitions)
-            ends = await consumer.end_offsets(partitions)
-            found: list[dict[str, Any]] = []
-
-            async def behind() -> bool:
-                for tp in partitions:
-                    if await consumer.position(tp) < ends[tp]:
-                        return True
-                return False
-
-            while await behind():
-                for messages in (await consumer.getmany(timeout_ms=500)).values():
-                    found += [json.loads(m.value) for m in messages if m.key == job_id.encode()]
-            return found
-        finally:
-            await consumer.stop()
-
-    return asyncio.run(read())
 
 
 def test_progress_counts_the_records_written_of_those_to_write(stack: Stack, api: Client) -> None:

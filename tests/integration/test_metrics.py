@@ -68,8 +68,9 @@ def test_every_process_serves_metrics_that_move_by_a_jobs_records(metered: Stack
     wait_for(lambda: moved("store", "bulkjobs_store_rows_written_total", table="results") == RECORDS,
              what="the store to count the job's result rows", timeout=10)
 
+    wait_for(lambda: scrape(metered.metrics_url("worker")).value("bulkjobs_worker_live_ids", kind="object") >= RECORDS,
+             what="the worker's gauges to count the new objects (they are updated every second)", timeout=10)
     worker, store, answers = (scrape(metered.metrics_url(name)) for name in ("worker", "store", "api"))
-    assert worker.value("bulkjobs_worker_live_ids", kind="object") >= RECORDS
     assert {labels["topic"] for labels in worker.labels("bulkjobs_worker_consumer_lag")} == {
         f"{metered.prefix}-batches", f"{metered.prefix}-job-events"}
     assert store.value("bulkjobs_view_rows", table="results") >= RECORDS

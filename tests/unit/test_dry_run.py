@@ -91,7 +91,7 @@ def test_places_that_disagree_are_a_400(given: tuple[bool, bool]) -> None:
 @pytest.mark.parametrize("details, shown", [(None, False), ({"dry_run": True}, True), ({"operation": "upsert"}, False)])
 def test_the_job_body_shows_dry_run(details: dict[str, Any] | None, shown: bool) -> None:
     job = Job(id="j", details=details)
-    assert job.dry_run is shown and public_body(job)["dry_run"] is shown
+    assert job.dry_run is shown and public_body(job, retention=0)["dry_run"] is shown
 
 
 def test_a_requested_job_keeps_its_dry_run() -> None:

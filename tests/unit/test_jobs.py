@@ -1,4 +1,4 @@
-"""The job state machine: submitted, batch_done, cancelled and deleted, and the counts."""
+"""The job state machine: submitted, batch_done, cancelled and deleted, the counts, and when a finished job expires."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import replace
 import orjson
 import pytest
 
+from bulkjobs.clock import parse_time
 from bulkjobs.domain import jobs
 from bulkjobs.domain.counts import Counts, progress
 from bulkjobs.domain.jobs import (
@@ -25,6 +26,7 @@ from bulkjobs.domain.jobs import (
     submitted,
     visible_status,
 )
+from bulkjobs.settings import Settings
 
 T0, T1, T2, T3, T4 = (f"2024-05-01T12:00:0{i}Z" for i in range(5))
 
@@ -333,15 +335,15 @@ def test_the_public_body_puts_a_csv_jobs_details_at_the_top() -> None:
                     total=2, batches=1, created_at=T0, details=details)
     job = done(job, 0, Counts(processed=2, created=1, skipped=1), T1)
 
-    body = jobs.public_body(job)
+    body = jobs.public_body(job, retention=0)
 
     assert body["status"] == PARTIALLY_SUCCEEDED and body["host"] is None
     assert body["job_type"] == "objects" and body["file"] == {"name": "a.csv", "rows": 2}
     assert body["counts"] == {"total": 2, "processed": 2, "created": 1, "updated": 0, "deleted": 0,
                               "skipped": 1, "failed": 0}
     assert "tenant" not in body and "done" not in body and "details" not in body
-    assert jobs.public_body(job, PROCESSING)["status"] == PROCESSING
-    assert jobs.public_body(Job("j2"))["job_type"] is None
+    assert jobs.public_body(job, PROCESSING, retention=0)["status"] == PROCESSING
+    assert jobs.public_body(Job("j2"), retention=0)["job_type"] is None
 
 
 def test_skipped_records_count_as_not_written() -> None:
@@ -412,3 +414,77 @@ def test_a_too_large_job_is_shrunk_and_failed_with_the_reason() -> None:
 def test_a_long_reason_is_cut() -> None:
     failed_job = failed(upload(), T1, "x" * 100_000)
     assert failed_job is not None and len(failed_job.error["message"]) == jobs.MAX_REASON
+
+
+# --- retention: when a finished job expires -------------------------------------------------------
+
+DAY = 24 * 3600
+ENDED = "2024-05-01T12:00:00.000Z"
+
+
+@pytest.mark.parametrize("job, retention, shown, expected", [
+    pytest.param(Job("j", status=SUCCEEDED, completed_at=ENDED), DAY, None, "2024-05-02T12:00:00.000Z",
+                 id="succeeded"),
+    pytest.param(Job("j", status=PARTIALLY_SUCCEEDED, completed_at=ENDED), 1, None, "2024-05-01T12:00:01.000Z",
+                 id="partially-succeeded-one-second"),
+    pytest.param(Job("j", status=FAILED, completed_at=ENDED), 7 * DAY, None, "2024-05-08T12:00:00.000Z",
+                 id="failed-default-week"),
+    pytest.param(Job("j", status=CANCELLED, completed_at=ENDED), DAY, None, "2024-05-02T12:00:00.000Z",
+                 id="cancelled"),
+    pytest.param(Job("j", status=SUCCEEDED, completed_at=ENDED), 0, None, None, id="retention-0-keeps-forever"),
+    pytest.param(Job("j", status=PROCESSING, started_at=ENDED), DAY, None, None, id="running"),
+    pytest.param(Job("j", status=QUEUED), DAY, None, None, id="queued"),
+    pytest.param(Job("j", status=jobs.SUSPENDED), DAY, None, None, id="suspended"),
+    pytest.param(Job("j", status=jobs.SCHEDULED, schedule={"runs": 3}, runs_fired=2), DAY, None, None,
+                 id="definition-with-runs-to-fire"),
+    pytest.param(Job("j", status=SUCCEEDED, schedule={"runs": 3}, runs_fired=3, completed_at=ENDED), DAY, None,
+                 "2024-05-02T12:00:00.000Z", id="definition-all-runs-fired"),
+    pytest.param(Job("j", status=SUCCEEDED, completed_at=ENDED), DAY, PROCESSING, None,
+                 id="results-not-all-in-the-view-yet"),
+    pytest.param(Job("j", status=DELETED, completed_at=ENDED), DAY, None, None, id="deleted"),
+])
+def test_a_finished_job_expires_retention_seconds_after_it_completed(job: Job, retention: int, shown: str | None,
+                                                                     expected: str | None) -> None:
+    assert jobs.expires_at(job, retention, shown) == expected
+    assert jobs.public_body(job, shown, retention=retention)["expires_at"] == expected
+
+
+@pytest.mark.parametrize("now, due", [
+    pytest.param("2024-05-01T12:00:59.999Z", False, id="a-millisecond-before"),
+    pytest.param("2024-05-01T12:01:00.000Z", True, id="at-expires-at"),
+    pytest.param("2024-05-01T12:01:00.001Z", True, id="a-millisecond-after"),
+])
+def test_a_job_is_expired_from_its_expires_at_on(now: str, due: bool) -> None:
+    job = Job("j", status=SUCCEEDED, completed_at=ENDED)
+    assert jobs.expired(job, 60, parse_time(now)) is due
+    assert jobs.expired(replace(job, status=PROCESSING), 60, parse_time(now)) is False  # never a running job
+    assert jobs.expired(job, 0, parse_time(now)) is False  # kept forever
+
+
+@pytest.mark.parametrize("job, all_in", [
+    pytest.param(Job("j", batches=3, done=0b111), True, id="every-batch-counted"),
+    pytest.param(Job("j", batches=3, done=0b011), False, id="one-batch-not-counted"),
+    pytest.param(Job("j", batches=0), True, id="no-batches-an-export"),
+    pytest.param(Job("j"), False, id="totals-unknown"),
+    pytest.param(Job("j", batches=2, schedule={"runs": 1}, parked=[[0, 1], [1, 4]]), True,
+                 id="definition-every-batch-held"),
+    pytest.param(Job("j", batches=2, schedule={"runs": 1}, parked=[[0, 1]]), False,
+                 id="definition-one-batch-not-held"),
+])
+def test_all_batches_in_says_whether_a_batch_of_the_job_can_still_come(job: Job, all_in: bool) -> None:
+    assert job.all_batches_in is all_in
+
+
+@pytest.mark.parametrize("value, seconds", [
+    pytest.param(None, 7 * DAY, id="default-a-week"),
+    pytest.param("0", 0, id="0-keeps-forever"),
+    pytest.param("1", 1, id="one-second"),
+])
+def test_the_job_retention_setting(value: str | None, seconds: int) -> None:
+    env = {} if value is None else {"BULKJOBS_JOB_RETENTION": value}
+    assert Settings.from_env(env).job_retention == seconds
+
+
+def test_a_negative_job_retention_is_refused() -> None:
+    with pytest.raises(ValueError, match="BULKJOBS_JOB_RETENTION"):
+        Settings.from_env({"BULKJOBS_JOB_RETENTION": "-1"})

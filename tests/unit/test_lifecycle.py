@@ -199,7 +199,7 @@ def test_next_due() -> None:
 
 @pytest.mark.parametrize("command, changes, meaning", [
     ("cancel", None, jobs.STOP),
-    ("delete", None, jobs.STOP),
+    ("delete", None, None),  # refused while the job runs; a job that ended has stopped its batches
     ("suspend", None, jobs.HOLD),
     ("resume", None, jobs.GO_ON),
     ("update", {"suspended": False}, jobs.GO_ON),

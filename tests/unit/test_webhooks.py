@@ -5,6 +5,7 @@ worker's ``WebhookSender`` with a fake POST, publisher and job states."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -188,11 +189,11 @@ def test_a_malformed_webhook_secret_is_refused_at_start(text: str) -> None:
 
 def test_a_signed_webhook_verifies_with_the_standardwebhooks_package() -> None:
     moment = datetime.now(UTC)
-    headers, body = signed_request(ended_job(), SECRET, moment)
+    headers, body = signed_request(ended_job(), SECRET, moment, 3600)
     payload = Webhook(SECRET).verify(body, headers)
     assert payload["type"] == "job.succeeded" and payload["timestamp"] == AT
     assert payload["data"]["id"] == "job-1" and payload["data"]["callback"]["status"] == webhooks.PENDING
-    assert headers["webhook-id"] == "job-1.succeeded"
+    assert headers["webhook-id"] == "job-1.succeeded" and payload["data"]["expires_at"] is not None
     with pytest.raises(WebhookVerificationError):
         Webhook(SECRET).verify(body.replace(b"job-1", b"job-2"), headers)
     with pytest.raises(WebhookVerificationError):
@@ -336,3 +337,11 @@ async def test_a_name_is_checked_after_it_is_resolved_and_only_checked_addresses
     finally:
         await denied.close()
         await allowed.close()
+
+
+def test_a_deleted_job_leaves_the_pending_callbacks() -> None:
+    states = JobStates(lambda on_message: None)  # type: ignore[arg-type,return-value]
+    states.put(ended_job(), 1)
+    assert [job.id for job in states.callbacks()] == ["job-1"]
+    states.put(replace(ended_job(), status=DELETED), 1)  # a DELETE, or the job's expiry
+    assert states.callbacks() == []

@@ -1,5 +1,5 @@
-"""The worker's orchestration without a broker: the applier, the tracker, the scheduler and the
-upload watch, handed a fake publisher and state whose tails are always caught up.
+"""The worker's orchestration without a broker: the applier, the tracker, the scheduler, the
+upload watch and the expiry, handed a fake publisher and state whose tails are always caught up.
 
 Each fake writes to one list of effects, so a test reads the order in which things happened:
 the barriers, then what was published where.
@@ -18,7 +18,18 @@ import pytest
 from bulkjobs.domain import jobs
 from bulkjobs.domain.counts import Counts
 from bulkjobs.domain.identity import RELATIONSHIPS, RESOURCES
-from bulkjobs.domain.jobs import CANCELLED, FAILED, QUEUED, SCHEDULED, SUSPENDED, UPLOAD_INTERRUPTED, Job
+from bulkjobs.domain.jobs import (
+    CANCELLED,
+    DELETED,
+    FAILED,
+    PROCESSING,
+    QUEUED,
+    SCHEDULED,
+    SUCCEEDED,
+    SUSPENDED,
+    UPLOAD_INTERRUPTED,
+    Job,
+)
 from bulkjobs.domain.records import ObjectIndex
 from bulkjobs.kafka.tail import OnMessage
 from bulkjobs.kafka.topics import (
@@ -35,6 +46,7 @@ from bulkjobs.kafka.topics import (
 from bulkjobs.settings import Settings
 from bulkjobs.streams.applier import BatchApplier
 from bulkjobs.streams.effects import Message
+from bulkjobs.streams.expiry import MAX_DELETES_PER_LOOK, Expiry
 from bulkjobs.streams.rules import next_job, released
 from bulkjobs.streams.scheduler import Scheduler
 from bulkjobs.streams.snapshots import Snapshot
@@ -118,8 +130,9 @@ class Worker:
         self.next_offset += 1
         return self.next_offset
 
-    async def send(self, topic: str, value: bytes, *, key: bytes | None = None, partition: int | None = None) -> None:
-        self.effects.append(("send", topic, orjson.loads(value), key, partition))
+    async def send(self, topic: str, value: bytes | None, *, key: bytes | None = None,
+                   partition: int | None = None) -> None:
+        self.effects.append(("send", topic, None if value is None else orjson.loads(value), key, partition))
 
     async def dead_letter(self, message: Message, reason: str) -> None:
         self.effects.append(("dead_letter", message, reason))
@@ -131,7 +144,7 @@ class Worker:
         return [effect for effect in self.effects if effect[0] in ("publish", "send", "dead_letter")]
 
     def statuses(self) -> list[Job]:
-        return [job_from_status(effect[2]) for effect in self.effects if effect[0] == "send"]
+        return [job_from_status(effect[2]) for effect in self.effects if effect[0] == "send" and effect[2] is not None]
 
     def events(self) -> list[dict[str, Any]]:
         """What was published to the job events, in order."""
@@ -547,6 +560,122 @@ async def test_a_lost_partition_restarts_the_clocks_of_its_uploads() -> None:
     clock.heard("job-2")
     clock.restart({1}, {"job-1": 1, "job-2": 2})
     assert clock.beats == {"job-2": 5.0}
+
+
+# --- the expiry ----------------------------------------------------------------------------------
+
+DONE_AT, RETENTION = "2026-01-01T00:00:00.000Z", 60
+NOT_YET, DUE = datetime(2026, 1, 1, 0, 0, 59, 999000, tzinfo=UTC), datetime(2026, 1, 1, 0, 1, tzinfo=UTC)
+
+
+def finished(job_id: str, status: str = SUCCEEDED, completed_at: str = DONE_AT, **fields: Any) -> Job:
+    return Job(id=job_id, tenant=TENANT, status=status, created_at=AT, completed_at=completed_at,
+               **{"batches": 1, "done": 1, **fields})
+
+
+def expiry(worker: Worker, moment: datetime, retention: int = RETENTION) -> Expiry:
+    return Expiry(publish=worker.publish, topics=NAMES, job_states=worker.job_states, owned=owns_everything,
+                  retention=retention, moment=lambda: moment, now=lambda: AT)
+
+
+def deletes(worker: Worker) -> list[str]:
+    return [event["job_id"] for event in worker.events() if event["kind"] == "delete"]
+
+
+async def test_the_expiry_deletes_each_finished_job_once_it_is_due_and_only_once() -> None:
+    worker = Worker()
+    worker.job_states.put(finished("ok"), 0)
+    worker.job_states.put(finished("cancelled", CANCELLED), 1)
+    worker.job_states.put(finished("later", completed_at="2026-01-01T00:00:00.001Z"), 0)
+    await expiry(worker, NOT_YET).look()
+    assert deletes(worker) == []  # a millisecond before the first is due
+    await expiry(worker, DUE).look()
+    await expiry(worker, DUE).look()
+    assert sorted(deletes(worker)) == ["cancelled", "ok"]  # "later" is due a millisecond after
+
+
+@pytest.mark.parametrize("backlog, first_look", [
+    pytest.param(MAX_DELETES_PER_LOOK - 1, MAX_DELETES_PER_LOOK - 1, id="under-the-most"),
+    pytest.param(MAX_DELETES_PER_LOOK, MAX_DELETES_PER_LOOK, id="the-most"),
+    pytest.param(MAX_DELETES_PER_LOOK + 1, MAX_DELETES_PER_LOOK, id="over-the-most"),
+])
+async def test_a_backlog_of_expired_jobs_is_deleted_over_several_looks(backlog: int, first_look: int) -> None:
+    worker = Worker()
+    for i in range(backlog):  # one second apart, spread over the partitions
+        worker.job_states.put(finished(f"j{i:04}", completed_at=f"2025-01-01T00:{i // 60:02}:{i % 60:02}.000Z"),
+                              i % PARTITIONS)
+    await expiry(worker, DUE).look()
+    assert len(deletes(worker)) == first_look
+    await expiry(worker, DUE).look()
+    assert sorted(deletes(worker)) == [f"j{i:04}" for i in range(backlog)]
+
+
+@pytest.mark.parametrize("job", [
+    pytest.param(Job(id="running", tenant=TENANT, status=PROCESSING, created_at=AT), id="processing"),
+    pytest.param(Job(id="held", tenant=TENANT, status=SUSPENDED, created_at=AT), id="suspended"),
+    pytest.param(Job(id="def", tenant=TENANT, status=SCHEDULED, created_at=AT, schedule={"cron": "* * * * *"},
+                     runs_fired=3), id="definition-with-runs-to-fire"),
+])
+async def test_the_expiry_never_touches_a_job_that_runs(job: Job) -> None:
+    worker = Worker()
+    worker.job_states.put(job, 0)
+    await expiry(worker, datetime(2100, 1, 1, tzinfo=UTC)).look()
+    assert deletes(worker) == []
+
+
+async def test_the_expiry_keeps_jobs_forever_with_retention_0_and_leaves_other_workers_partitions() -> None:
+    worker = Worker()
+    worker.job_states.put(finished("mine"), 1)
+    worker.job_states.put(finished("theirs"), 2)
+    await expiry(worker, datetime(2100, 1, 1, tzinfo=UTC), retention=0).look()
+    assert deletes(worker) == []
+
+    async def owns_one() -> set[int]:
+        return {1}
+
+    await Expiry(publish=worker.publish, topics=NAMES, job_states=worker.job_states, owned=owns_one,
+                 retention=RETENTION, moment=lambda: DUE, now=lambda: AT).look()
+    assert deletes(worker) == ["mine"]
+
+
+async def test_a_finished_definition_expires_like_a_job_and_its_runs_each_on_their_own() -> None:
+    worker = Worker()
+    worker.job_states.put(finished("def", schedule={"runs": 1}, batches=1, done=0, parked=[[2, 7]]), 0)
+    worker.job_states.put(finished("defr0", completed_at="2026-01-01T00:05:00.000Z", parent_id="def"), 0)
+    await expiry(worker, DUE).look()
+    assert deletes(worker) == ["def"]
+
+
+async def test_a_deleted_job_is_forgotten_and_a_tombstone_follows_its_status() -> None:
+    worker = Worker()
+    await worker.track(submitted())
+    worker.job_states.put(finished("job-1"), 0)
+    await worker.track(command("delete"))
+    *_, (_, topic, status, key, partition), tombstone = worker.published()
+    assert (topic, status["status"], key, partition) == (NAMES.status, DELETED, b"job-1", 0)
+    assert tombstone == ("send", NAMES.status, None, b"job-1", 0)
+    assert "job-1" not in worker.job_states.jobs and "job-1" not in worker.job_states.partitions
+    assert "job-1" not in worker.job_states.stopped  # all its batches were counted: none can come
+    await worker.track(command("delete"))  # a second delete (a user's, racing the expiry) changes nothing
+    assert worker.published()[-1] == tombstone
+
+
+async def test_a_job_stopped_before_all_its_batches_came_stays_stopped_once_forgotten() -> None:
+    worker = Worker()
+    await worker.track(submitted(batches=3))
+    await worker.track(command("cancel"))
+    await worker.track(command("delete"))
+    assert "job-1" not in worker.job_states.jobs and "job-1" in worker.job_states.stopped
+    await worker.applier.handle(batch_message(a_batch(seq=2)))
+    assert [effect for effect in worker.published() if effect[1] == NAMES.changes] == []
+
+
+def test_job_states_read_a_tombstone_and_a_deleted_status_from_the_tail_without_error() -> None:
+    states = JobStates(lambda on_message: FakeTail([], "status", on_message))
+    states.tail.deliver(1, 0, orjson.dumps(finished("gone").to_dict()))
+    states.tail.deliver(1, 1, orjson.dumps(replace(finished("gone"), status=DELETED).to_dict()))
+    states.tail.deliver(1, 2, None)
+    assert states.jobs == {} and states.expired(1, RETENTION, DUE, 10) == []
 
 
 # --- the job rules as messages call them ---------------------------------------------------------
