@@ -14,13 +14,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Iterator
 
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from bulkjobs.domain.identity import is_job_id
 from bulkjobs.domain.jobs import DELETED
-from bulkjobs.gcpause import gc_paused
 from bulkjobs.kafka import clients
 from bulkjobs.kafka.admin import ensure_topics
 from bulkjobs.kafka.topics import TopicNames, decode
@@ -33,6 +33,14 @@ from bulkjobs.store.schema import connect
 from bulkjobs.store.writer import ViewWriter
 
 log = logging.getLogger(__name__)
+
+# A poll that brought applied batches is topped up with what arrives within GATHER_SECONDS, up
+# to GATHER_BYTES of messages, before it is written. Object ids are hashes, so a transaction's
+# inserts dirty pages all over the id index, and each page is written at every commit whatever
+# it holds: fewer, bigger transactions write far fewer pages (measured on the writer alone, at
+# 1M objects in the view: 22.8 µs a record with 8 batches a transaction, 17.8 with 32).
+GATHER_SECONDS = 0.1
+GATHER_BYTES = 8 * 1024 * 1024
 
 
 async def _caught_up(consumer: AIOKafkaConsumer, topic: str) -> bool:
@@ -47,27 +55,51 @@ async def _caught_up(consumer: AIOKafkaConsumer, topic: str) -> bool:
     return True
 
 
+def _fetched_bytes(fetched: dict[TopicPartition, list[ConsumerRecord]]) -> int:
+    return sum(len(message.value or b"") for messages in fetched.values() for message in messages)
+
+
+async def _gather(consumer: AIOKafkaConsumer, changes: str,
+                  fetched: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+    """Add to ``fetched`` what arrives within ``GATHER_SECONDS``, up to ``GATHER_BYTES``, if it
+    holds applied batches (a poll of statuses or heartbeats alone is written at once)."""
+    if not any(tp.topic == changes for tp in fetched):
+        return
+    loop = asyncio.get_running_loop()
+    deadline, size = loop.time() + GATHER_SECONDS, _fetched_bytes(fetched)
+    while size < GATHER_BYTES and (left := deadline - loop.time()) > 0:
+        more = await consumer.getmany(timeout_ms=max(1, int(left * 1000)), max_records=None)
+        for tp, messages in more.items():
+            fetched.setdefault(tp, []).extend(messages)
+        size += _fetched_bytes(more)
+
+
+def _values(fetched: dict[TopicPartition, list[ConsumerRecord]], topic: str,
+            tombstones: bool = False) -> Iterator[dict]:
+    """The JSON objects of ``topic``'s messages in ``fetched``, by partition, in order, decoded
+    as they are asked for: the writer makes an applied batch's rows from it and drops it before
+    taking the next, so the garbage collector never scans a whole poll's decoded messages. With
+    ``tombstones``, messages without a value are skipped quietly."""
+    for tp in sorted((tp for tp in fetched if tp.topic == topic), key=lambda tp: tp.partition):
+        for message in fetched[tp]:
+            if message.value is None and tombstones:
+                continue
+            try:
+                value = decode(message.value)
+            except (orjson.JSONDecodeError, TypeError):
+                value = None
+            if isinstance(value, dict):
+                yield value
+            else:  # not written by bulkjobs: the view goes on without it
+                log.warning("skipping a message that is not a JSON object: %s@%d", tp, message.offset)
+
+
 async def _write(writer: ViewWriter, names: TopicNames,
                  fetched: dict[TopicPartition, list[ConsumerRecord]]) -> list[dict]:
-    """Write one poll's messages into the view in one transaction; the job statuses among them."""
-    applied: list[dict] = []
-    statuses: list[dict] = []
-    beats: list[dict] = []
-    with gc_paused():  # decoding a poll makes many fresh objects at once
-        for tp, messages in sorted(fetched.items(), key=lambda item: (item[0].topic, item[0].partition)):
-            target = applied if tp.topic == names.changes else statuses if tp.topic == names.status else beats
-            for message in messages:
-                if message.value is None and tp.topic == names.status:
-                    continue  # the tombstone after a deleted job's status: the view removed the job then
-                try:
-                    value = decode(message.value)
-                except (orjson.JSONDecodeError, TypeError):
-                    value = None
-                if isinstance(value, dict):
-                    target.append(value)
-                else:  # not written by bulkjobs: the view goes on without it
-                    log.warning("skipping a message that is not a JSON object: %s@%d", tp, message.offset)
-    return await writer.write(applied, statuses, beats)
+    """Write one poll's messages into the view in one transaction; the job statuses among them.
+    A job status's tombstone follows a deleted job's status, which removed the job already."""
+    return await writer.write(_values(fetched, names.changes), _values(fetched, names.status, tombstones=True),
+                              _values(fetched, names.workers))
 
 
 def remove_uploads(uploads: UploadFiles, statuses: list[dict]) -> None:
@@ -102,6 +134,7 @@ async def feed(settings: Settings, stop: asyncio.Event) -> None:
         while not stop.is_set():
             fetched = await consumer.getmany(timeout_ms=200, max_records=None)
             if fetched:
+                await _gather(consumer, names.changes, fetched)
                 statuses = await _write(writer, names, fetched)
                 await consumer.commit()
                 remove_uploads(uploads, statuses)

@@ -156,14 +156,26 @@ async def _migrate(db: aiosqlite.Connection, path: Path) -> None:
         raise
 
 
+PAGE_SIZE = 16384
+WAL_CHECKPOINT_BYTES = 64 * 1024 * 1024
+
+
 async def connect(path: Path) -> aiosqlite.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     db = await aiosqlite.connect(path, isolation_level=None)
+    # Only a new file takes it (before WAL is on). Bigger pages make shallower trees, fewer
+    # splits and fewer WAL frames per insert; measured on the writer alone, 16 KiB pages cost
+    # 11.4 µs a record against 12.8-13.8 with 4 KiB on an empty view, 16.4-16.9 against
+    # 18.3-19.7 with a million objects in it.
+    await db.execute(f"PRAGMA page_size={PAGE_SIZE}")
     await db.execute("PRAGMA journal_mode=WAL")
     await db.execute("PRAGMA synchronous=NORMAL")
     await db.execute("PRAGMA busy_timeout=10000")
     # Object ids are hashes, so inserts land all over the indexes: keep them in memory.
     await db.execute("PRAGMA cache_size=-262144")
-    await db.execute("PRAGMA wal_autocheckpoint=16384")
+    async with db.execute("PRAGMA page_size") as cursor:
+        row = await cursor.fetchone()
+    # Checkpoint every WAL_CHECKPOINT_BYTES, whatever the page size of the file (an older view's is 4 KiB).
+    await db.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_BYTES // (row[0] if row else PAGE_SIZE)}")
     await _migrate(db, path)
     return db

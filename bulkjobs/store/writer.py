@@ -265,7 +265,8 @@ class ViewWriter:
     ) -> list[dict[str, Any]]:
         """Apply changes (in their order), then job snapshots, then worker heartbeats, in one
         commit; the latest status of each job written. A message that is not what its topic
-        carries is logged and skipped."""
+        carries is logged and skipped. The messages may be decoded as they are iterated (the
+        feeder's are): each applied batch is let go once its rows are made."""
         changes, job_rows = _ChangeRows(), _JobRows()
         with gc_paused():  # a poll's rows are many fresh objects: one unit of synchronous work
             for applied in applied_batches:
