@@ -32,6 +32,7 @@ from bulkjobs.domain.identity import partition_of
 from bulkjobs.domain.jobs import GO_ON, HOLD, SCHEDULED, STOP, Job, notice
 from bulkjobs.domain.records import ObjectIndex
 from bulkjobs.domain.webhooks import delivering
+from bulkjobs.gcpause import gc_paused
 from bulkjobs.kafka.tail import OnMessage
 from bulkjobs.kafka.topics import COMMAND_NOTICE, COMMANDS, AppliedBatch, SnapshotManifest, decode, job_from_status
 from bulkjobs.streams import metrics
@@ -137,7 +138,8 @@ class ObjectState(RebuiltState):
         if expected is not None and offset > expected:
             log.error("changes %d..%d of partition %d are gone (retention): its index misses them",
                       expected, offset - 1, partition)
-        self.record(partition, offset, AppliedBatch(**decode(value)), apply_ops=True)
+        with gc_paused():  # a batch of changes decodes into thousands of fresh objects at once
+            self.record(partition, offset, AppliedBatch(**decode(value)), apply_ops=True)
 
     def record(self, partition: int, offset: int, applied: AppliedBatch, apply_ops: bool) -> None:
         if apply_ops and applied.dry_run:
