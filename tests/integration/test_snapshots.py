@@ -101,8 +101,8 @@ def test_a_new_worker_restores_from_snapshots_then_applies_jobs_against_the_old_
 
     worker2 = stack.metrics_url("worker2")
     ends, _ = topic_state(stack.brokers, names)
-    after_snapshots = sum(ends.values()) - history  # the changes written since: worker2's own
-    wait_for(lambda: scrape(worker2).value("bulkjobs_worker_changes_read_total", unit="messages") == after_snapshots,
-             timeout=30, what=f"worker2 to read back the {after_snapshots} changes written after the snapshots")
+    assert sum(ends.values()) > history  # worker2 wrote changes after the snapshots...
+    # ...and read none: the snapshots held everything before them, and it never reads back its own.
+    assert scrape(worker2).value("bulkjobs_worker_changes_read_total", unit="messages") == 0
     restored = scrape(worker2).value("bulkjobs_worker_snapshot_read_total", unit="messages")
     assert restored >= len(manifests) * 2  # a manifest and a chunk at least, per partition
