@@ -53,6 +53,9 @@ log = logging.getLogger(__name__)
 SCHEDULER_INTERVAL = 0.5  # seconds between looks at the definitions: a one-second cron fires on time
 METRICS_INTERVAL = 1.0  # seconds between two updates of the gauges (consumer lag, index size)
 SNAPSHOT_INTERVAL = 1.0  # seconds between two looks for a partition whose snapshot is due
+# Seconds a rebalance waits, at most, for the snapshots of the partitions it takes away: a few
+# hundred milliseconds per million ids; the group's members wait for the slowest to revoke.
+HAND_OVER_SECONDS = 10.0
 
 
 class Topics:
@@ -158,10 +161,11 @@ def build_app(settings: Settings) -> faust.App:
                          settings=settings, job_states=job_states,
                          batches=Refetcher(settings.kafka_brokers, names.batches), uploads=uploads)
     schedules = Scheduler(publish=topics.publish, topics=names, job_states=job_states, owned=owned_job_partitions)
-    snapshot_timer(app, names, Snapshotter(
+    snapshotter = Snapshotter(
         objects=objects, publish=topics.publish, topic=names.snapshots,
         finished=lambda job_id: job_states.get(job_id).terminal,
-        every_changes=settings.snapshot_changes, every_seconds=settings.snapshot_seconds))
+        every_changes=settings.snapshot_changes, every_seconds=settings.snapshot_seconds)
+    snapshot_timer(app, names, snapshotter)
     watch = UploadWatch(publish=topics.publish, topics=names, job_states=job_states, clock=uploads,
                         owned=owned_job_partitions)
     deliver_webhooks(app, settings, topics.publish, names, job_states, owned_job_partitions)
@@ -186,7 +190,11 @@ def build_app(settings: Settings) -> faust.App:
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(app: faust.App, revoked: set[TP], **kwargs: Any) -> None:
-        objects.revoke({tp.partition for tp in revoked if tp.topic == names.batches})
+        batch_partitions = {tp.partition for tp in revoked if tp.topic == names.batches}
+        # Bounded: a hand-over cut short leaves the previous snapshot, and the next owner reads more.
+        await never_raising("hand-over snapshot",
+                            lambda: asyncio.wait_for(snapshotter.hand_over(batch_partitions), HAND_OVER_SECONDS))
+        objects.revoke(batch_partitions)
         lost = {tp.partition for tp in revoked if tp.topic == names.job_events}
         job_states.revoke(lost)
         uploads.restart(lost, job_states.partitions)

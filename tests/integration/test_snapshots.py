@@ -2,8 +2,10 @@
 
 Tansu's memory storage neither expires nor compacts records, and refuses DeleteRecords
 (docs/architecture.md, snapshots), so the test cannot make old changes unreadable. It proves
-instead that the new worker never reads them: the changes it reads are exactly those written
-after the snapshots, and it still knows every object written before.
+instead that the new worker never reads them: it reads no change at all (the snapshots hold
+everything before it, and it never reads back its own writes), and it still knows every
+object written before. The same holds for a worker that joins: the one giving partitions up
+snapshots them first.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bulkjobs.broker import free_port
 from bulkjobs.kafka.topics import TopicNames, manifest_key
+from tests.integration.test_crashes import worker_partitions
 from tests.integration.test_metrics import scrape
 from tests.support import Stack, wait_for
 
@@ -106,3 +109,29 @@ def test_a_new_worker_restores_from_snapshots_then_applies_jobs_against_the_old_
     assert scrape(worker2).value("bulkjobs_worker_changes_read_total", unit="messages") == 0
     restored = scrape(worker2).value("bulkjobs_worker_snapshot_read_total", unit="messages")
     assert restored >= len(manifests) * 2  # a manifest and a chunk at least, per partition
+
+
+def test_a_worker_that_joins_loads_the_partitions_it_takes_from_snapshots_written_as_they_are_handed_over(
+        make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack(BULKJOBS_BATCH_RECORDS="100")  # the timer's next snapshot is a minute away
+    stack.metrics_ports = {"worker2": free_port()}
+    stack.start_all()
+    api = stack.client()
+    names = TopicNames(stack.prefix)
+    keyed = [{"type": "host", "external_id": f"host-{i}", "attributes": {"v": 1}} for i in range(KEYED)]
+    assert api.run({"type": "resources", "action": "external_id_set", "data": keyed})["counts"]["created"] == KEYED
+    _, manifests = topic_state(stack.brokers, names)
+    assert manifests == {}  # none yet: the timer's are not due
+
+    stack.start("worker", name="worker2")
+    wait_for(lambda: sorted(len(p) for p in worker_partitions(api)) == [4, 4], timeout=90, interval=0.5,
+             what="two workers holding half of the partitions each")
+    again = api.run({"type": "resources", "action": "external_id_set",
+                     "data": [{**record, "attributes": {"v": 2}} for record in keyed]}, timeout=120)
+    assert (again["status"], again["counts"]["updated"], again["counts"]["created"]) == ("succeeded", KEYED, 0)
+
+    ends, manifests = topic_state(stack.brokers, names)
+    assert len(manifests) == PARTITIONS  # handed over: each written before the rebalance assigned it
+    worker2 = scrape(stack.metrics_url("worker2"))
+    assert worker2.value("bulkjobs_worker_snapshot_read_total", unit="messages") >= 4 * 2  # manifest + chunk
+    assert worker2.value("bulkjobs_worker_changes_read_total", unit="messages") == 0  # not the first job's
