@@ -2,7 +2,9 @@
 
 The job tracker uses it to release a job's parked batches: on resume it sends them again, and
 each run of a scheduled definition gets copies of the definition's batches. The snapshot
-restorer uses it to read the end of a partition of the snapshots topic.
+restorer uses it to read the end of a partition of the snapshots topic. Between two reads its
+consumer fetches nothing: a partition it read is paused (an idle consumer that keeps an
+assignment polls the broker every 50 ms, forever).
 """
 
 from __future__ import annotations
@@ -35,10 +37,13 @@ class Refetcher:
             tp = TopicPartition(self.topic, partition)
             consumer.assign([tp])
             consumer.seek(tp, offset)
-            while True:
-                message = await consumer.getone(tp)
-                if message.offset == offset:
-                    return message.value or b""
+            try:
+                while True:
+                    message = await consumer.getone(tp)
+                    if message.offset == offset:
+                        return message.value or b""
+            finally:
+                consumer.pause(tp)  # else it goes on fetching the partition, every 50 ms, until the next read
 
     async def end_offset(self, partition: int) -> int:
         async with self._lock:
@@ -59,12 +64,15 @@ class Refetcher:
             consumer.seek(tp, start)
             reached = start - 1  # compaction may have removed offsets: go by the last one seen
             deadline = asyncio.get_running_loop().time() + READ_TIMEOUT
-            while reached < end - 1:
-                if asyncio.get_running_loop().time() > deadline:
-                    raise TimeoutError(f"{self.topic}[{partition}]: offsets {start}..{end - 1} not read "
-                                       f"in {READ_TIMEOUT:.0f} s (at {reached})")
-                for m in (await consumer.getmany(tp, timeout_ms=500)).get(tp, []):
-                    reached = m.offset
-                    if m.offset < end:
-                        entries.append((m.offset, m.key, m.value))
+            try:
+                while reached < end - 1:
+                    if asyncio.get_running_loop().time() > deadline:
+                        raise TimeoutError(f"{self.topic}[{partition}]: offsets {start}..{end - 1} not read "
+                                           f"in {READ_TIMEOUT:.0f} s (at {reached})")
+                    for m in (await consumer.getmany(tp, timeout_ms=500)).get(tp, []):
+                        reached = m.offset
+                        if m.offset < end:
+                            entries.append((m.offset, m.key, m.value))
+            finally:
+                consumer.pause(tp)
         return entries
