@@ -17,6 +17,7 @@ timer.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import socket
@@ -310,5 +311,8 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     # Faust sets logging up itself: handed the same configuration, it logs as the other parts do.
     # Quiet, it prints nothing beside the log (its banner, "-INT-" on Ctrl-C), which JSON needs.
     config = logging_config("worker", settings.log_format, loglevel.upper())
+    # What is live now (modules, the app) lives as long as the process: left out of every
+    # collection, so that the full collections the batches' objects cause scan only them.
+    gc.freeze()
     faust.Worker(app, loglevel=loglevel, logging_config=config,
                  quiet=settings.log_format == "json").execute_from_commandline()
