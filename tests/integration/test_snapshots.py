@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -20,7 +21,7 @@ from bulkjobs.broker import free_port
 from bulkjobs.kafka.topics import TopicNames, manifest_key
 from tests.integration.test_crashes import worker_partitions
 from tests.integration.test_metrics import scrape
-from tests.support import Stack, wait_for
+from tests.support import Client, Stack, wait_for
 
 KEYED = 1500  # objects with an external id, in batches of 100 over the 8 partitions
 FRESH = 200  # objects without one, updated by id after the restore
@@ -64,15 +65,22 @@ def snapshotted_up_to_date(stack: Stack, names: TopicNames) -> dict[int, int] | 
     return None
 
 
-def test_a_new_worker_restores_from_snapshots_then_applies_jobs_against_the_old_objects(
-        make_stack: Callable[..., Stack]) -> None:
-    stack = make_stack(BULKJOBS_BATCH_RECORDS="100", BULKJOBS_SNAPSHOT_SECONDS="1")
+def keyed_objects_made(make_stack: Callable[..., Stack], **env: str) -> tuple[Stack, Client, TopicNames,
+                                                                            list[dict[str, Any]]]:
+    """A stack (a second worker's metrics port ready) after a job that made ``KEYED`` objects:
+    (stack, its client, its topics, the records)."""
+    stack = make_stack(BULKJOBS_BATCH_RECORDS="100", **env)
     stack.metrics_ports = {"worker2": free_port()}
     stack.start_all()
     api = stack.client()
-    names = TopicNames(stack.prefix)
     keyed = [{"type": "host", "external_id": f"host-{i}", "attributes": {"v": 1}} for i in range(KEYED)]
     assert api.run({"type": "resources", "action": "external_id_set", "data": keyed})["counts"]["created"] == KEYED
+    return stack, api, TopicNames(stack.prefix), keyed
+
+
+def test_a_new_worker_restores_from_snapshots_then_applies_jobs_against_the_old_objects(
+        make_stack: Callable[..., Stack]) -> None:
+    stack, api, names, keyed = keyed_objects_made(make_stack, BULKJOBS_SNAPSHOT_SECONDS="1")
     fresh = api.run({"type": "resources", "action": "post", "data": [{"type": "disk"}] * FRESH})
     fresh_ids = [result["id"] for result in api.results(fresh["id"])]
 
@@ -113,13 +121,7 @@ def test_a_new_worker_restores_from_snapshots_then_applies_jobs_against_the_old_
 
 def test_a_worker_that_joins_loads_the_partitions_it_takes_from_snapshots_written_as_they_are_handed_over(
         make_stack: Callable[..., Stack]) -> None:
-    stack = make_stack(BULKJOBS_BATCH_RECORDS="100")  # the timer's next snapshot is a minute away
-    stack.metrics_ports = {"worker2": free_port()}
-    stack.start_all()
-    api = stack.client()
-    names = TopicNames(stack.prefix)
-    keyed = [{"type": "host", "external_id": f"host-{i}", "attributes": {"v": 1}} for i in range(KEYED)]
-    assert api.run({"type": "resources", "action": "external_id_set", "data": keyed})["counts"]["created"] == KEYED
+    stack, api, names, keyed = keyed_objects_made(make_stack)  # the timer's next snapshot is a minute away
     _, manifests = topic_state(stack.brokers, names)
     assert manifests == {}  # none yet: the timer's are not due
 
