@@ -2,8 +2,10 @@
 
 The job tracker uses it to release a job's parked batches, from the held topic (or, parked by
 an older version, the batches topic): on resume it sends them again, and each run of a
-scheduled definition gets copies of the definition's batches. The snapshot
-restorer uses it to read the end of a partition of the snapshots topic.
+scheduled definition gets copies of the definition's batches. The snapshot restorer uses it to
+read the end of a partition of the snapshots topic. Between two reads its consumer fetches
+nothing: a partition it read is paused (an idle consumer that keeps an assignment polls the
+broker every 50 ms, forever).
 """
 
 from __future__ import annotations
@@ -41,10 +43,13 @@ class Refetcher:
             tp = TopicPartition(self.topic, partition)
             consumer.assign([tp])
             consumer.seek(tp, offset)
-            while True:
-                message = await consumer.getone(tp)
-                if message.offset == offset:
-                    return message.value or b""
+            try:
+                while True:
+                    message = await consumer.getone(tp)
+                    if message.offset == offset:
+                        return message.value or b""
+            finally:
+                consumer.pause(tp)  # else it goes on fetching the partition, every 50 ms, until the next read
 
     async def fetch_copy(self, partition: int, offset: int, key: bytes) -> bytes | None:
         """The value under ``key`` at ``offset`` of a compacted topic, or, if compaction replaced
@@ -57,17 +62,20 @@ class Refetcher:
             consumer.seek(tp, offset)
             reached = offset - 1
             deadline = asyncio.get_running_loop().time() + READ_TIMEOUT
-            while asyncio.get_running_loop().time() < deadline:
-                message = await self._next(consumer, tp)
-                if message is None:  # nothing more for now: read past every copy there was?
-                    end = int((await consumer.end_offsets([tp]))[tp])
-                    # (at least up to ``offset``, where one was acked: a broker may report too low an end)
-                    if reached >= max(end - 1, offset):
-                        return None
-                    continue
-                reached = message.offset
-                if message.key == key and message.value is not None:
-                    return bytes(message.value)
+            try:
+                while asyncio.get_running_loop().time() < deadline:
+                    message = await self._next(consumer, tp)
+                    if message is None:  # nothing more for now: read past every copy there was?
+                        end = int((await consumer.end_offsets([tp]))[tp])
+                        # (at least up to ``offset``, where one was acked: a broker may report too low an end)
+                        if reached >= max(end - 1, offset):
+                            return None
+                        continue
+                    reached = message.offset
+                    if message.key == key and message.value is not None:
+                        return bytes(message.value)
+            finally:
+                consumer.pause(tp)
             raise TimeoutError(f"{self.topic}[{partition}]: {key!r} not read from offset {offset} "
                                f"in {READ_TIMEOUT:.0f} s (at {reached})")
 
@@ -98,12 +106,15 @@ class Refetcher:
             consumer.seek(tp, start)
             reached = start - 1  # compaction may have removed offsets: go by the last one seen
             deadline = asyncio.get_running_loop().time() + READ_TIMEOUT
-            while reached < end - 1:
-                if asyncio.get_running_loop().time() > deadline:
-                    raise TimeoutError(f"{self.topic}[{partition}]: offsets {start}..{end - 1} not read "
-                                       f"in {READ_TIMEOUT:.0f} s (at {reached})")
-                for m in (await consumer.getmany(tp, timeout_ms=500)).get(tp, []):
-                    reached = m.offset
-                    if m.offset < end:
-                        entries.append((m.offset, m.key, m.value))
+            try:
+                while reached < end - 1:
+                    if asyncio.get_running_loop().time() > deadline:
+                        raise TimeoutError(f"{self.topic}[{partition}]: offsets {start}..{end - 1} not read "
+                                           f"in {READ_TIMEOUT:.0f} s (at {reached})")
+                    for m in (await consumer.getmany(tp, timeout_ms=500)).get(tp, []):
+                        reached = m.offset
+                        if m.offset < end:
+                            entries.append((m.offset, m.key, m.value))
+            finally:
+                consumer.pause(tp)
         return entries

@@ -55,7 +55,7 @@ for _outcome in WEBHOOK_OUTCOMES:
 # What loading the index cost (a restart or a rebalance reads what is live, not the history),
 # and the snapshots this worker wrote.
 CHANGES_READ = Counter("bulkjobs_worker_changes_read", "Messages and bytes of the changes topic read into the "
-                       "object index (its own writes included)", ["unit"], registry=REGISTRY)
+                       "object index (not its own writes)", ["unit"], registry=REGISTRY)
 SNAPSHOT_READ = Counter("bulkjobs_worker_snapshot_read", "Messages and bytes of the snapshots topic read to "
                         "restore partitions of the object index", ["unit"], registry=REGISTRY)
 SNAPSHOTS = Counter("bulkjobs_worker_snapshots", "Snapshots of a partition of the object index written",

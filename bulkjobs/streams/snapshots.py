@@ -1,6 +1,7 @@
 """Snapshots of the object index, per partition, in the compacted snapshots topic.
 
-``Snapshotter`` writes them (a worker's timer): chunks of the partition's ids and of the
+``Snapshotter`` writes them (a worker's timer, and before a rebalance takes partitions away:
+``hand_over``): chunks of the partition's ids and of the
 applied-map entries still needed, then the manifest, then tombstones for the previous
 generation. ``SnapshotRestorer`` finds a partition's latest complete snapshot by reading the
 snapshots partition backwards from its end, never its whole history. Both get their I/O
@@ -190,7 +191,8 @@ class Publish(Protocol):
 
 class Snapshotter:
     """Writes a partition's snapshot when it is due: after ``every_changes`` changes, or
-    ``every_seconds`` after the last one if anything changed since; one at a time."""
+    ``every_seconds`` after the last one if anything changed since; and, before a rebalance
+    revokes partitions, of each that changed since its last snapshot. One at a time."""
 
     def __init__(self, *, objects: ObjectState, publish: Publish, topic: str, finished: Callable[[str], bool],
                  every_changes: int, every_seconds: float, clock: Callable[[], float] = time.monotonic,
@@ -199,27 +201,50 @@ class Snapshotter:
         self.every_changes, self.every_seconds = every_changes, every_seconds
         self.clock, self.now = clock, now
         self.taken_at: dict[int, float] = {}  # partition -> clock of its last snapshot (or first look)
+        self._one_at_a_time = asyncio.Lock()  # the timer's and a hand-over's
+
+    def _changes_since_snapshot(self, partition: int) -> int:
+        last = self.objects.manifests.get(partition)
+        return self.objects.offsets.get(partition, -1) - (last.changes_offset if last else -1)
 
     def due(self, partition: int) -> bool:
-        last = self.objects.manifests.get(partition)
-        new = self.objects.offsets.get(partition, -1) - (last.changes_offset if last else -1)
+        new = self._changes_since_snapshot(partition)
         since = self.clock() - self.taken_at.setdefault(partition, self.clock())
         return new > 0 and (new >= self.every_changes or since >= self.every_seconds)
 
-    async def look(self, owned: Iterable[int]) -> None:
-        """Snapshot the first owned, caught-up partition that is due. Not one a dry run is
-        applied to: its overlay lives only in the changes after the snapshot's offset, so a
-        snapshot taken meanwhile would lose the run's earlier would-be ops on a restore."""
+    def _may_take(self, partition: int) -> bool:
+        """Caught up, and no dry run applied to it: a run's overlay lives only in the changes
+        after the snapshot's offset, so a snapshot taken meanwhile would lose the run's earlier
+        would-be ops on a restore."""
         dry_runs = self.objects.dry_runs
         if dry_runs:
             dry_runs.drop_ended(self.finished)
+        return partition in self.objects.synced and not dry_runs.on(partition)
+
+    async def look(self, owned: Iterable[int]) -> None:
+        """Snapshot the first owned partition that is due and may be taken."""
         for partition in sorted(owned):
-            if partition in self.objects.synced and self.due(partition) and not dry_runs.on(partition):
+            if self.due(partition) and self._may_take(partition):
                 await self.take(partition)
                 return
 
+    async def hand_over(self, partitions: Iterable[int]) -> None:
+        """Before a rebalance revokes ``partitions``: snapshot each that changed since its last
+        snapshot, so that its next owner loads the live ids rather than reading (and decoding)
+        every change since. Faust revokes once the agents are done with their events, and the
+        group assigns the partitions again only after every member is done revoking, so the
+        next owner finds these snapshots."""
+        for partition in sorted(partitions):
+            async with self._one_at_a_time:  # after a snapshot under way, which may hold everything
+                if self._changes_since_snapshot(partition) > 0 and self._may_take(partition):
+                    await self._take(partition)
+
     async def take(self, partition: int) -> SnapshotManifest | None:
         """Write the partition's snapshot; None if the partition was lost meanwhile."""
+        async with self._one_at_a_time:
+            return await self._take(partition)
+
+    async def _take(self, partition: int) -> SnapshotManifest | None:
         await self.objects.settled()
         started = time.perf_counter()
         # Taken with no await in between: the index, the entries and the offset agree.

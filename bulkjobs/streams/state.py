@@ -1,10 +1,10 @@
 """The worker's in-memory state, rebuilt from topics rather than kept in Faust tables.
 
 ``ObjectState`` is the object index of the partitions a worker needs (the ones it owns, and
-all of them while a relationships job needs every object), fed by the changes topic (its
-own writes are applied directly and skipped when the tail reads them back), together with the
-batches already applied, so that a redelivered batch is recognised and not applied again, and
-the overlays of the dry runs being applied (``domain.dry_run``).
+all of them while a relationships job needs every object), fed by the changes topic up to the
+catch-up barrier of a partition and by the worker's own writes after it (the tail then stops
+reading the partition), together with the batches already applied, so that a redelivered
+batch is recognised and not applied again, and the overlays of the dry runs being applied (``domain.dry_run``).
 ``JobStates`` is every job's state, fed by the status topic (its changelog), with the
 definitions whose schedules the worker's scheduler watches, the jobs still being uploaded
 (its upload watch), and the ended jobs whose webhook is still to deliver (its webhook sender).
@@ -34,6 +34,7 @@ from bulkjobs.domain.identity import partition_of
 from bulkjobs.domain.jobs import DELETED, GO_ON, HOLD, SCHEDULED, STOP, Job, expired, notice
 from bulkjobs.domain.records import ObjectIndex
 from bulkjobs.domain.webhooks import delivering
+from bulkjobs.gcpause import gc_paused
 from bulkjobs.kafka.tail import OnMessage
 from bulkjobs.kafka.topics import COMMAND_NOTICE, COMMANDS, AppliedBatch, SnapshotManifest, decode, job_from_status
 from bulkjobs.streams import metrics
@@ -106,6 +107,7 @@ class ObjectState(RebuiltState):
         self.manifests: dict[int, SnapshotManifest] = {}  # partition -> its latest snapshot known
         self.revoked: set[int] = set()  # revoked by a rebalance that has not assigned yet
         self._loaded: set[int] = set()
+        self._let_go: set[int] = set()  # loaded partitions the tail stopped reading once synced
         self._first: dict[int, int] = {}  # partition -> the offset its first change read must have
         self._loading = asyncio.Lock()
         self._in_flight = 0  # batches applied to the index whose AppliedBatch is not acked yet
@@ -141,7 +143,8 @@ class ObjectState(RebuiltState):
         if expected is not None and offset > expected:
             log.error("changes %d..%d of partition %d are gone (retention): its index misses them",
                       expected, offset - 1, partition)
-        self.record(partition, offset, AppliedBatch(**decode(value)), apply_ops=True)
+        with gc_paused():  # a batch of changes decodes into thousands of fresh objects at once
+            self.record(partition, offset, AppliedBatch(**decode(value)), apply_ops=True)
 
     def record(self, partition: int, offset: int, applied: AppliedBatch, apply_ops: bool) -> None:
         if apply_ops and applied.dry_run:
@@ -154,14 +157,31 @@ class ObjectState(RebuiltState):
         self.offsets[partition] = max(offset, self.offsets.get(partition, -1))
 
     async def sync(self, partition: int) -> None:
-        if partition not in self.synced:
-            await self.load([partition])
+        """Wait, once per assignment, until the index holds everything of ``partition``; then
+        stop reading it: the worker is its only writer and applies its own changes as it makes
+        them, so reading them back would only cost the broker and the worker a second pass."""
+        if partition in self.synced:
+            return
+        await self.load([partition])
+        self._read_again([partition])
         await super().sync(partition)
+        self.tail.unwant([partition])
+        self._let_go.add(partition)
 
     async def sync_all(self, partitions: int) -> None:
-        """Wait until the index holds every change of every partition (for cross-partition reads)."""
+        """Wait until the index holds every change of every partition (for cross-partition reads);
+        the synced ones hold everything already."""
         await self.load(range(partitions))
-        await self.tail.caught_up(range(partitions))
+        self._read_again(range(partitions))
+        await self.tail.caught_up([partition for partition in range(partitions) if partition not in self.synced])
+
+    def _read_again(self, partitions: Iterable[int]) -> None:
+        """Read again the partitions let go once synced and revoked since (given back, or needed
+        by a relationships job): what others wrote after this worker's last change."""
+        back = self._let_go.difference(self.synced).intersection(partitions)
+        if back:
+            self._let_go -= back
+            self.tail.want({partition: self.offsets.get(partition, -1) + 1 for partition in back})
 
     async def load(self, partitions: Iterable[int]) -> None:
         """Start reading the partitions not read yet: from their latest snapshot, then the
@@ -228,6 +248,7 @@ class ObjectState(RebuiltState):
             for held in (self.parts, self.applied, self.offsets, self.manifests):
                 held.pop(partition, None)
         self._loaded -= gone
+        self._let_go -= gone
         self.dry_runs.drop_partitions(gone)
 
 

@@ -18,6 +18,7 @@ timer.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import socket
@@ -57,6 +58,9 @@ log = logging.getLogger(__name__)
 SCHEDULER_INTERVAL = 0.5
 METRICS_INTERVAL = 1.0  # seconds between two updates of the gauges (consumer lag, index size)
 SNAPSHOT_INTERVAL = 1.0  # seconds between two looks for a partition whose snapshot is due
+# Seconds a rebalance waits, at most, for the snapshots of the partitions it takes away: a few
+# hundred milliseconds per million ids; the group's members wait for the slowest to revoke.
+HAND_OVER_SECONDS = 10.0
 
 
 class Topics:
@@ -163,10 +167,11 @@ def build_app(settings: Settings) -> faust.App:
                          batches=Refetcher(settings.kafka_brokers, names.batches),
                          held=Refetcher(settings.kafka_brokers, names.held), uploads=uploads)
     schedules = Scheduler(publish=topics.publish, topics=names, job_states=job_states, owned=owned_job_partitions)
-    snapshot_timer(app, names, Snapshotter(
+    snapshotter = Snapshotter(
         objects=objects, publish=topics.publish, topic=names.snapshots,
         finished=lambda job_id: job_states.get(job_id).terminal,
-        every_changes=settings.snapshot_changes, every_seconds=settings.snapshot_seconds))
+        every_changes=settings.snapshot_changes, every_seconds=settings.snapshot_seconds)
+    snapshot_timer(app, names, snapshotter)
     watch = UploadWatch(publish=topics.publish, topics=names, job_states=job_states, clock=uploads,
                         owned=owned_job_partitions)
     expiry = Expiry(publish=topics.publish, topics=names, job_states=job_states, owned=owned_job_partitions,
@@ -193,7 +198,11 @@ def build_app(settings: Settings) -> faust.App:
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(app: faust.App, revoked: set[TP], **kwargs: Any) -> None:
-        objects.revoke({tp.partition for tp in revoked if tp.topic == names.batches})
+        batch_partitions = {tp.partition for tp in revoked if tp.topic == names.batches}
+        # Bounded: a hand-over cut short leaves the previous snapshot, and the next owner reads more.
+        await never_raising("hand-over snapshot",
+                            lambda: asyncio.wait_for(snapshotter.hand_over(batch_partitions), HAND_OVER_SECONDS))
+        objects.revoke(batch_partitions)
         lost = {tp.partition for tp in revoked if tp.topic == names.job_events}
         job_states.revoke(lost)
         uploads.restart(lost, job_states.partitions)
@@ -306,5 +315,8 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     # Faust sets logging up itself: handed the same configuration, it logs as the other parts do.
     # Quiet, it prints nothing beside the log (its banner, "-INT-" on Ctrl-C), which JSON needs.
     config = logging_config("worker", settings.log_format, loglevel.upper())
+    # What is live now (modules, the app) lives as long as the process: left out of every
+    # collection, so that the full collections the batches' objects cause scan only them.
+    gc.freeze()
     faust.Worker(app, loglevel=loglevel, logging_config=config,
                  quiet=settings.log_format == "json").execute_from_commandline()

@@ -2,22 +2,26 @@
 
 Tansu's memory storage neither expires nor compacts records, and refuses DeleteRecords
 (docs/architecture.md, snapshots), so the test cannot make old changes unreadable. It proves
-instead that the new worker never reads them: the changes it reads are exactly those written
-after the snapshots, and it still knows every object written before.
+instead that the new worker never reads them: it reads no change at all (the snapshots hold
+everything before it, and it never reads back its own writes), and it still knows every
+object written before. The same holds for a worker that joins: the one giving partitions up
+snapshots them first.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bulkjobs.broker import free_port
 from bulkjobs.kafka.topics import TopicNames, manifest_key
+from tests.integration.test_crashes import worker_partitions
 from tests.integration.test_metrics import scrape
-from tests.support import Stack, wait_for
+from tests.support import Client, Stack, wait_for
 
 KEYED = 1500  # objects with an external id, in batches of 100 over the 8 partitions
 FRESH = 200  # objects without one, updated by id after the restore
@@ -61,15 +65,22 @@ def snapshotted_up_to_date(stack: Stack, names: TopicNames) -> dict[int, int] | 
     return None
 
 
-def test_a_new_worker_restores_from_snapshots_then_applies_jobs_against_the_old_objects(
-        make_stack: Callable[..., Stack]) -> None:
-    stack = make_stack(BULKJOBS_BATCH_RECORDS="100", BULKJOBS_SNAPSHOT_SECONDS="1")
+def keyed_objects_made(make_stack: Callable[..., Stack], **env: str) -> tuple[Stack, Client, TopicNames,
+                                                                            list[dict[str, Any]]]:
+    """A stack (a second worker's metrics port ready) after a job that made ``KEYED`` objects:
+    (stack, its client, its topics, the records)."""
+    stack = make_stack(BULKJOBS_BATCH_RECORDS="100", **env)
     stack.metrics_ports = {"worker2": free_port()}
     stack.start_all()
     api = stack.client()
-    names = TopicNames(stack.prefix)
     keyed = [{"type": "host", "external_id": f"host-{i}", "attributes": {"v": 1}} for i in range(KEYED)]
     assert api.run({"type": "resources", "action": "external_id_set", "data": keyed})["counts"]["created"] == KEYED
+    return stack, api, TopicNames(stack.prefix), keyed
+
+
+def test_a_new_worker_restores_from_snapshots_then_applies_jobs_against_the_old_objects(
+        make_stack: Callable[..., Stack]) -> None:
+    stack, api, names, keyed = keyed_objects_made(make_stack, BULKJOBS_SNAPSHOT_SECONDS="1")
     fresh = api.run({"type": "resources", "action": "post", "data": [{"type": "disk"}] * FRESH})
     fresh_ids = [result["id"] for result in api.results(fresh["id"])]
 
@@ -101,8 +112,28 @@ def test_a_new_worker_restores_from_snapshots_then_applies_jobs_against_the_old_
 
     worker2 = stack.metrics_url("worker2")
     ends, _ = topic_state(stack.brokers, names)
-    after_snapshots = sum(ends.values()) - history  # the changes written since: worker2's own
-    wait_for(lambda: scrape(worker2).value("bulkjobs_worker_changes_read_total", unit="messages") == after_snapshots,
-             timeout=30, what=f"worker2 to read back the {after_snapshots} changes written after the snapshots")
+    assert sum(ends.values()) > history  # worker2 wrote changes after the snapshots...
+    # ...and read none: the snapshots held everything before them, and it never reads back its own.
+    assert scrape(worker2).value("bulkjobs_worker_changes_read_total", unit="messages") == 0
     restored = scrape(worker2).value("bulkjobs_worker_snapshot_read_total", unit="messages")
     assert restored >= len(manifests) * 2  # a manifest and a chunk at least, per partition
+
+
+def test_a_worker_that_joins_loads_the_partitions_it_takes_from_snapshots_written_as_they_are_handed_over(
+        make_stack: Callable[..., Stack]) -> None:
+    stack, api, names, keyed = keyed_objects_made(make_stack)  # the timer's next snapshot is a minute away
+    _, manifests = topic_state(stack.brokers, names)
+    assert manifests == {}  # none yet: the timer's are not due
+
+    stack.start("worker", name="worker2")
+    wait_for(lambda: sorted(len(p) for p in worker_partitions(api)) == [4, 4], timeout=90, interval=0.5,
+             what="two workers holding half of the partitions each")
+    again = api.run({"type": "resources", "action": "external_id_set",
+                     "data": [{**record, "attributes": {"v": 2}} for record in keyed]}, timeout=120)
+    assert (again["status"], again["counts"]["updated"], again["counts"]["created"]) == ("succeeded", KEYED, 0)
+
+    ends, manifests = topic_state(stack.brokers, names)
+    assert len(manifests) == PARTITIONS  # handed over: each written before the rebalance assigned it
+    worker2 = scrape(stack.metrics_url("worker2"))
+    assert worker2.value("bulkjobs_worker_snapshot_read_total", unit="messages") >= 4 * 2  # manifest + chunk
+    assert worker2.value("bulkjobs_worker_changes_read_total", unit="messages") == 0  # not the first job's

@@ -349,6 +349,48 @@ async def test_a_partition_revoked_during_its_snapshot_gets_no_manifest() -> Non
     assert manifest_key(1) not in [key for _, key, _ in log.entries]
 
 
+@pytest.mark.parametrize(("changed", "dry_run", "caught_up", "snapshotted"), [
+    (True, False, True, True),  # not due (100 changes, 10 s), but its next owner would read them all
+    (False, False, True, False),  # its last snapshot holds everything
+    (True, True, True, False),  # a dry run's overlay would be lost
+    (True, False, False, False),  # never caught up since assigned: the index may miss changes
+])
+async def test_a_partition_revoked_in_a_rebalance_is_handed_over_with_a_snapshot_if_it_changed(
+        changed: bool, dry_run: bool, caught_up: bool, snapshotted: bool) -> None:
+    log = FakeLog()
+    objects = await applied_partition(log, ids(8), changes=1)
+    snapshotter = writer(objects, log, every_changes=100)
+    await snapshotter.take(1)
+    if changed:
+        objects.record(1, 1, AppliedBatch(job_id="j", tenant="acme", seq=1, at=AT, counts={}, results=[],
+                                          ops=[["create", "new-id", "acme"]]), apply_ops=True)
+    if dry_run:
+        objects.dry_runs.of("dry-1", 1)
+    if not caught_up:
+        objects.revoke({1})
+    assert not snapshotter.due(1)
+    await snapshotter.hand_over([1])
+    manifests = [orjson.loads(value) for _, key, value in log.entries if key == manifest_key(1) and value]
+    assert len(manifests) == (2 if snapshotted else 1)
+    assert manifests[-1]["changes_offset"] == (1 if snapshotted else 0)
+
+
+async def test_a_hand_over_waits_for_a_snapshot_under_way() -> None:
+    import asyncio
+
+    log = FakeLog()
+    objects = await applied_partition(log, ids(8))
+    snapshotter = writer(objects, log)
+    with objects.applying():  # the timer's snapshot waits for the batch in flight...
+        timer = asyncio.create_task(snapshotter.take(1))
+        await asyncio.sleep(0.01)
+        hand_over = asyncio.create_task(snapshotter.hand_over([1]))
+        await asyncio.sleep(0.01)
+    await asyncio.gather(timer, hand_over)
+    # ...and the hand-over, behind it, finds nothing new since: one snapshot, not two interleaved.
+    assert [key for _, key, _ in log.entries].count(manifest_key(1)) == 1
+
+
 async def test_a_snapshot_waits_until_no_batch_is_between_its_apply_and_its_ack() -> None:
     import asyncio
 

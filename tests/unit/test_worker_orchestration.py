@@ -85,7 +85,7 @@ class FakeTail:
         self.effects.append(("want", self.name, dict(starts)))
 
     def unwant(self, partitions: Iterable[int]) -> None:
-        pass
+        self.effects.append(("unwant", self.name, sorted(partitions)))
 
 
 class Snapshots:
@@ -201,8 +201,9 @@ def command(kind: str, job_id: str = "job-1", **fields: Any) -> JobCommand:
 async def test_a_batch_is_applied_then_its_applied_batch_then_its_batch_done_are_published() -> None:
     worker = Worker()
     await worker.applier.handle(batch_message(a_batch()))
-    barriers = [effect for effect in worker.effects if effect[0] in ("want", "caught_up", "fresh")]
+    barriers = [effect for effect in worker.effects if effect[0] in ("want", "caught_up", "unwant", "fresh")]
     assert barriers == [("want", "changes", {2: 0}), ("caught_up", "changes", [2]),
+                        ("unwant", "changes", [2]),  # caught up: from now on its only writer is this worker
                         ("caught_up", "status", [0, 1, 2, 3]), ("fresh", "job-events")]
     (_, changes, applied, _, partition), (_, events, done, key, _) = worker.published()
     assert (changes, partition) == (NAMES.changes, 2)  # the same partition as the batch
@@ -212,7 +213,7 @@ async def test_a_batch_is_applied_then_its_applied_batch_then_its_batch_done_are
                     "host": HOST}
     assert worker.objects.index_of(2).objects == {FRESH: TENANT}
     assert worker.objects.applied_counts(2, "job-1", 0) == Counts(processed=1, created=1)
-    assert worker.objects.offsets[2] == 101  # where its AppliedBatch landed: the tail skips its own write
+    assert worker.objects.offsets[2] == 101  # where its AppliedBatch landed: read from there if given back
 
 
 async def test_a_redelivered_batch_only_sends_its_batch_done_again() -> None:
@@ -286,7 +287,21 @@ async def test_a_partition_lost_in_a_rebalance_is_forgotten_and_loaded_again_if_
     worker.objects.revoke({1})
     worker.objects.assign({1, 2})
     await worker.objects.sync(2)
-    assert worker.effects == [("want", "changes", {2: 0}), ("caught_up", "changes", [2])]
+    assert worker.effects == [("want", "changes", {2: 0}), ("caught_up", "changes", [2]), ("unwant", "changes", [2])]
+
+
+async def test_a_partition_given_back_after_a_rebalance_is_read_again_after_the_workers_last_change() -> None:
+    """The tail stopped reading the partition once synced (this worker wrote it alone); when
+    the partition comes back, another worker may have written it meanwhile."""
+    worker = Worker()
+    await worker.applier.handle(batch_message(a_batch(), partition=2))  # its AppliedBatch lands at 101
+    worker.objects.revoke({2})
+    worker.objects.assign({2})
+    worker.effects.clear()
+    await worker.applier.handle(batch_message(a_batch(seq=1), partition=2))
+    assert worker.effects[:3] == [("want", "changes", {2: 102}), ("caught_up", "changes", [2]),
+                                  ("unwant", "changes", [2])]
+    assert worker.objects.index_of(2).objects == {FRESH: TENANT}  # kept: only what came after is read
 
 
 @pytest.mark.parametrize("hold", ["batch", "status", "command"])
@@ -310,8 +325,19 @@ async def test_a_relationships_post_waits_until_every_partition_is_read() -> Non
     worker = Worker()
     batch = replace(a_batch(), type=RELATIONSHIPS)
     await worker.applier.handle(batch_message(batch))
-    assert ("caught_up", "changes", [0, 1, 2, 3]) in worker.effects
-    assert worker.effects.index(("caught_up", "changes", [0, 1, 2, 3])) < worker.effects.index(worker.published()[0])
+    # Partition 2, the batch's, was synced first and holds everything already.
+    assert ("caught_up", "changes", [0, 1, 3]) in worker.effects
+    assert worker.effects.index(("caught_up", "changes", [0, 1, 3])) < worker.effects.index(worker.published()[0])
+
+
+async def test_a_relationships_post_reads_again_a_partition_let_go_and_revoked_since() -> None:
+    worker = Worker()
+    await worker.applier.handle(batch_message(a_batch(), partition=2))
+    worker.objects.revoke({2})
+    worker.effects.clear()
+    await worker.applier.handle(batch_message(replace(a_batch(seq=1), type=RELATIONSHIPS), partition=1))
+    assert ("want", "changes", {2: 102}) in worker.effects
+    assert ("caught_up", "changes", [0, 2, 3]) in worker.effects  # 1 synced first; 2 is not its own now
 
 
 async def test_an_unreadable_batch_goes_to_the_dead_letters_and_fails_its_job() -> None:
