@@ -63,7 +63,7 @@ from bulkjobs.errors import (
     UnsupportedMediaType,
     check_known,
 )
-from bulkjobs.gcpause import without_gc
+from bulkjobs.gcpause import survivors_frozen, without_gc
 from bulkjobs.kafka.topics import JobSubmitted, encode
 from bulkjobs.settings import Settings
 
@@ -147,12 +147,13 @@ async def _json_job(request: web.Request, job_id: str, body: ParsedBody, form: F
     records = _JobRecords(settings, job_id, request["tenant"])
     check_known(body.fields, IMPORT_FIELDS)  # the members before the data, refused before it is read
     try:
-        async for chunk in body.chunks:
-            if not records.routing and "type" in body.fields and "action" in body.fields:
-                records.route_as(*_job_fields(body.fields)[:2])
-            await records.add(chunk)
-        record_type, action, description = _fields_after_data(body.fields)
-        spool = await records.close(record_type, action)
+        with survivors_frozen():  # the pending batches' records, between the chunks' units of work
+            async for chunk in body.chunks:
+                if not records.routing and "type" in body.fields and "action" in body.fields:
+                    records.route_as(*_job_fields(body.fields)[:2])
+                await records.add(chunk)
+            record_type, action, description = _fields_after_data(body.fields)
+            spool = await records.close(record_type, action)
     except BaseException:
         records.discard()
         raise
