@@ -276,8 +276,9 @@ async def _retry_json(request: web.Request, original: dict[str, Any], outcomes: 
     records = _JobRecords(settings, job_id, request["tenant"], retry)
     records.route_as(original["type"], original["action"])
     try:
-        async for chunk in retries.failed_records(request.app[READER], original["id"], outcomes, retry.sources):
-            await records.add(chunk)
+        with survivors_frozen():  # as for a job's body: the pending batches' records, between chunks
+            async for chunk in retries.failed_records(request.app[READER], original["id"], outcomes, retry.sources):
+                await records.add(chunk)
         if not retry.sources:
             raise nothing_to_retry(original["id"], outcomes)
         spool = await records.close(original["type"], original["action"])
