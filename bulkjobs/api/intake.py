@@ -383,7 +383,7 @@ class _JobRecords:
 
     async def add(self, chunk: Chunk) -> None:
         if self.spool is not None:
-            await asyncio.to_thread(without_gc, self.spool.add, chunk.records, chunk.size)
+            await asyncio.to_thread(without_gc, self.spool.add, chunk.records, chunk.size, chunk.texts)
         else:
             self.held = self.held or HeldChunks(self.settings.data_dir / "spool")
             await asyncio.to_thread(self.held.add, chunk)
