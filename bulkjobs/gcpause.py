@@ -9,8 +9,9 @@ of them ends.
 A bulk intake (parsing and routing a large body in many units, ``survivors_frozen``) also keeps
 objects alive between its units, its pending batches; each collection after a unit would
 rescan them all. Inside such a span the objects that survive a unit are frozen (``gc.freeze``)
-as it ends, so no collection scans them; when the last span ends they are thawed, and cyclic
-garbage made meanwhile is collected as usual.
+as it ends, so no collection scans them; whenever a span ends, every frozen object is thawed
+and cyclic garbage made meanwhile is collected as usual (a span under way freezes its own
+survivors again after its next unit), so that overlapping intakes never keep it frozen for long.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def gc_paused() -> Iterator[None]:
 def survivors_frozen() -> Iterator[None]:
     """For the ``with`` body (which may await): objects that survive each unit of work paused
     with ``gc_paused`` are frozen rather than rescanned by the collection after every unit;
-    when the last such span ends, every frozen object is thawed (``gc.unfreeze``)."""
+    when the span ends, every frozen object is thawed (``gc.unfreeze``)."""
     global _freezing
     with _lock:
         _freezing += 1
@@ -61,8 +62,7 @@ def survivors_frozen() -> Iterator[None]:
     finally:
         with _lock:
             _freezing -= 1
-            if _freezing == 0:
-                gc.unfreeze()  # O(1): back to the oldest generation, collected as usual
+            gc.unfreeze()  # O(1): back to the oldest generation, collected as usual
 
 
 def without_gc(work: Callable[..., T], *args: Any) -> T:
