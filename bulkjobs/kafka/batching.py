@@ -33,7 +33,8 @@ def _as_written(record: Any, text: bytes) -> Any:
     """The record as the JSON text it was parsed from, which a batch embeds without encoding it
     again (the same record to whoever decodes the batch); the parsed record itself when it may be
     nested deeper than a batch can be encoded, so that encoding it refuses it as usual."""
-    if text.count(b"{") + text.count(b"[") > MAX_RECORD_DEPTH:
+    # A text that holds more opening brackets than the depth limit is at least that long.
+    if len(text) > MAX_RECORD_DEPTH and text.count(b"{") + text.count(b"[") > MAX_RECORD_DEPTH:
         return record
     return orjson.Fragment(text)
 
