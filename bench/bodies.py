@@ -66,11 +66,12 @@ def write_csv_body(path: Path, n: int) -> int:
 def write_bodies(directory: Path, n: int, csv_n: int) -> dict[str, tuple[Path, int]]:
     """Every body the bench posts, by name: (path, size in bytes)."""
     paths = {"json": directory / "body.json", "ndjson": directory / "body.ndjson",
-             "ndjson2": directory / "body2.ndjson", "json_small": directory / "small.json",
-             "csv": directory / "body.csv"}
+             "ndjson2": directory / "body2.ndjson", "json_small_empty": directory / "small-empty.json",
+             "json_small": directory / "small.json", "csv": directory / "body.csv"}
     sizes = [write_json_body(paths["json"], "bench-json", n),
              write_ndjson_body(paths["ndjson"], "bench-ndjson", n),
              write_ndjson_body(paths["ndjson2"], "bench-ndjson-2w", n),
+             write_json_body(paths["json_small_empty"], "bench-json-small-empty", csv_n),
              write_json_body(paths["json_small"], "bench-json-small", csv_n),
              write_csv_body(paths["csv"], csv_n)]
     return {name: (path, size) for (name, path), size in zip(paths.items(), sizes, strict=True)}
@@ -93,7 +94,7 @@ def baseline(body: Path, db_path: Path) -> dict[str, float]:
     """Parse the JSON body with the stdlib, upsert every record and a result row into SQLite."""
     for suffix in ("", "-wal", "-shm"):
         Path(str(db_path) + suffix).unlink(missing_ok=True)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     db = sqlite3.connect(db_path, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
@@ -106,12 +107,13 @@ def baseline(body: Path, db_path: Path) -> dict[str, float]:
     data = request["data"]
     for start in range(0, len(data), BASELINE_BATCH):
         _write_batch(db, data, range(start, min(len(data), start + BASELINE_BATCH)), at)
-    elapsed = time.perf_counter() - t0
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     rows = db.execute("SELECT count(*) FROM objects").fetchone()[0]
     db.close()
     if rows != len(data):
         raise BenchFailure(f"baseline wrote {rows} objects for {len(data)} records")
-    return {"seconds": elapsed, "parse_s": t_parsed - t0, "rate": len(data) / elapsed}
+    return {"seconds": elapsed, "parse_s": t_parsed - t0, "rate": len(data) / elapsed,
+            "us_per_record": 1e6 * cpu / len(data)}
 
 
 def _write_batch(db: sqlite3.Connection, data: list[dict], indexes: range, at: str) -> None:

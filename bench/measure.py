@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench import API_KEY, MB, BenchFailure
 from bench.stack import BenchStack
@@ -78,6 +79,8 @@ class JobRun:
     peak_rss: dict[str, float] = field(default_factory=dict)  # MB
     cpu_upload: dict[str, float] = field(default_factory=dict)  # CPU-s, POST to 202
     cpu_process: dict[str, float] = field(default_factory=dict)  # CPU-s, 202 to terminal
+    # The API's own latency for the polls after the 202 (its histogram): {bucket's upper bound in s: count}
+    server_polls: dict[float, float] = field(default_factory=dict)
     final: dict[str, Any] = field(default_factory=dict)
 
 
@@ -121,7 +124,9 @@ async def run_job(stack: BenchStack, session: aiohttp.ClientSession, job: Job, t
     job_id = await _post(stack, session, job, run)
     cpu1 = cpu_snapshot(pids)
     print(f"[{job.label}] 202 after {run.s_to_202:.2f} s; job {job_id}", flush=True)
+    served = await poll_histogram(stack, session)
     final = await _follow(stack, session, job_id, run, t0, timeout)
+    run.server_polls = {le: count - served.get(le, 0.0) for le, count in (await poll_histogram(stack, session)).items()}
     cpu2 = cpu_snapshot(pids)
     run.s_to_terminal = time.perf_counter() - t0
     run.rate = run.records / run.s_to_terminal
@@ -190,6 +195,27 @@ async def _follow(stack: BenchStack, session: aiohttp.ClientSession, job_id: str
             raise BenchFailure(f"[{run.label}] not finished after {timeout:.0f} s: {job}")
         stack.check_alive()
         await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+
+
+POLL_ROUTE = "/v1/jobs/{job_id}"
+
+
+async def poll_histogram(stack: BenchStack, session: aiohttp.ClientSession) -> dict[float, float]:
+    """The API's latency histogram of ``GET /v1/jobs/{job_id}`` so far: {upper bound in s: count}.
+    Beside the client's figures, it tells the API's own time from the wait for a core."""
+    async with session.get(stack.metrics_url("api")) as resp:
+        text = await resp.text()
+    return {float(sample.labels["le"]): sample.value for family in text_string_to_metric_families(text)
+            for sample in family.samples if sample.name == "bulkjobs_api_request_seconds_bucket"
+            and sample.labels.get("method") == "GET" and sample.labels.get("route") == POLL_ROUTE}
+
+
+def histogram_pct(buckets: dict[float, float], q: float) -> float:
+    """The upper bound (s) of the bucket holding the ``q``th percentile of a cumulative histogram."""
+    bounds = sorted(buckets)
+    if not bounds or not buckets[bounds[-1]]:
+        return float("nan")
+    return next(le for le in bounds if buckets[le] >= q / 100 * buckets[bounds[-1]])
 
 
 def _check_ended_as_expected(job: Job, final: dict[str, Any]) -> None:

@@ -56,6 +56,7 @@ class Chunk:
     records: list[Any]
     size: int  # bytes of body these records came from
     raw: bytes | None = None  # a JSON array of exactly these records, when they came from one
+    texts: list[bytes] | None = None  # each record's own JSON text, when it came alone (an NDJSON line)
 
 
 class ArraySplitter:

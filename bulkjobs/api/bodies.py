@@ -160,17 +160,19 @@ async def parse_ndjson(reader: BodyReader) -> ParsedBody:
                 pending = bytearray(data[cut + 1 :])
             else:
                 lines, pending = bytes(pending), bytearray()
-            records = await _off_loop(len(lines), _ndjson_records, lines)
+            records, texts = await _off_loop(len(lines), _ndjson_records, lines)
             if records:
-                yield Chunk(records, len(lines) + 1)
+                yield Chunk(records, len(lines) + 1, texts=texts)
             if not data:
                 return
 
     return ParsedBody({}, chunks(), envelope=False, has_data=True)
 
 
-def _ndjson_records(lines: bytes) -> list[Any]:
-    return [_ndjson_record(line) for line in lines.split(b"\n") if line.strip()]
+def _ndjson_records(lines: bytes) -> tuple[list[Any], list[bytes]]:
+    """The records of the lines that are not blank, and those lines (the records' texts)."""
+    texts = [line for line in lines.split(b"\n") if line.strip()]
+    return [_ndjson_record(line) for line in texts], texts
 
 
 def _ndjson_record(line: bytes) -> Any:

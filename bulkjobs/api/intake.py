@@ -63,7 +63,7 @@ from bulkjobs.errors import (
     UnsupportedMediaType,
     check_known,
 )
-from bulkjobs.gcpause import without_gc
+from bulkjobs.gcpause import survivors_frozen, without_gc
 from bulkjobs.kafka.topics import JobSubmitted, encode
 from bulkjobs.settings import Settings
 
@@ -147,12 +147,13 @@ async def _json_job(request: web.Request, job_id: str, body: ParsedBody, form: F
     records = _JobRecords(settings, job_id, request["tenant"])
     check_known(body.fields, IMPORT_FIELDS)  # the members before the data, refused before it is read
     try:
-        async for chunk in body.chunks:
-            if not records.routing and "type" in body.fields and "action" in body.fields:
-                records.route_as(*_job_fields(body.fields)[:2])
-            await records.add(chunk)
-        record_type, action, description = _fields_after_data(body.fields)
-        spool = await records.close(record_type, action)
+        with survivors_frozen():  # the pending batches' records, between the chunks' units of work
+            async for chunk in body.chunks:
+                if not records.routing and "type" in body.fields and "action" in body.fields:
+                    records.route_as(*_job_fields(body.fields)[:2])
+                await records.add(chunk)
+            record_type, action, description = _fields_after_data(body.fields)
+            spool = await records.close(record_type, action)
     except BaseException:
         records.discard()
         raise
@@ -275,8 +276,9 @@ async def _retry_json(request: web.Request, original: dict[str, Any], outcomes: 
     records = _JobRecords(settings, job_id, request["tenant"], retry)
     records.route_as(original["type"], original["action"])
     try:
-        async for chunk in retries.failed_records(request.app[READER], original["id"], outcomes, retry.sources):
-            await records.add(chunk)
+        with survivors_frozen():  # as for a job's body: the pending batches' records, between chunks
+            async for chunk in retries.failed_records(request.app[READER], original["id"], outcomes, retry.sources):
+                await records.add(chunk)
         if not retry.sources:
             raise nothing_to_retry(original["id"], outcomes)
         spool = await records.close(original["type"], original["action"])
@@ -381,7 +383,7 @@ class _JobRecords:
 
     async def add(self, chunk: Chunk) -> None:
         if self.spool is not None:
-            await asyncio.to_thread(without_gc, self.spool.add, chunk.records, chunk.size)
+            await asyncio.to_thread(without_gc, self.spool.add, chunk.records, chunk.size, chunk.texts)
         else:
             self.held = self.held or HeldChunks(self.settings.data_dir / "spool")
             await asyncio.to_thread(self.held.add, chunk)

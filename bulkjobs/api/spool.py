@@ -38,9 +38,9 @@ class BatchSpool:
     def batches(self) -> int:
         return self._batcher.next_seq
 
-    def add(self, records: list[Any], size: int) -> None:
-        """Route ``records`` (which came from ``size`` bytes of body)."""
-        self._batcher.add(records, size)
+    def add(self, records: list[Any], size: int, texts: list[bytes] | None = None) -> None:
+        """Route ``records`` (which came from ``size`` bytes of body; ``texts``: each one's JSON)."""
+        self._batcher.add(records, size, texts)
 
     def close(self) -> None:
         """All records are in: write the partly filled batches and rewind for reading."""

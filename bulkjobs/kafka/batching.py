@@ -9,6 +9,7 @@ crash repeats batches that the appliers recognise by ``(job, seq)``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from itertools import repeat
 from typing import Any
 
 import orjson
@@ -28,6 +29,16 @@ MAX_RECORD_DEPTH = 251
 Emit = Callable[[int, bytes], None]  # (partition, encoded RecordBatch)
 
 
+def _as_written(record: Any, text: bytes) -> Any:
+    """The record as the JSON text it was parsed from, which a batch embeds without encoding it
+    again (the same record to whoever decodes the batch); the parsed record itself when it may be
+    nested deeper than a batch can be encoded, so that encoding it refuses it as usual."""
+    # A text that holds more opening brackets than the depth limit is at least that long.
+    if len(text) > MAX_RECORD_DEPTH and text.count(b"{") + text.count(b"[") > MAX_RECORD_DEPTH:
+        return record
+    return orjson.Fragment(text)
+
+
 class Batcher:
     def __init__(self, *, job_id: str, tenant: str, record_type: str, action: str, partitions: int,
                  batch_records: int, batch_bytes: int, emit: Emit, first_index: int = 0,
@@ -44,8 +55,10 @@ class Batcher:
         self._pending: list[list[list[Any]]] = [[] for _ in range(partitions)]
         self._pending_bytes = [0] * partitions
 
-    def add(self, records: list[Any], size: int) -> None:
-        """Route ``records`` (which came from ``size`` bytes of body), emitting every full batch."""
+    def add(self, records: list[Any], size: int, texts: Sequence[bytes] | None = None) -> None:
+        """Route ``records`` (which came from ``size`` bytes of body), emitting every full batch.
+        ``texts``, each record's own JSON text when the caller has it, is batched as is instead of
+        encoding the parsed record again (``_as_written``)."""
         if not records:
             return
         estimate = max(1, size // len(records))  # per-record dumps would cost more than routing
@@ -54,13 +67,13 @@ class Batcher:
         pending, pending_bytes = self._pending, self._pending_bytes
         limit_records, limit_bytes = self.batch_records, self.batch_bytes
         index = self.next_index
-        for record in records:
+        for record, text in zip(records, repeat(None) if texts is None else texts, strict=False):
             if isinstance(record, Refused):
                 partition = index % partitions
                 item = record.item(index)
             else:
                 partition, fresh_id = route(record_type, action, tenant, record, partitions, index, job_id)
-                item = [index, fresh_id, record]
+                item = [index, fresh_id, record if text is None else _as_written(record, text)]
             index += 1
             batch = pending[partition]
             batch.append(item)

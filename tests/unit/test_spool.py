@@ -96,16 +96,23 @@ EVERY_ACTION = [pytest.param(record_type, action, id=f"{record_type}/{action}")
                 for record_type, actions in ACTIONS.items() for action in sorted(actions)]
 
 
+def text_of(record: Any) -> bytes:
+    """The NDJSON line a record came from, as a client may write it (spaces, a CRLF line end)."""
+    return b"{nope" if isinstance(record, Refused) else b"  " + orjson.dumps(record) + b" \r"
+
+
+@pytest.mark.parametrize("with_texts", [False, True], ids=["parsed", "ndjson-texts"])
 @pytest.mark.parametrize("partitions, batch_records", [(1, 1000), (3, 4), (8, 1), (8, 7)])
 @pytest.mark.parametrize("record_type, action", EVERY_ACTION)
 def test_every_record_lands_once_in_a_batch_of_its_owner(
-    tmp_path: Path, record_type: str, action: str, partitions: int, batch_records: int
+    tmp_path: Path, record_type: str, action: str, partitions: int, batch_records: int, with_texts: bool
 ) -> None:
     records = records_for(record_type, action)
     spool = make_spool(tmp_path, record_type=record_type, action=action, partitions=partitions,
                        batch_records=batch_records)
     for start in range(0, len(records), 9):  # the body parser hands over chunks of records
-        spool.add(records[start:start + 9], size=900)
+        chunk = records[start:start + 9]
+        spool.add(chunk, size=900, texts=[text_of(record) for record in chunk] if with_texts else None)
 
     messages = drain(spool)
 
@@ -234,12 +241,15 @@ def nested(levels: int) -> Any:
     return value
 
 
+@pytest.mark.parametrize("with_texts", [False, True], ids=["parsed", "ndjson-texts"])
 @pytest.mark.parametrize("levels", [MAX_RECORD_DEPTH + 1, 500, 1023])
-def test_a_record_nested_too_deep_to_encode_fails_alone(tmp_path: Path, levels: int) -> None:
+def test_a_record_nested_too_deep_to_encode_fails_alone(tmp_path: Path, levels: int, with_texts: bool) -> None:
     spool = make_spool(tmp_path, partitions=1, batch_records=100)
     records = [{"type": "server", "external_id": "e0"}, nested(levels), {"type": "server", "external_id": "e2"},
                nested(MAX_RECORD_DEPTH)]
-    spool.add(records, size=400)
+    texts = [b'{"type": "server", "external_id": "e0"}', b'{"a":' * levels + b'"leaf"' + b"}" * levels,
+             b'{"type":"server","external_id":"e2"}', b'{"a":' * MAX_RECORD_DEPTH + b'"leaf"' + b"}" * MAX_RECORD_DEPTH]
+    spool.add(records, size=400, texts=texts if with_texts else None)
 
     items = all_items(drain(spool))
 
