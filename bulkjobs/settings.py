@@ -5,24 +5,30 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bulkjobs.logs import checked_format
 
 
+def _pairs(text: str) -> Iterator[tuple[str, str, str]]:
+    """The entries of ``a=b,c=d``, each as (entry, a, b) stripped; blanks are skipped. Only the
+    first ``=`` splits an entry (a base64 value may end in ``=``); without one, b is empty."""
+    for entry in text.split(","):
+        entry = entry.strip()
+        if entry:
+            left, _, right = entry.partition("=")
+            yield entry, left.strip(), right.strip()
+
+
 def parse_api_keys(text: str) -> dict[str, str]:
     """``key=tenant,key2=tenant2`` -> {key: tenant}; blanks are ignored."""
     keys: dict[str, str] = {}
-    for pair in text.split(","):
-        pair = pair.strip()
-        if not pair:
-            continue
-        key, sep, tenant = pair.partition("=")
-        if not sep or not key.strip() or not tenant.strip():
-            raise ValueError(f"BULKJOBS_API_KEYS entry {pair!r} is not key=tenant")
-        keys[key.strip()] = tenant.strip()
+    for entry, key, tenant in _pairs(text):
+        if not key or not tenant:
+            raise ValueError(f"BULKJOBS_API_KEYS entry {entry!r} is not key=tenant")
+        keys[key] = tenant
     return keys
 
 
@@ -30,19 +36,13 @@ WEBHOOK_SECRET_PREFIX = "whsec_"  # the Standard Webhooks form of a secret: whse
 
 
 def parse_webhook_secrets(text: str) -> dict[str, str]:
-    """``tenant=whsec_...,tenant2=whsec_...`` -> {tenant: secret}; blanks are ignored. A secret's
-    base64 may end in ``=``: only the first ``=`` of an entry splits it."""
+    """``tenant=whsec_...,tenant2=whsec_...`` -> {tenant: secret}; blanks are ignored."""
     secrets: dict[str, str] = {}
-    for pair in text.split(","):
-        pair = pair.strip()
-        if not pair:
-            continue
-        tenant, sep, secret = pair.partition("=")
-        secret = secret.strip()
-        if not sep or not tenant.strip() or not _is_webhook_secret(secret):
-            raise ValueError(f"a BULKJOBS_WEBHOOK_SECRETS entry for {tenant.strip()!r} is not "
+    for _, tenant, secret in _pairs(text):
+        if not tenant or not _is_webhook_secret(secret):
+            raise ValueError(f"a BULKJOBS_WEBHOOK_SECRETS entry for {tenant!r} is not "
                              f"tenant={WEBHOOK_SECRET_PREFIX}<base64 of at least 16 bytes>")
-        secrets[tenant.strip()] = secret
+        secrets[tenant] = secret
     return secrets
 
 
