@@ -134,13 +134,16 @@ class Stack(devstack.Stack):
         return Client(self.base, key)
 
 
-def produce(brokers: str, topic: str, messages: list[tuple[bytes | None, bytes]]) -> None:
-    """Write (key, value) messages to a topic, as an outside producer would, and wait for the acks."""
+def produce(brokers: str, topic: str, messages: list[tuple[bytes | None, bytes]], pause: float = 0.0) -> None:
+    """Write (key, value) messages to a topic, as an outside producer would, and wait for the
+    acks; ``pause`` seconds between two messages make a slow producer."""
     async def send() -> None:
         producer = clients.producer(brokers)
         await producer.start()
         try:
-            for key, value in messages:
+            for n, (key, value) in enumerate(messages):
+                if n and pause:
+                    await asyncio.sleep(pause)
                 await producer.send_and_wait(topic, value, key=key)
         finally:
             await producer.stop()
