@@ -99,6 +99,9 @@ class Settings:
     metrics_port: int = 0
     # Seconds an Idempotency-Key's answer is kept (api.idempotency): a repeat after it makes a new job.
     idempotency_ttl: float = 86400.0
+    # Seconds an unanswered Idempotency-Key claim outlives its API process's last renewal (the
+    # process died mid-upload); the owner renews it every third of this while it receives the body.
+    idempotency_lease: float = 30.0
     log_format: str = "text"  # or "json": one JSON object per line (bulkjobs.logs)
     # Completion webhooks (domain.webhooks, streams.webhooks): each tenant's signing secret; a
     # tenant without one may not name a callback_url.
@@ -180,6 +183,7 @@ class Settings:
             ("WEBHOOK_BACKOFF_CAP", "webhook_backoff_cap"),
             ("WEBHOOK_MAX_AGE", "webhook_max_age"),
             ("IDEMPOTENCY_TTL", "idempotency_ttl"),
+            ("IDEMPOTENCY_LEASE", "idempotency_lease"),
             ("SNAPSHOT_SECONDS", "snapshot_seconds"),
         ):
             if (v := get(name)) is not None:

@@ -36,8 +36,6 @@ log = logging.getLogger(__name__)
 KEY_HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
 KEYS = web.AppKey("idempotency_keys", IdempotencyKeys)
-CLAIM_LEASE = 30.0  # seconds a claim outlives its owner's last renewal (a process that died)
-RENEW_EVERY = CLAIM_LEASE / 3
 
 
 class BodyDigest:
@@ -99,7 +97,8 @@ async def before_publish(request: web.Request) -> None:
     claim = request.get(_CLAIM)
     if claim is not None:
         tenant, key, owner = claim
-        if not await request.app[KEYS].renew(tenant, key, owner, time.time() + CLAIM_LEASE):
+        lease = request.app[SETTINGS].idempotency_lease
+        if not await request.app[KEYS].renew(tenant, key, owner, time.time() + lease):
             raise _in_use()
     earlier = request.get(_EARLIER)
     if earlier is None:
@@ -117,9 +116,10 @@ async def idempotent(request: web.Request, create: Callable[[web.Request], Await
     if raw is None:
         return await create(request)
     key, tenant, owner = check_idempotency_key(raw), request["tenant"], uuid.uuid4().hex
-    keys, ttl = request.app[KEYS], request.app[SETTINGS].idempotency_ttl
+    keys, settings = request.app[KEYS], request.app[SETTINGS]
+    ttl, lease = settings.idempotency_ttl, settings.idempotency_lease
     request[DIGEST] = BodyDigest(request)
-    claim = await keys.claim(tenant, key, owner, now=time.time(), lease=CLAIM_LEASE, ttl=ttl)
+    claim = await keys.claim(tenant, key, owner, now=time.time(), lease=lease, ttl=ttl)
     if isinstance(claim, InUse):
         raise _in_use()
     if isinstance(claim, Answered):
@@ -132,7 +132,7 @@ async def idempotent(request: web.Request, create: Callable[[web.Request], Await
     assert isinstance(claim, Claimed)
     request[_CLAIM] = (tenant, key, owner)
     try:
-        async with _renewed(keys, tenant, key, owner):
+        async with _renewed(keys, tenant, key, owner, lease):
             response = await create(request)
     except BaseException:
         await asyncio.shield(keys.release(tenant, key, owner))
@@ -154,13 +154,14 @@ def _in_use() -> Conflict:
 
 
 @contextlib.asynccontextmanager
-async def _renewed(keys: IdempotencyKeys, tenant: str, key: str, owner: str) -> AsyncIterator[None]:
-    """The claim renewed every ``RENEW_EVERY`` seconds while the body is received."""
+async def _renewed(keys: IdempotencyKeys, tenant: str, key: str, owner: str, lease: float
+                   ) -> AsyncIterator[None]:
+    """The claim renewed for ``lease`` seconds every third of it while the body is received."""
     async def renew() -> None:
         while True:
-            await asyncio.sleep(RENEW_EVERY)
+            await asyncio.sleep(lease / 3)
             try:
-                await keys.renew(tenant, key, owner, time.time() + CLAIM_LEASE)
+                await keys.renew(tenant, key, owner, time.time() + lease)
             except Exception:  # the next renewal may pass; before_publish checks the claim anyway
                 log.warning("the claim of Idempotency-Key %r of tenant %s could not be renewed", key, tenant,
                             exc_info=True)

@@ -17,15 +17,16 @@ from typing import Any
 
 import pytest
 
-from bulkjobs.api.idempotency import CLAIM_LEASE
 from bulkjobs.broker import free_port
 from tests.support import Client, Response, Stack, wait_for
+
+LEASE = 3.0  # seconds: a dead API's claim blocks its key this long
 
 
 @pytest.fixture(scope="module")
 def keyed(make_stack: Callable[..., Stack]) -> Stack:
     """A stack of its own: the tests restart its API and add a second one."""
-    return make_stack().start_all()
+    return make_stack(BULKJOBS_IDEMPOTENCY_LEASE=str(LEASE)).start_all()
 
 
 def unique(prefix: str) -> str:
@@ -324,7 +325,7 @@ def test_the_claim_of_an_api_that_died_frees_its_key_after_its_lease(keyed: Stac
         resp = envelope(api, key, description)
         return resp if resp.status != 409 else None
 
-    retry = wait_for(taken, timeout=CLAIM_LEASE * 3, interval=1.0, what="the dead claim's lease to run out")
+    retry = wait_for(taken, timeout=LEASE * 10, interval=1.0, what="the dead claim's lease to run out")
     assert retry.status == 202 and "Idempotent-Replayed" not in retry.headers
     api.wait_done(retry.body["id"])
     assert jobs_described(api, description) == 1
