@@ -21,8 +21,11 @@ run: $(STAMP)
 $(CHROMIUM):
 	apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
 
+# Two pytest processes, each with its own broker, take whole modules (a module's stacks are its
+# own); the tests marked serial run after them in one process.
 test: $(STAMP) $(CHROMIUM)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadfile -m "not serial"
+	$(BIN)/pytest -q -m serial
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit

@@ -141,14 +141,22 @@ class Stack:
         process.send_signal(signal.SIGKILL)
         process.wait()
 
+    def _stop_order(self) -> list[str]:
+        order = [name for name in STOP_ORDER if name in self.processes]
+        return order + [name for name in self.processes if name not in order]
+
+    def terminate(self) -> None:
+        """SIGTERM to every part still running (API first, workers last), without waiting:
+        several stacks stop side by side."""
+        for name in self._stop_order():
+            if self.processes[name].poll() is None:
+                self.processes[name].terminate()
+
     def stop(self, timeout: float = 20.0) -> list[str]:
         """SIGTERM to every part (API first, workers last), SIGKILL to those still running after
         ``timeout`` seconds; returns the names of the killed ones."""
-        order = [name for name in STOP_ORDER if name in self.processes]
-        order += [name for name in self.processes if name not in order]
-        for name in order:
-            if self.processes[name].poll() is None:
-                self.processes[name].terminate()
+        order = self._stop_order()
+        self.terminate()
         deadline = time.monotonic() + timeout
         killed = []
         for name in order:

@@ -88,6 +88,7 @@ def fuzzed(make_stack: Callable[..., Stack]) -> Iterator[Stack]:
     stack.stop()
 
 
+@pytest.mark.serial
 @schema.parametrize()
 @settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
           suppress_health_check=list(HealthCheck))
