@@ -104,20 +104,20 @@ def test_a_status_too_large_to_publish_fails_its_job_with_a_small_status(hardene
     assert_worker_goes_on(hardened, api)
 
 
-def first_submitted(stack: Stack, tenant: str, started: threading.Event) -> str:
-    """Tail the job events from their end and return the id of the first job of ``tenant``
-    that is submitted (``started`` is set once the tail reads)."""
+def first_batch_sent(stack: Stack, tenant: str, started: threading.Event) -> str:
+    """Tail the batches from their end and return the job id of the first batch of ``tenant``
+    (``started`` is set once the tail reads): once a batch is in Kafka, the worker applies it."""
     async def tail() -> str:
-        consumer = AIOKafkaConsumer(TopicNames(stack.prefix).job_events, bootstrap_servers=stack.brokers,
+        consumer = AIOKafkaConsumer(TopicNames(stack.prefix).batches, bootstrap_servers=stack.brokers,
                                     auto_offset_reset="latest", fetch_max_wait_ms=5, enable_auto_commit=False)
         await consumer.start()
         try:
             while True:
                 for messages in (await consumer.getmany(timeout_ms=5)).values():
                     for message in messages:
-                        event = orjson.loads(message.value)
-                        if event.get("kind") == "submitted" and event.get("tenant") == tenant:
-                            return event["job_id"]
+                        batch = orjson.loads(message.value)
+                        if batch.get("tenant") == tenant:
+                            return str(batch["job_id"])
                 if consumer.assignment() and not started.is_set():
                     for tp in consumer.assignment():
                         await consumer.position(tp)
@@ -135,13 +135,13 @@ def test_an_api_killed_while_publishing_a_job_fails_it_as_upload_interrupted(har
     body = {"type": "resources", "action": "external_id_set",
             "data": [{"type": kind, "external_id": f"c-{i}", "attributes": {"i": i}} for i in range(total)]}
     ready, found = threading.Event(), []
-    tail = threading.Thread(target=lambda: found.append(first_submitted(hardened, "tenant-b", ready)))
+    tail = threading.Thread(target=lambda: found.append(first_batch_sent(hardened, "tenant-b", ready)))
     tail.start()
-    assert ready.wait(30), "the tail of the job events did not start"
+    assert ready.wait(30), "the tail of the batches did not start"
     posting = threading.Thread(target=lambda: _post_ignoring_errors(api, body), daemon=True)
     posting.start()
     tail.join(120)
-    hardened.kill("api")  # as soon as its JobSubmitted is in Kafka: its batches are being sent
+    hardened.kill("api")  # as soon as a first batch is in Kafka: the others are being sent
     killed_at = time.monotonic()
     job_id = found[0]
     hardened.start("api")
