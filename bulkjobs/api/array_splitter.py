@@ -82,6 +82,7 @@ class ArraySplitter:
         # Patterns of the boundaries between elements like the first one, most specific first,
         # while every boundary they found was real (``_split_elements``).
         self._element_cuts: list[re.Pattern[bytes]] = []
+        self._element_scanned = 0  # bytes of the buffer searched by the first of them, found without one
         self._literal_learned = False
         self._retry_at = 0  # a buffer that no cut split is tried again at this length
         # Where the exact search for a boundary stopped (it follows strings and nesting).
@@ -170,8 +171,9 @@ class ArraySplitter:
         (say ``},{"type":``): a pattern of just those bytes searches several times faster than
         one that allows any whitespace, and the general one takes over where it misses."""
         pattern = self._element_cuts[0]
-        matches = list(pattern.finditer(self.buffer))
+        matches = list(pattern.finditer(self.buffer, max(0, self._element_scanned - _CUT_OVERLAP)))
         if not matches:
+            self._element_scanned = len(self.buffer)
             return None
         cuts = [match.start(1) for match in matches]
         text = b"[" + self.buffer[: cuts[-1]] + b"]"
@@ -181,6 +183,7 @@ class ArraySplitter:
             records = [orjson.loads(piece) for piece in texts]
         except orjson.JSONDecodeError:
             del self._element_cuts[0]
+            self._element_scanned = 0
             return None
         if not self._literal_learned:
             self._literal_learned = True
@@ -268,6 +271,7 @@ class ArraySplitter:
             cuts.clear()
             cuts.extend(kept)
             self._scanned[number] = max(0, self._scanned[number] - size)
+        self._element_scanned = max(0, self._element_scanned - size)
         if self._exact_pos >= size:
             self._exact_pos -= size
         else:  # the cut is a boundary between elements: the search starts again from it
