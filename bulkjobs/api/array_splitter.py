@@ -3,9 +3,13 @@ an envelope's ``data``.
 
 A cut is a boundary found by a pattern and confirmed by parsing: it is accepted only when the
 bytes before it parse as whole elements, which (starting from a known boundary) can only happen
-at a real boundary. Every step is linear in the array's size: each byte is searched once, and a
-buffer that could not be split yet is parsed again only once it has doubled. One element may
-hold ``MAX_ELEMENT_BYTES``.
+at a real boundary. Usually every boundary the pattern of the first element finds is real, and
+the bytes between them are parsed one element at a time: when each piece parses alone, the
+pieces are the elements (joined by commas they make a valid array), and each one's text comes
+with it, so that a batch embeds it without encoding the record again. Once a piece does not
+parse, the splitter parses whole runs of elements instead. Every step is linear in the array's
+size: each byte is searched by a few patterns, and a buffer that could not be split yet is
+parsed again only once it has doubled. One element may hold ``MAX_ELEMENT_BYTES``.
 """
 
 from __future__ import annotations
@@ -75,6 +79,11 @@ class ArraySplitter:
         self._cuts: list[deque[int]] = [deque(maxlen=_CUT_TRIES) for _ in self._patterns]  # the last candidates
         self._scanned = [0] * len(self._patterns)  # bytes of the buffer searched for each pattern
         self._first_key_known = False
+        # Patterns of the boundaries between elements like the first one, most specific first,
+        # while every boundary they found was real (``_split_elements``).
+        self._element_cuts: list[re.Pattern[bytes]] = []
+        self._element_scanned = 0  # bytes of the buffer searched by the first of them, found without one
+        self._literal_learned = False
         self._retry_at = 0  # a buffer that no cut split is tried again at this length
         # Where the exact search for a boundary stopped (it follows strings and nesting).
         self._exact_pos, self._exact_depth, self._exact_in_string = 0, 0, False
@@ -112,6 +121,8 @@ class ArraySplitter:
         """The elements before the last boundary that parses, or None: try the last few
         candidates of each pattern; else see whether the array has ended or gone wrong; else
         search for a boundary exactly."""
+        if self._element_cuts and (chunk := self._split_elements()) is not None:
+            return chunk
         for number, pattern in enumerate(self._patterns):
             cuts = self._cuts[number]
             start = max(0, self._scanned[number] - _CUT_OVERLAP)
@@ -135,15 +146,52 @@ class ArraySplitter:
         if start == len(self.buffer):
             return
         self._first_key_known = True
-        if self.buffer[start] != ord("{"):
+        first = self.buffer[start]
+        if first != ord("{"):
+            if first in b'"[':
+                self._element_cuts.append(_ELEMENT_CUTS[first == ord('"')])
             return
         key = _FIRST_KEY.match(self.buffer, start)
         if key is None:
             self._first_key_known = len(self.buffer) - start > 1024  # a key that long is no signature
+            if self._first_key_known:
+                self._element_cuts.append(_ELEMENT_CUTS[0])
             return
-        self._patterns.insert(0, re.compile(rb"[}\]]\s*(,)\s*\{\s*" + re.escape(key.group(1)) + rb"\s*:"))
+        self._element_cuts.append(re.compile(rb"[}\]]\s*(,)\s*\{\s*" + re.escape(key.group(1)) + rb"\s*:"))
+        self._patterns.insert(0, self._element_cuts[0])
         self._cuts.insert(0, deque(maxlen=_CUT_TRIES))
         self._scanned.insert(0, 0)
+
+    def _split_elements(self) -> Chunk | None:
+        """The elements before the last boundary the first element pattern finds, each parsed
+        alone, or None when it finds none; when a piece between two of its boundaries does not
+        parse alone, one of them was no boundary, and the pattern is not used again.
+
+        The first boundaries found, all real, teach the bytes that join elements of this body
+        (say ``},{"type":``): a pattern of just those bytes searches several times faster than
+        one that allows any whitespace, and the general one takes over where it misses."""
+        pattern = self._element_cuts[0]
+        matches = list(pattern.finditer(self.buffer, max(0, self._element_scanned - _CUT_OVERLAP)))
+        if not matches:
+            self._element_scanned = len(self.buffer)
+            return None
+        cuts = [match.start(1) for match in matches]
+        text = b"[" + self.buffer[: cuts[-1]] + b"]"
+        starts = [1, *(cut + 2 for cut in cuts[:-1])]
+        texts = [text[start:cut + 1] for start, cut in zip(starts, cuts, strict=True)]
+        try:
+            records = [orjson.loads(piece) for piece in texts]
+        except orjson.JSONDecodeError:
+            del self._element_cuts[0]
+            self._element_scanned = 0
+            return None
+        if not self._literal_learned:
+            self._literal_learned = True
+            joint, comma = matches[-1].group(0), cuts[-1] - matches[-1].start()
+            self._element_cuts.insert(0, re.compile(
+                re.escape(joint[:comma]) + b"(,)" + re.escape(joint[comma + 1:])))
+        self._take(cuts[-1] + 1)
+        return Chunk(records, cuts[-1] + 1, text, texts)
 
     def _try_cut(self, cut: int) -> Chunk | None:
         text = b"[" + self.buffer[:cut] + b"]"
@@ -223,6 +271,7 @@ class ArraySplitter:
             cuts.clear()
             cuts.extend(kept)
             self._scanned[number] = max(0, self._scanned[number] - size)
+        self._element_scanned = max(0, self._element_scanned - size)
         if self._exact_pos >= size:
             self._exact_pos -= size
         else:  # the cut is a boundary between elements: the search starts again from it

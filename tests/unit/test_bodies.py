@@ -519,6 +519,39 @@ async def test_a_chunk_carries_the_json_it_was_parsed_from() -> None:
         assert chunk.raw is not None and orjson.loads(chunk.raw) == chunk.records
 
 
+def varied_joints(records: list[Any]) -> bytes:
+    """A bare array whose elements are joined by different whitespace: no one joint finds every boundary."""
+    joints = [b",", b", ", b",\n", b" ,\t"]
+    return b"[" + b"".join(joints[i % 4] * (i > 0) + orjson.dumps(r) for i, r in enumerate(records)) + b"]"
+
+
+NESTED_ALIKE = [{"type": "t", "items": [{"type": "inner", "n": j} for j in range(i % 3)]} for i in range(300)]
+
+
+@pytest.mark.parametrize("size", [64, 4096])
+@pytest.mark.parametrize("records", [*RECORD_SETS, pytest.param(NESTED_ALIKE, id="nested-records-begin-alike")])
+@pytest.mark.parametrize("form", [data_last, bare, pretty_bare, tabbed_data_first, varied_joints])
+async def test_a_record_that_comes_with_its_own_text_is_that_text(form: Any, records: list[Any], size: int) -> None:
+    body = await parse_json(chunked_reader(form(records), size))
+    parsed: list[Any] = []
+    async for chunk in body.chunks:
+        if chunk.texts is not None:
+            assert [orjson.loads(text) for text in chunk.texts] == chunk.records
+        parsed.extend(chunk.records)
+    assert parsed == records
+
+
+@pytest.mark.parametrize("form", [data_last, bare, pretty_bare, varied_joints])
+async def test_records_that_begin_alike_come_with_their_texts(form: Any) -> None:
+    records = PLAIN * 50
+    body = await parse_json(chunked_reader(form(records), 4096))
+    chunks = [chunk async for chunk in body.chunks]
+    assert [record for chunk in chunks for record in chunk.records] == records
+    assert len(chunks) > 3
+    # The last chunk ends the array; with varied joints, the one where the first joint learned missed one.
+    assert sum(chunk.texts is None for chunk in chunks[:-1]) == (form is varied_joints)
+
+
 async def test_whitespace_before_the_body_costs_no_memory(counting: CountingOrjson) -> None:
     body = b" \r\n\t" * (4 << 20) + data_last(PLAIN)
     parsed_body, parsed, _ = await parse_all(parse_json, chunked_reader(body, 64 * 1024))
