@@ -11,6 +11,8 @@ broker every 50 ms, forever).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
@@ -37,47 +39,47 @@ class Refetcher:
             await self._consumer.stop()
             self._consumer = None
 
-    async def fetch(self, partition: int, offset: int) -> bytes:
+    @contextlib.asynccontextmanager
+    async def _reading(self, partition: int, offset: int) -> AsyncIterator[tuple[AIOKafkaConsumer, TopicPartition]]:
+        """The consumer on ``partition`` alone, from ``offset``, for one read; the partition is
+        paused after it (else the consumer goes on fetching it, every 50 ms, until the next read)."""
         async with self._lock:
             consumer = await self._started()
             tp = TopicPartition(self.topic, partition)
             consumer.assign([tp])
             consumer.seek(tp, offset)
             try:
-                while True:
-                    message = await consumer.getone(tp)
-                    if message.offset == offset:
-                        return message.value or b""
+                yield consumer, tp
             finally:
-                consumer.pause(tp)  # else it goes on fetching the partition, every 50 ms, until the next read
+                consumer.pause(tp)
+
+    async def fetch(self, partition: int, offset: int) -> bytes:
+        async with self._reading(partition, offset) as (consumer, tp):
+            while True:
+                message = await consumer.getone(tp)
+                if message.offset == offset:
+                    return message.value or b""
 
     async def fetch_copy(self, partition: int, offset: int, key: bytes) -> bytes | None:
         """The value under ``key`` at ``offset`` of a compacted topic, or, if compaction replaced
         it by a newer copy, at the next offset with that key; None if the key holds none (it was
         dropped by a tombstone, or compacted away after it)."""
-        async with self._lock:
-            consumer = await self._started()
-            tp = TopicPartition(self.topic, partition)
-            consumer.assign([tp])
-            consumer.seek(tp, offset)
+        async with self._reading(partition, offset) as (consumer, tp):
             reached = offset - 1
             deadline = asyncio.get_running_loop().time() + READ_TIMEOUT
-            try:
-                while asyncio.get_running_loop().time() < deadline:
-                    message = await self._next(consumer, tp)
-                    if message is None:  # nothing more for now: read past every copy there was?
-                        end = int((await consumer.end_offsets([tp]))[tp])
-                        # (at least up to ``offset``, where one was acked: a broker may report too low an end)
-                        if reached >= max(end - 1, offset):
-                            return None
-                        continue
-                    reached = message.offset
-                    if message.key == key and message.value is not None:
-                        return bytes(message.value)
-            finally:
-                consumer.pause(tp)
-            raise TimeoutError(f"{self.topic}[{partition}]: {key!r} not read from offset {offset} "
-                               f"in {READ_TIMEOUT:.0f} s (at {reached})")
+            while asyncio.get_running_loop().time() < deadline:
+                message = await self._next(consumer, tp)
+                if message is None:  # nothing more for now: read past every copy there was?
+                    end = int((await consumer.end_offsets([tp]))[tp])
+                    # (at least up to ``offset``, where one was acked: a broker may report too low an end)
+                    if reached >= max(end - 1, offset):
+                        return None
+                    continue
+                reached = message.offset
+                if message.key == key and message.value is not None:
+                    return bytes(message.value)
+        raise TimeoutError(f"{self.topic}[{partition}]: {key!r} not read from offset {offset} "
+                           f"in {READ_TIMEOUT:.0f} s (at {reached})")
 
     @staticmethod
     async def _next(consumer: AIOKafkaConsumer, tp: TopicPartition) -> ConsumerRecord[bytes, bytes] | None:
@@ -99,22 +101,15 @@ class Refetcher:
         entries: list[Entry] = []
         if start >= end:
             return entries
-        async with self._lock:
-            consumer = await self._started()
-            tp = TopicPartition(self.topic, partition)
-            consumer.assign([tp])
-            consumer.seek(tp, start)
+        async with self._reading(partition, start) as (consumer, tp):
             reached = start - 1  # compaction may have removed offsets: go by the last one seen
             deadline = asyncio.get_running_loop().time() + READ_TIMEOUT
-            try:
-                while reached < end - 1:
-                    if asyncio.get_running_loop().time() > deadline:
-                        raise TimeoutError(f"{self.topic}[{partition}]: offsets {start}..{end - 1} not read "
-                                           f"in {READ_TIMEOUT:.0f} s (at {reached})")
-                    for m in (await consumer.getmany(tp, timeout_ms=500)).get(tp, []):
-                        reached = m.offset
-                        if m.offset < end:
-                            entries.append((m.offset, m.key, m.value))
-            finally:
-                consumer.pause(tp)
+            while reached < end - 1:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise TimeoutError(f"{self.topic}[{partition}]: offsets {start}..{end - 1} not read "
+                                       f"in {READ_TIMEOUT:.0f} s (at {reached})")
+                for m in (await consumer.getmany(tp, timeout_ms=500)).get(tp, []):
+                    reached = m.offset
+                    if m.offset < end:
+                        entries.append((m.offset, m.key, m.value))
         return entries
