@@ -46,7 +46,7 @@ from bulkjobs.domain.changes import (
 )
 from bulkjobs.domain.counts import Counts
 from bulkjobs.domain.jobs import DELETED, EXPORT
-from bulkjobs.gcpause import gc_paused
+from bulkjobs.gcpause import gc_paused, survivors_frozen
 from bulkjobs.store import metrics
 
 log = logging.getLogger(__name__)
@@ -294,20 +294,23 @@ class ViewWriter:
         carries is logged and skipped. The messages may be decoded as they are iterated (the
         feeder's are): each applied batch is let go once its rows are made."""
         changes, job_rows = _ChangeRows(), _JobRows()
-        with gc_paused():  # a poll's rows are many fresh objects: one unit of synchronous work
-            for applied in applied_batches:
-                changes.add(applied)
-            for status in statuses:
-                job_rows.add(status)
-        db, written, started = self.db, Counter[str](), time.perf_counter()
-        await db.execute("BEGIN")
-        try:
-            await _write_changes(db, changes, written)
-            await _write_jobs(db, job_rows, written)
-            await _write_heartbeats(db, heartbeats, written)
-            await db.execute("COMMIT")
-        except BaseException:
-            await db.execute("ROLLBACK")
-            raise
+        # The rows live on through the transaction's awaits: frozen, no collection rescans them
+        # (the first one after the pause scanned all of a poll's rows: 5% of the store's CPU).
+        with survivors_frozen():
+            with gc_paused():  # a poll's rows are many fresh objects: one unit of synchronous work
+                for applied in applied_batches:
+                    changes.add(applied)
+                for status in statuses:
+                    job_rows.add(status)
+            db, written, started = self.db, Counter[str](), time.perf_counter()
+            await db.execute("BEGIN")
+            try:
+                await _write_changes(db, changes, written)
+                await _write_jobs(db, job_rows, written)
+                await _write_heartbeats(db, heartbeats, written)
+                await db.execute("COMMIT")
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
         metrics.transaction_written(time.perf_counter() - started, written)
         return list(job_rows.latest.values())
