@@ -42,6 +42,7 @@ from bulkjobs.kafka import clients
 from bulkjobs.kafka.topics import ExportDone, ExportProgress, JobCommand, TopicNames, encode
 from bulkjobs.settings import Settings
 from bulkjobs.store.files import ExportFiles
+from bulkjobs.store.reader import OBJECT_ORDER, RELATIONSHIP_ORDER
 from bulkjobs.store.schema import connect
 
 log = logging.getLogger(__name__)
@@ -217,7 +218,8 @@ async def _write_rows(db: aiosqlite.Connection, reporter: Reporter, writer: _Exp
                       gate: asyncio.Event, table: str, where: str, params: list[Any]) -> None:
     columns = ", ".join(OBJECT_FIELDS if table == "objects" else RELATIONSHIP_FIELDS)
     reported, reported_at = 0, time.monotonic()
-    async with db.execute(f"SELECT {columns} FROM {table} WHERE {where} ORDER BY created_at, id", params) as cursor:
+    order = ", ".join(OBJECT_ORDER if table == "objects" else RELATIONSHIP_ORDER)  # as the lists show them
+    async with db.execute(f"SELECT {columns} FROM {table} WHERE {where} ORDER BY {order}", params) as cursor:
         while rows := await cursor.fetchmany(PAGE):
             await gate.wait()
             await asyncio.to_thread(writer.write, rows)

@@ -76,7 +76,11 @@ def _file(row: aiosqlite.Row) -> dict[str, Any]:
 
 # A job's files in the order written: by time, then by number (``<job id>-2`` before ``-10``).
 _FILE_ORDER = ("created_at", "length(name)", "name")
-_TIME_ORDER = ("created_at", "id")  # objects and relationships, oldest first
+# Objects and relationships, oldest first. Objects made at one time (one applied batch's) follow
+# in the order the view wrote them: their rowid, which every index of the objects ends with (an
+# index of times and ids cost the store 0.6 µs a record more to write).
+OBJECT_ORDER = ("created_at", "rowid")
+RELATIONSHIP_ORDER = ("created_at", "id")
 _Key = tuple[Any, ...]  # the values of a row's sort expressions
 
 
@@ -148,12 +152,13 @@ class ViewReader:
         last_key = tuple(rows[-1][f"_key{n}"] for n in range(len(order))) if rows else None
         return rows, int(counted[0][0]), more, last_key
 
-    async def _tenant_page(self, table: str, tenant: str, filters: dict[str, str | None],
+    async def _tenant_page(self, table: str, tenant: str, filters: dict[str, str | None], order: tuple[str, ...],
                            paging: Paging) -> tuple[list[aiosqlite.Row], int, bool, _Key | None]:
-        """A page of a tenant's rows matching the given (non-None) column filters, oldest first."""
+        """A page of a tenant's rows matching the given (non-None) column filters, in ``order``
+        (ascending)."""
         wanted = {column: value for column, value in filters.items() if value is not None}
         return await self._page(table, ["tenant = ?", *(f"{column} = ?" for column in wanted)],
-                                [tenant, *wanted.values()], [(column, False) for column in _TIME_ORDER], paging)
+                                [tenant, *wanted.values()], [(column, False) for column in order], paging)
 
     async def _one(self, table: str, columns: str, tenant: str, row_id: str) -> aiosqlite.Row | None:
         rows = await self._all(f"SELECT {columns} FROM {table} WHERE id = ? AND tenant = ?", (row_id, tenant))
@@ -277,7 +282,7 @@ class ViewReader:
 
     async def objects(self, tenant: str, object_type: str | None, external_id: str | None, paging: Paging) -> Page:
         rows, total, more, last_key = await self._tenant_page(
-            "objects", tenant, {"type": object_type, "external_id": external_id}, paging)
+            "objects", tenant, {"type": object_type, "external_id": external_id}, OBJECT_ORDER, paging)
         return Page([_object(row) for row in rows], total, more, last_key)
 
     async def relationship(self, tenant: str, rel_id: str) -> dict[str, Any] | None:
@@ -286,7 +291,7 @@ class ViewReader:
 
     async def relationships(self, tenant: str, relationship_type: str | None, paging: Paging) -> Page:
         rows, total, more, last_key = await self._tenant_page(
-            "relationships", tenant, {"relationship_type": relationship_type}, paging)
+            "relationships", tenant, {"relationship_type": relationship_type}, RELATIONSHIP_ORDER, paging)
         return Page([_relationship(row) for row in rows], total, more, last_key)
 
     async def files(self, tenant: str, paging: Paging, *, job_id: str | None = None, name: str | None = None,

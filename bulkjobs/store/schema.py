@@ -10,7 +10,7 @@ import aiosqlite
 log = logging.getLogger(__name__)
 
 # Raise it with every change below: a view of another version is dropped (see _migrate).
-VERSION = 8
+VERSION = 9
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -80,9 +80,10 @@ CREATE TABLE IF NOT EXISTS objects (
 );
 CREATE INDEX IF NOT EXISTS objects_by_key ON objects (tenant, type, external_id);
 -- The object and relationship lists' order (oldest first), of all types and of one, so that a
--- page is read from the index wherever it starts (keyset paging, reader.Paging).
-CREATE INDEX IF NOT EXISTS objects_by_time ON objects (tenant, created_at, id);
-CREATE INDEX IF NOT EXISTS objects_by_type_time ON objects (tenant, type, created_at, id);
+-- page is read from the index wherever it starts (keyset paging, reader.Paging). The objects'
+-- ties are in rowid order (reader.OBJECT_ORDER), which ends every index of theirs.
+CREATE INDEX IF NOT EXISTS objects_by_time ON objects (tenant, created_at);
+CREATE INDEX IF NOT EXISTS objects_by_type_time ON objects (tenant, type, created_at);
 CREATE TABLE IF NOT EXISTS relationships (
     id TEXT PRIMARY KEY,
     tenant TEXT NOT NULL,
