@@ -88,19 +88,22 @@ def _record(result: list[Any]) -> bytes | None:
     return orjson.dumps(result[RESULT_RECORD]) if len(result) > RESULT_RECORD else None
 
 
+def _result_row(job_id: str, result: list[Any], source: int | None) -> tuple[Any, ...]:
+    """A row of ``_INSERT_RESULTS``."""
+    return (job_id, result[RESULT_INDEX], 1 if result[RESULT_SUCCESS] else 0, result[RESULT_ID],
+            _json(result[RESULT_ERRORS]), result[RESULT_OUTCOME], _record(result), source)
+
+
 def _result_rows(job_id: str, results: list[list[Any]],
                  sources: list[int] | None) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     """A batch's result rows: those of ``_INSERT_PLAIN_RESULTS`` (a result without errors or
     kept record, not a retry's) and those of ``_INSERT_RESULTS`` (the others)."""
     if sources:  # a retry's: each result names its record's index in the job retried
-        return [], [(job_id, result[RESULT_INDEX], 1 if result[RESULT_SUCCESS] else 0, result[RESULT_ID],
-                     _json(result[RESULT_ERRORS]), result[RESULT_OUTCOME], _record(result), source)
-                    for result, source in zip(results, sources, strict=False)]
+        return [], [_result_row(job_id, result, source) for result, source in zip(results, sources, strict=False)]
     plain, full = [], []
     for result in results:
         if result[RESULT_ERRORS] or len(result) > RESULT_RECORD:
-            full.append((job_id, result[RESULT_INDEX], 1 if result[RESULT_SUCCESS] else 0, result[RESULT_ID],
-                         _json(result[RESULT_ERRORS]), result[RESULT_OUTCOME], _record(result), None))
+            full.append(_result_row(job_id, result, None))
         else:
             plain.append((job_id, result[RESULT_INDEX], 1 if result[RESULT_SUCCESS] else 0, result[RESULT_ID],
                           result[RESULT_OUTCOME]))
