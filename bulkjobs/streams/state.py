@@ -22,7 +22,7 @@ import asyncio
 import heapq
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
@@ -110,6 +110,7 @@ class ObjectState(RebuiltState):
         self._let_go: set[int] = set()  # loaded partitions the tail stopped reading once synced
         self._first: dict[int, int] = {}  # partition -> the offset its first change read must have
         self._loading = asyncio.Lock()
+        self._preloading: asyncio.Task[None] | None = None
         self._in_flight = 0  # batches applied to the index whose AppliedBatch is not acked yet
         self._idle = asyncio.Event()
         self._idle.set()
@@ -209,6 +210,23 @@ class ObjectState(RebuiltState):
                 self._first[partition] = start
                 self._loaded.add(partition)
 
+    def preload(self, partitions: set[int], ready: Callable[[], Awaitable[None]]) -> asyncio.Task[None] | None:
+        """Start loading newly assigned partitions now, in the background, not at their first
+        batch: a worker that joins the group loads the index it takes over while it waits for
+        work, not while the job's first batches wait for it. ``ready`` starts the tail; a
+        rebalance (``revoke``) stops a preload under way, and a batch loads what it left."""
+        if partitions:
+            self._preloading = asyncio.create_task(self._preload(sorted(partitions), ready),
+                                                   name="preload object index")
+        return self._preloading if partitions else None
+
+    async def _preload(self, partitions: list[int], ready: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await ready()
+            await self.load(partitions)
+        except Exception:  # the first batch of each partition loads it again
+            log.exception("preloading partitions %s failed; their first batches load them", partitions)
+
     @contextmanager
     def applying(self) -> Iterator[None]:
         """Around applying a batch to the index until its AppliedBatch is acked: a snapshot is
@@ -237,6 +255,9 @@ class ObjectState(RebuiltState):
     def revoke(self, partitions: set[int]) -> None:
         super().revoke(partitions)
         self.revoked |= partitions
+        if self._preloading is not None:  # it would load a partition that may be gone after the rebalance
+            self._preloading.cancel()
+            self._preloading = None
 
     def assign(self, partitions: set[int]) -> None:
         """After a rebalance: stop reading the partitions another worker writes now, and forget

@@ -210,7 +210,9 @@ def build_app(settings: Settings) -> faust.App:
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(app: faust.App, assigned: set[TP], **kwargs: Any) -> None:
-        objects.assign({tp.partition for tp in assigned if tp.topic == names.batches})
+        batch_partitions = {tp.partition for tp in assigned if tp.topic == names.batches}
+        objects.assign(batch_partitions)
+        objects.preload(batch_partitions, start_tails)
 
     @app.timer(SCHEDULER_INTERVAL)
     async def job_looks() -> None:
