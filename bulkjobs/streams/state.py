@@ -211,10 +211,12 @@ class ObjectState(RebuiltState):
                 self._loaded.add(partition)
 
     def preload(self, partitions: set[int], ready: Callable[[], Awaitable[None]]) -> asyncio.Task[None] | None:
-        """Start loading newly assigned partitions now, in the background, not at their first
+        """Start syncing newly assigned partitions now, in the background, not at their first
         batch: a worker that joins the group loads the index it takes over while it waits for
-        work, not while the job's first batches wait for it. ``ready`` starts the tail; a
-        rebalance (``revoke``) stops a preload under way, and a batch loads what it left."""
+        work, not while the job's first batches wait for it, and its tail stops reading them
+        (an idle read of a partition is a fetch every few tens of milliseconds, which costs the
+        broker more than the worker). ``ready`` starts the tail; a rebalance (``revoke``) stops
+        a preload under way, and a batch syncs what it left."""
         if partitions:
             self._preloading = asyncio.create_task(self._preload(sorted(partitions), ready),
                                                    name="preload object index")
@@ -223,7 +225,9 @@ class ObjectState(RebuiltState):
     async def _preload(self, partitions: list[int], ready: Callable[[], Awaitable[None]]) -> None:
         try:
             await ready()
-            await self.load(partitions)
+            await self.load(partitions)  # every snapshot first, then the barriers
+            for partition in partitions:
+                await self.sync(partition)
         except Exception:  # the first batch of each partition loads it again
             log.exception("preloading partitions %s failed; their first batches load them", partitions)
 

@@ -124,6 +124,7 @@ class FakeTail:
         self.started = True
         self.wants: list[dict[int, int]] = []
         self.barriers: list[list[int]] = []
+        self.unwanted: list[int] = []
 
     async def ensure_started(self, partitions: int, *, lazy: bool = False, from_end: bool = False) -> None:
         pass
@@ -138,7 +139,7 @@ class FakeTail:
         self.wants.append(dict(starts))
 
     def unwant(self, partitions: Iterable[int]) -> None:
-        pass
+        self.unwanted.extend(partitions)
 
 
 def state(log: FakeLog) -> tuple[ObjectState, FakeTail]:
@@ -449,8 +450,10 @@ async def test_an_assigned_partition_is_loaded_from_its_snapshot_before_its_firs
     assert preloading is not None
     await preloading
     assert ready == [True] and tail.wants == [{1: 5}] and objects.index_of(1).objects == live
-    await objects.sync(1)  # the first batch: the snapshot is not read again
-    assert tail.wants == [{1: 5}] and tail.barriers == [[1]]
+    assert tail.barriers == [[1]] and 1 in objects.synced and tail.unwanted == [1]  # caught up, let go
+    read = len(log.read_offsets)
+    await objects.sync(1)  # the first batch: neither the snapshot nor the changes are read again
+    assert len(log.read_offsets) == read and tail.wants == [{1: 5}] and tail.barriers == [[1]]
 
 
 async def test_nothing_assigned_preloads_nothing() -> None:
@@ -470,9 +473,9 @@ async def test_a_rebalance_stops_a_preload_under_way_and_the_first_batch_loads_t
     log.go.set()
     with pytest.raises(asyncio.CancelledError):
         await preloading
-    assert tail.wants == [] and 1 not in objects.parts  # nothing loaded of a partition now gone
+    assert tail.wants == [] and 1 not in objects.parts and not objects.synced  # nothing of a partition now gone
     await objects.sync(1)  # given back later: its first batch loads it
-    assert tail.wants == [{1: 0}]
+    assert tail.wants == [{1: 0}] and objects.synced == {1}
 
 
 async def test_a_preload_that_fails_leaves_the_partition_to_its_first_batch() -> None:
