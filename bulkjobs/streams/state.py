@@ -94,8 +94,9 @@ class SnapshotSource(Protocol):
 class ObjectState(RebuiltState):
     """The object index, one ``ObjectIndex`` per partition read, and the applied map.
 
-    A partition is loaded the first time it is needed: from its latest snapshot if it has one,
-    then the changes after the snapshot's offset (docs/architecture.md, snapshots)."""
+    A partition is loaded when it is assigned (``preload``), or else the first time it is
+    needed: from its latest snapshot if it has one, then the changes after the snapshot's
+    offset (docs/architecture.md, snapshots)."""
 
     def __init__(self, tail_of: TailOf, partitions: int, snapshots: SnapshotSource) -> None:
         super().__init__(tail_of)
