@@ -59,6 +59,8 @@ class Tail(Protocol):
 
     def want(self, starts: Mapping[int, int]) -> None: ...
 
+    async def want_from_end(self, partitions: Iterable[int]) -> None: ...
+
     def unwant(self, partitions: Iterable[int]) -> None: ...
 
 
@@ -307,10 +309,31 @@ class JobStates(RebuiltState):
 
     def _on_message(self, partition: int, offset: int, value: bytes | None) -> None:
         if partition in self.synced:
-            return  # our own write, already applied
+            return  # our own write, already applied (fetched just before the tail let it go)
         if value is None:  # a tombstone: the job was deleted
             return
         self.put(job_from_status(decode(value)), partition)
+
+    async def sync(self, partition: int) -> None:
+        """Wait, once per assignment, until the partition's jobs are known; then stop reading
+        it: the worker keeps the jobs of the partitions it owns as it writes their statuses, and
+        reading them back would only cost a fetch of the partition every few tens of milliseconds
+        (``read_again`` reads it again once a rebalance takes it away)."""
+        if partition not in self.synced:
+            await super().sync(partition)
+            self.tail.unwant([partition])
+
+    async def read_again(self, partitions: set[int]) -> None:
+        """After a rebalance took ``partitions`` away: read them again from their end, where
+        their next owner writes (this worker's own statuses are known). If the end cannot be
+        asked for, from their beginning, as a worker that starts reads them."""
+        if not partitions or not self.tail.started:
+            return
+        try:
+            await self.tail.want_from_end(partitions)
+        except Exception:
+            log.exception("the end of status partitions %s is unknown: reading them from the beginning", partitions)
+            self.tail.want(dict.fromkeys(partitions, 0))
 
     def put(self, job: Job, partition: int) -> None:
         before = self.jobs.get(job.id)
@@ -371,8 +394,8 @@ class JobStates(RebuiltState):
         """Wait, the first time, until every status written before the call is known: the
         appliers' barrier at start, so that a job stopped before the worker started is known
         before any batch is applied (later commands come through ``JobCommands``)."""
-        if not self._all_read:
-            await self.tail.caught_up(range(partitions))
+        if not self._all_read:  # the synced partitions hold everything already (and are let go)
+            await self.tail.caught_up([partition for partition in range(partitions) if partition not in self.synced])
             self._all_read = True
 
     def definitions(self) -> list[Job]:

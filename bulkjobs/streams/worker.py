@@ -206,6 +206,7 @@ def build_app(settings: Settings) -> faust.App:
         objects.revoke(batch_partitions)
         lost = {tp.partition for tp in revoked if tp.topic == names.job_events}
         job_states.revoke(lost)
+        await job_states.read_again(lost)
         uploads.restart(lost, job_states.partitions)
         progress.revoke({(tp.topic, tp.partition) for tp in revoked})
 

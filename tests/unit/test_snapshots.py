@@ -138,6 +138,9 @@ class FakeTail:
     def want(self, starts: Mapping[int, int]) -> None:
         self.wants.append(dict(starts))
 
+    async def want_from_end(self, partitions: Iterable[int]) -> None:
+        raise AssertionError("the object index reads a partition from its snapshot or its beginning")
+
     def unwant(self, partitions: Iterable[int]) -> None:
         self.unwanted.extend(partitions)
 
