@@ -43,7 +43,9 @@ def _key(tenant: str, object_type: str, external_id: str) -> bytes:
 
 def derived_id(tenant: str, object_type: str, external_id: str) -> str:
     key = _key(tenant, object_type, external_id)
-    return f"{zlib.crc32(key):08x}{hashlib.blake2b(key, digest_size=12).hexdigest()}"
+    # One hex conversion of the 16 bytes: formatting the crc32 on its own cost a fifth of the
+    # call, and this runs once per record on the worker's hot path.
+    return (zlib.crc32(key).to_bytes(4, "big") + hashlib.blake2b(key, digest_size=12).digest()).hex()
 
 
 def fresh_id(job_id: str, index: int) -> str:

@@ -61,6 +61,14 @@ class TopicTail:
         if new:
             self._consumer.resume(*new)
 
+    async def want_from_end(self, partitions: Iterable[int]) -> None:
+        """Read these partitions too (those not read yet), from their end: what is written from now on."""
+        assert self._consumer is not None
+        tps = [TopicPartition(self.topic, p) for p in partitions if p not in self.wanted]
+        if tps:
+            ends = await self._consumer.end_offsets(tps)
+            self.want({tp.partition: offset for tp, offset in ends.items()})
+
     def unwant(self, partitions: Iterable[int]) -> None:
         """Stop reading these partitions; ``want`` reads them again from where it is told."""
         assert self._consumer is not None

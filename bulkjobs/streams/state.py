@@ -22,7 +22,7 @@ import asyncio
 import heapq
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
@@ -59,6 +59,8 @@ class Tail(Protocol):
 
     def want(self, starts: Mapping[int, int]) -> None: ...
 
+    async def want_from_end(self, partitions: Iterable[int]) -> None: ...
+
     def unwant(self, partitions: Iterable[int]) -> None: ...
 
 
@@ -94,8 +96,9 @@ class SnapshotSource(Protocol):
 class ObjectState(RebuiltState):
     """The object index, one ``ObjectIndex`` per partition read, and the applied map.
 
-    A partition is loaded the first time it is needed: from its latest snapshot if it has one,
-    then the changes after the snapshot's offset (docs/architecture.md, snapshots)."""
+    A partition is loaded when it is assigned (``preload``), or else the first time it is
+    needed: from its latest snapshot if it has one, then the changes after the snapshot's
+    offset (docs/architecture.md, snapshots)."""
 
     def __init__(self, tail_of: TailOf, partitions: int, snapshots: SnapshotSource) -> None:
         super().__init__(tail_of)
@@ -110,6 +113,7 @@ class ObjectState(RebuiltState):
         self._let_go: set[int] = set()  # loaded partitions the tail stopped reading once synced
         self._first: dict[int, int] = {}  # partition -> the offset its first change read must have
         self._loading = asyncio.Lock()
+        self._preloading: asyncio.Task[None] | None = None
         self._in_flight = 0  # batches applied to the index whose AppliedBatch is not acked yet
         self._idle = asyncio.Event()
         self._idle.set()
@@ -209,6 +213,27 @@ class ObjectState(RebuiltState):
                 self._first[partition] = start
                 self._loaded.add(partition)
 
+    def preload(self, partitions: set[int], ready: Callable[[], Awaitable[None]]) -> asyncio.Task[None] | None:
+        """Start syncing newly assigned partitions now, in the background, not at their first
+        batch: a worker that joins the group loads the index it takes over while it waits for
+        work, not while the job's first batches wait for it, and its tail stops reading them
+        (an idle read of a partition is a fetch every few tens of milliseconds, which costs the
+        broker more than the worker). ``ready`` starts the tail; a rebalance (``revoke``) stops
+        a preload under way, and a batch syncs what it left."""
+        if partitions:
+            self._preloading = asyncio.create_task(self._preload(sorted(partitions), ready),
+                                                   name="preload object index")
+        return self._preloading if partitions else None
+
+    async def _preload(self, partitions: list[int], ready: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await ready()
+            await self.load(partitions)  # every snapshot first, then the barriers
+            for partition in partitions:
+                await self.sync(partition)
+        except Exception:  # the first batch of each partition loads it again
+            log.exception("preloading partitions %s failed; their first batches load them", partitions)
+
     @contextmanager
     def applying(self) -> Iterator[None]:
         """Around applying a batch to the index until its AppliedBatch is acked: a snapshot is
@@ -237,6 +262,9 @@ class ObjectState(RebuiltState):
     def revoke(self, partitions: set[int]) -> None:
         super().revoke(partitions)
         self.revoked |= partitions
+        if self._preloading is not None:  # it would load a partition that may be gone after the rebalance
+            self._preloading.cancel()
+            self._preloading = None
 
     def assign(self, partitions: set[int]) -> None:
         """After a rebalance: stop reading the partitions another worker writes now, and forget
@@ -281,10 +309,31 @@ class JobStates(RebuiltState):
 
     def _on_message(self, partition: int, offset: int, value: bytes | None) -> None:
         if partition in self.synced:
-            return  # our own write, already applied
+            return  # our own write, already applied (fetched just before the tail let it go)
         if value is None:  # a tombstone: the job was deleted
             return
         self.put(job_from_status(decode(value)), partition)
+
+    async def sync(self, partition: int) -> None:
+        """Wait, once per assignment, until the partition's jobs are known; then stop reading
+        it: the worker keeps the jobs of the partitions it owns as it writes their statuses, and
+        reading them back would only cost a fetch of the partition every few tens of milliseconds
+        (``read_again`` reads it again once a rebalance takes it away)."""
+        if partition not in self.synced:
+            await super().sync(partition)
+            self.tail.unwant([partition])
+
+    async def read_again(self, partitions: set[int]) -> None:
+        """After a rebalance took ``partitions`` away: read them again from their end, where
+        their next owner writes (this worker's own statuses are known). If the end cannot be
+        asked for, from their beginning, as a worker that starts reads them."""
+        if not partitions or not self.tail.started:
+            return
+        try:
+            await self.tail.want_from_end(partitions)
+        except Exception:
+            log.exception("the end of status partitions %s is unknown: reading them from the beginning", partitions)
+            self.tail.want(dict.fromkeys(partitions, 0))
 
     def put(self, job: Job, partition: int) -> None:
         before = self.jobs.get(job.id)
@@ -345,8 +394,8 @@ class JobStates(RebuiltState):
         """Wait, the first time, until every status written before the call is known: the
         appliers' barrier at start, so that a job stopped before the worker started is known
         before any batch is applied (later commands come through ``JobCommands``)."""
-        if not self._all_read:
-            await self.tail.caught_up(range(partitions))
+        if not self._all_read:  # the synced partitions hold everything already (and are let go)
+            await self.tail.caught_up([partition for partition in range(partitions) if partition not in self.synced])
             self._all_read = True
 
     def definitions(self) -> list[Job]:

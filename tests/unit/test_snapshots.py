@@ -4,6 +4,7 @@ schedule, and an ``ObjectState`` loading a partition from a snapshot then the ch
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -123,6 +124,7 @@ class FakeTail:
         self.started = True
         self.wants: list[dict[int, int]] = []
         self.barriers: list[list[int]] = []
+        self.unwanted: list[int] = []
 
     async def ensure_started(self, partitions: int, *, lazy: bool = False, from_end: bool = False) -> None:
         pass
@@ -136,8 +138,11 @@ class FakeTail:
     def want(self, starts: Mapping[int, int]) -> None:
         self.wants.append(dict(starts))
 
+    async def want_from_end(self, partitions: Iterable[int]) -> None:
+        raise AssertionError("the object index reads a partition from its snapshot or its beginning")
+
     def unwant(self, partitions: Iterable[int]) -> None:
-        pass
+        self.unwanted.extend(partitions)
 
 
 def state(log: FakeLog) -> tuple[ObjectState, FakeTail]:
@@ -376,8 +381,6 @@ async def test_a_partition_revoked_in_a_rebalance_is_handed_over_with_a_snapshot
 
 
 async def test_a_hand_over_waits_for_a_snapshot_under_way() -> None:
-    import asyncio
-
     log = FakeLog()
     objects = await applied_partition(log, ids(8))
     snapshotter = writer(objects, log)
@@ -392,8 +395,6 @@ async def test_a_hand_over_waits_for_a_snapshot_under_way() -> None:
 
 
 async def test_a_snapshot_waits_until_no_batch_is_between_its_apply_and_its_ack() -> None:
-    import asyncio
-
     log = FakeLog()
     objects = await applied_partition(log, ids(8))
     with objects.applying():
@@ -415,3 +416,80 @@ async def test_a_snapshot_that_cannot_be_read_falls_back_to_the_changes_from_the
     objects, tail = state(log)
     await objects.sync(1)
     assert tail.wants == [{1: 0}] and objects.manifests == {}
+
+
+# --- preloading at assignment ---------------------------------------------------------------------
+
+
+class HeldLog(FakeLog):
+    """A snapshots partition whose reads wait until the test lets them go."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reading = asyncio.Event()
+        self.go = asyncio.Event()
+
+    async def end_offset(self, partition: int) -> int:
+        self.reading.set()
+        await self.go.wait()
+        return await super().end_offset(partition)
+
+
+async def nothing() -> None:
+    pass
+
+
+async def test_an_assigned_partition_is_loaded_from_its_snapshot_before_its_first_batch() -> None:
+    log = FakeLog()
+    live = ids(20)
+    await writer(await applied_partition(log, live), log).take(1)
+    objects, tail = state(log)
+    ready: list[bool] = []
+
+    async def start_tail() -> None:
+        ready.append(True)
+
+    preloading = objects.preload({1}, start_tail)
+    assert preloading is not None
+    await preloading
+    assert ready == [True] and tail.wants == [{1: 5}] and objects.index_of(1).objects == live
+    assert tail.barriers == [[1]] and 1 in objects.synced and tail.unwanted == [1]  # caught up, let go
+    read = len(log.read_offsets)
+    await objects.sync(1)  # the first batch: neither the snapshot nor the changes are read again
+    assert len(log.read_offsets) == read and tail.wants == [{1: 5}] and tail.barriers == [[1]]
+
+
+async def test_nothing_assigned_preloads_nothing() -> None:
+    objects, tail = state(FakeLog())
+    assert objects.preload(set(), nothing) is None
+    assert tail.wants == []
+
+
+async def test_a_rebalance_stops_a_preload_under_way_and_the_first_batch_loads_the_partition() -> None:
+    log = HeldLog()
+    objects, tail = state(log)
+    preloading = objects.preload({1}, nothing)
+    assert preloading is not None
+    await log.reading.wait()
+    objects.revoke({1})
+    objects.assign(set())
+    log.go.set()
+    with pytest.raises(asyncio.CancelledError):
+        await preloading
+    assert tail.wants == [] and 1 not in objects.parts and not objects.synced  # nothing of a partition now gone
+    await objects.sync(1)  # given back later: its first batch loads it
+    assert tail.wants == [{1: 0}] and objects.synced == {1}
+
+
+async def test_a_preload_that_fails_leaves_the_partition_to_its_first_batch() -> None:
+    objects, tail = state(FakeLog())
+
+    async def tail_down() -> None:
+        raise ConnectionError("broker down")
+
+    preloading = objects.preload({1}, tail_down)
+    assert preloading is not None
+    await preloading  # logged, not raised
+    assert tail.wants == []
+    await objects.sync(1)
+    assert tail.wants == [{1: 0}]

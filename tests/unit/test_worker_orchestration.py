@@ -84,6 +84,9 @@ class FakeTail:
     def want(self, starts: Mapping[int, int]) -> None:
         self.effects.append(("want", self.name, dict(starts)))
 
+    async def want_from_end(self, partitions: Iterable[int]) -> None:
+        self.effects.append(("want_from_end", self.name, sorted(partitions)))
+
     def unwant(self, partitions: Iterable[int]) -> None:
         self.effects.append(("unwant", self.name, sorted(partitions)))
 
@@ -633,6 +636,38 @@ async def test_a_requested_job_over_its_tenants_cap_fails_with_the_reason_and_on
     await worker.tracker.handle(Message(NAMES.job_events, 0, 0, b"job-4", a_request("job-4")))
     assert (worker.statuses()[-1].id, worker.statuses()[-1].status) == ("job-4", QUEUED)
     assert worker.job_states.active(TENANT) == 2
+
+
+async def test_job_states_let_an_owned_partition_go_once_synced_and_read_it_from_its_end_once_revoked() -> None:
+    effects: list[Effect] = []
+    states = JobStates(lambda on_message: FakeTail(effects, "status", on_message))
+    await states.sync(1)
+    await states.sync(1)  # once per assignment
+    assert effects == [("caught_up", "status", [1]), ("unwant", "status", [1])]
+    states.put(Job(id="a", tenant=TENANT, status="processing"), 1)
+    states.tail.deliver(1, 0, orjson.dumps(Job(id="a", tenant=TENANT).to_dict()))  # our own, fetched late
+    assert states.get("a").status == "processing"
+    await states.read_all(3)  # the synced partition holds everything already
+    assert effects[-1] == ("caught_up", "status", [0, 2])
+    states.revoke({1})
+    await states.read_again({1})
+    assert effects[-1] == ("want_from_end", "status", [1])
+    states.tail.deliver(1, 1, orjson.dumps(Job(id="a", tenant=TENANT, status="succeeded").to_dict()))  # its new owner's
+    assert states.get("a").status == "succeeded"
+
+
+async def test_job_states_read_a_revoked_partition_from_its_beginning_if_its_end_is_unknown() -> None:
+    effects: list[Effect] = []
+
+    class NoEnd(FakeTail):
+        async def want_from_end(self, partitions: Iterable[int]) -> None:
+            raise ConnectionError("broker down")
+
+    states = JobStates(lambda on_message: NoEnd(effects, "status", on_message))
+    await states.sync(2)
+    states.revoke({2})
+    await states.read_again({2})
+    assert effects[-1] == ("want", "status", {2: 0})
 
 
 def test_job_states_count_each_tenants_active_jobs_from_any_partition() -> None:
