@@ -78,10 +78,19 @@ class RebuiltState:
         raise NotImplementedError
 
     async def sync(self, partition: int) -> None:
-        """Wait, once per assignment, until the state holds everything of ``partition``."""
+        """Wait, once per assignment, until the state holds everything of ``partition``; then
+        stop reading it: the worker that owns a partition is its only writer and keeps the state
+        as it writes, so reading its own writes back would only cost a fetch of the partition
+        every few tens of milliseconds."""
         if partition not in self.synced:
             await self.tail.caught_up([partition])
             self.synced.add(partition)
+            self.tail.unwant([partition])
+
+    async def catch_up(self, partitions: Iterable[int]) -> None:
+        """Wait until the state holds everything of ``partitions`` written before the call (the
+        synced ones hold it already, and are no longer read)."""
+        await self.tail.caught_up([partition for partition in partitions if partition not in self.synced])
 
     def revoke(self, partitions: set[int]) -> None:
         self.synced -= partitions
@@ -161,15 +170,12 @@ class ObjectState(RebuiltState):
         self.offsets[partition] = max(offset, self.offsets.get(partition, -1))
 
     async def sync(self, partition: int) -> None:
-        """Wait, once per assignment, until the index holds everything of ``partition``; then
-        stop reading it: the worker is its only writer and applies its own changes as it makes
-        them, so reading them back would only cost the broker and the worker a second pass."""
+        """Load ``partition`` if it is not yet, then sync it (``RebuiltState.sync``)."""
         if partition in self.synced:
             return
         await self.load([partition])
         self._read_again([partition])
         await super().sync(partition)
-        self.tail.unwant([partition])
         self._let_go.add(partition)
 
     async def sync_all(self, partitions: int) -> None:
@@ -177,7 +183,7 @@ class ObjectState(RebuiltState):
         the synced ones hold everything already."""
         await self.load(range(partitions))
         self._read_again(range(partitions))
-        await self.tail.caught_up([partition for partition in range(partitions) if partition not in self.synced])
+        await self.catch_up(range(partitions))
 
     def _read_again(self, partitions: Iterable[int]) -> None:
         """Read again the partitions let go once synced and revoked since (given back, or needed
@@ -220,10 +226,10 @@ class ObjectState(RebuiltState):
         (an idle read of a partition is a fetch every few tens of milliseconds, which costs the
         broker more than the worker). ``ready`` starts the tail; a rebalance (``revoke``) stops
         a preload under way, and a batch syncs what it left."""
-        if partitions:
-            self._preloading = asyncio.create_task(self._preload(sorted(partitions), ready),
-                                                   name="preload object index")
-        return self._preloading if partitions else None
+        if not partitions:
+            return None
+        self._preloading = asyncio.create_task(self._preload(sorted(partitions), ready), name="preload object index")
+        return self._preloading
 
     async def _preload(self, partitions: list[int], ready: Callable[[], Awaitable[None]]) -> None:
         try:
@@ -284,7 +290,8 @@ class JobStates(RebuiltState):
     """Every job's latest state, fed by the status topic, which doubles as the jobs' changelog.
 
     A worker is the only writer of the status partitions it owns: once a partition is synced
-    it keeps that partition's jobs itself and the tail skips them, so a snapshot read back
+    it keeps that partition's jobs itself and stops reading it (``read_again`` reads it again
+    once a rebalance takes it away); what was fetched before is skipped, so a snapshot read back
     late can never roll a job back. Jobs that are cancelled, failed or deleted are remembered
     so that their batches are no longer applied, whichever partition they live on.
 
@@ -313,15 +320,6 @@ class JobStates(RebuiltState):
         if value is None:  # a tombstone: the job was deleted
             return
         self.put(job_from_status(decode(value)), partition)
-
-    async def sync(self, partition: int) -> None:
-        """Wait, once per assignment, until the partition's jobs are known; then stop reading
-        it: the worker keeps the jobs of the partitions it owns as it writes their statuses, and
-        reading them back would only cost a fetch of the partition every few tens of milliseconds
-        (``read_again`` reads it again once a rebalance takes it away)."""
-        if partition not in self.synced:
-            await super().sync(partition)
-            self.tail.unwant([partition])
 
     async def read_again(self, partitions: set[int]) -> None:
         """After a rebalance took ``partitions`` away: read them again from their end, where
@@ -394,8 +392,8 @@ class JobStates(RebuiltState):
         """Wait, the first time, until every status written before the call is known: the
         appliers' barrier at start, so that a job stopped before the worker started is known
         before any batch is applied (later commands come through ``JobCommands``)."""
-        if not self._all_read:  # the synced partitions hold everything already (and are let go)
-            await self.tail.caught_up([partition for partition in range(partitions) if partition not in self.synced])
+        if not self._all_read:
+            await self.catch_up(range(partitions))
             self._all_read = True
 
     def definitions(self) -> list[Job]:
