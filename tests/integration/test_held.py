@@ -24,7 +24,7 @@ from bulkjobs.broker import EmbeddedBroker, free_port
 from bulkjobs.kafka import clients
 from bulkjobs.kafka.refetch import Refetcher
 from bulkjobs.kafka.topics import TopicNames
-from tests.integration.test_lifecycle import records, runs_of, settled
+from tests.integration.test_lifecycle import OpenJob, records, runs_of, settled
 from tests.integration.test_metrics import scrape
 from tests.support import TERMINAL, Stack, wait_for
 
@@ -82,23 +82,26 @@ def sent_on(stack: Stack, source: str) -> float:
 def test_a_job_suspended_mid_run_resumes_from_its_held_copies_after_a_worker_restart(holding: Stack) -> None:
     api = holding.client()
     kind = f"held-{uuid.uuid4().hex[:8]}"
-    job = api.submit({"type": "resources", "action": "external_id_set", "data": records(kind, 100_000)})
-    # At once: the pipeline applies 100,000 records in about a second, faster than a poll sees it start.
-    assert api.post(f"/v1/jobs/{job['id']}/suspend").status == 200
-    paused = settled(api, job["id"])
+    job = OpenJob(holding, kind, 100_000)  # a slow producer's: the pipeline cannot get ahead of it
+    wait_for(lambda: api.get(f"/v1/jobs/{job.id}").status == 200 and api.job(job.id)["counts"]["processed"] > 0,
+             what="the job to start")
+    assert api.post(f"/v1/jobs/{job.id}/suspend").status == 200
+    job.sending.join()  # the parts sent while it is suspended are held
+    paused = settled(api, job.id)
     assert paused["status"] == "suspended" and paused["counts"]["processed"] < 100_000
-    copies = held_copies(holding, job["id"])
+    copies = held_copies(holding, job.id)
     assert copies and all(value is not None for value in copies.values())
 
     holding.kill("worker")  # the new worker has only the held topic's copies to send on
     holding.start("worker")
     wait_for(lambda: serving(holding), what="the restarted worker's metrics")
-    assert api.post(f"/v1/jobs/{job['id']}/resume").status in (200, 202)  # 202: the new worker is still joining
-    done = api.wait_done(job["id"], timeout=120)
+    assert api.post(f"/v1/jobs/{job.id}/resume").status in (200, 202)  # 202: the new worker is still joining
+    job.finish()
+    done = api.wait_done(job.id, timeout=120)
     assert done["counts"] == {"total": 100_000, "processed": 100_000, "created": 100_000, "updated": 0,
                               "deleted": 0, "skipped": 0, "failed": 0}
     assert api.get(f"/v1/objects?type={kind}&limit=1").body["total"] == 100_000
-    dropped = wait_for(lambda: (latest := held_copies(holding, job["id"])) and all(
+    dropped = wait_for(lambda: (latest := held_copies(holding, job.id)) and all(
         value is None for value in latest.values()) and latest, what="the copies to be dropped")
     assert copies.keys() <= dropped.keys()  # and those parked after the suspend was answered
     # Every copy was sent on, some twice: batches the killed worker had parked but not committed

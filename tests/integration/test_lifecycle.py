@@ -38,40 +38,43 @@ def error_of(resp: Any) -> dict[str, Any]:
     return resp.body["error"]
 
 
-def test_suspend_stops_an_import_and_resume_finishes_it_exactly(api: Client) -> None:
+def test_suspend_stops_an_import_and_resume_finishes_it_exactly(stack: Stack, api: Client) -> None:
     kind = f"suspend-{uuid.uuid4().hex[:8]}"
-    job = api.submit({"type": "resources", "action": "external_id_set", "data": records(kind, 100_000)})
-
-    # At once: the pipeline applies 100,000 records in about a second, faster than a poll sees it start.
-    answer = api.post(f"/v1/jobs/{job['id']}/suspend")
+    job = OpenJob(stack, kind, 100_000)
+    wait_for(lambda: api.get(f"/v1/jobs/{job.id}").status == 200, what="the job to be accepted")
+    answer = api.post(f"/v1/jobs/{job.id}/suspend")
     assert answer.status == 200 and answer.body["status"] == "suspended"
-    paused = settled(api, job["id"])
+    job.sending.join()  # the parts sent while it is suspended are held
+    paused = settled(api, job.id)
     assert paused["status"] == "suspended" and paused["counts"]["processed"] < 100_000
     assert api.get(f"/v1/objects?type={kind}&limit=1").body["total"] == paused["counts"]["processed"]
 
-    assert error_of(api.post(f"/v1/jobs/{job['id']}/suspend"))["status"] == "suspended"
-    resumed = api.post(f"/v1/jobs/{job['id']}/resume")
+    assert error_of(api.post(f"/v1/jobs/{job.id}/suspend"))["status"] == "suspended"
+    resumed = api.post(f"/v1/jobs/{job.id}/resume")
     assert resumed.status == 200 and resumed.body["status"] in ("queued", "processing")  # queued: none applied yet
-    done = api.wait_done(job["id"], timeout=120)
+    job.finish()
+    done = api.wait_done(job.id, timeout=120)
     assert done["status"] == "succeeded"
     assert done["counts"] == {"total": 100_000, "processed": 100_000, "created": 100_000, "updated": 0,
                               "deleted": 0, "skipped": 0, "failed": 0}
-    results = api.results(job["id"])
+    results = api.results(job.id)
     assert [r["index"] for r in results] == list(range(100_000)) and all(r["success"] for r in results)
     assert api.get(f"/v1/objects?type={kind}&limit=1").body["total"] == 100_000
 
 
-def test_a_suspended_job_cancelled_keeps_what_it_applied(api: Client) -> None:
+def test_a_suspended_job_cancelled_keeps_what_it_applied(stack: Stack, api: Client) -> None:
     kind = f"cancel-susp-{uuid.uuid4().hex[:8]}"
-    job = api.submit({"type": "resources", "action": "external_id_set", "data": records(kind, 60_000)})
-    assert api.post(f"/v1/jobs/{job['id']}/suspend").status == 200  # at once: most batches are still to come
-    assert api.job(job["id"])["status"] == "suspended"
-    assert api.post(f"/v1/jobs/{job['id']}/cancel").status == 200
-    assert api.job(job["id"])["status"] == "cancelled"
-    final = settled(api, job["id"])
-    assert final["counts"]["processed"] < 60_000
+    job = OpenJob(stack, kind, 60_000)
+    wait_for(lambda: api.get(f"/v1/jobs/{job.id}").status == 200, what="the job to be accepted")
+    assert api.post(f"/v1/jobs/{job.id}/suspend").status == 200
+    assert api.job(job.id)["status"] == "suspended"
+    assert api.post(f"/v1/jobs/{job.id}/cancel").status == 200
+    assert api.job(job.id)["status"] == "cancelled"
+    job.finish()  # a cancelled job takes no more records
+    final = settled(api, job.id)
+    assert final["status"] == "cancelled" and final["counts"]["processed"] < 60_000
     assert api.get(f"/v1/objects?type={kind}&limit=1").body["total"] == final["counts"]["processed"]
-    assert api.post(f"/v1/jobs/{job['id']}/resume").status == 409
+    assert api.post(f"/v1/jobs/{job.id}/resume").status == 409
 
 
 def test_every_transition_not_allowed_is_409_with_the_status(api: Client) -> None:
@@ -199,34 +202,46 @@ PARTITIONS, BATCH_RECORDS = 8, 1000  # the shared stack's defaults: at most one 
 PART_RECORDS = 4_000  # about 200 KiB a part, under the 512 KiB docs/topics.md asks producers to keep to
 
 
-def open_job(stack: Stack, kind: str, sent: int) -> tuple[str, threading.Thread]:
-    """A job from a slow Kafka producer (docs/topics.md): ``sent`` records in parts 80 ms
-    apart (at least 4 s for 200,000: the pipeline cannot get ahead of them), then one part
-    announced but never sent, so the job cannot end on its own. An HTTP job of any size the
-    suite can afford is applied while its batches are published, before a poll sees it start."""
-    job_id = f"open-{uuid.uuid4().hex}"
-    rows = records(kind, sent)
-    parts = [rows[i:i + PART_RECORDS] for i in range(0, sent, PART_RECORDS)]
-    messages = [{"kind": "request", "job_id": job_id, "tenant": "tenant-a", "type": "resources",
-                 "action": "external_id_set", "parts": len(parts) + 1}]
-    messages += [{"kind": "part", "job_id": job_id, "part": n, "records": part} for n, part in enumerate(parts)]
-    sending = threading.Thread(target=produce, args=(stack.brokers, TopicNames(stack.prefix).job_events,
-                               [(job_id.encode(), json.dumps(message).encode()) for message in messages], 0.08))
-    sending.start()
-    return job_id, sending
+class OpenJob:
+    """A job of ``total`` records from a slow Kafka producer (docs/topics.md): all its parts but
+    the last go out 80 ms apart (at least 4 s for 200,000: the pipeline cannot get ahead of
+    them); the last one only when ``finish`` is called, so the job cannot end before. An HTTP
+    job of any size the suite can afford is applied while its batches are published, before a
+    poll sees it start."""
+
+    def __init__(self, stack: Stack, kind: str, total: int) -> None:
+        self.id, self.brokers = f"open-{uuid.uuid4().hex}", stack.brokers
+        self.topic = TopicNames(stack.prefix).job_events
+        rows = records(kind, total)
+        parts = [rows[i:i + PART_RECORDS] for i in range(0, total, PART_RECORDS)]
+        request = {"kind": "request", "job_id": self.id, "tenant": "tenant-a", "type": "resources",
+                   "action": "external_id_set", "parts": len(parts)}
+        messages = [self._message(request)] + [self._message({"kind": "part", "job_id": self.id, "part": n,
+                                                              "records": part}) for n, part in enumerate(parts)]
+        self.last = messages.pop()
+        self.sending = threading.Thread(target=produce, args=(self.brokers, self.topic, messages, 0.08))
+        self.sending.start()
+
+    def _message(self, message: dict[str, Any]) -> tuple[bytes, bytes]:
+        return self.id.encode(), json.dumps(message).encode()
+
+    def finish(self) -> None:
+        """Send the last part, once every other one was sent."""
+        self.sending.join()
+        produce(self.brokers, self.topic, [self.last])
 
 
 def stop_mid_way(stack: Stack, api: Client, command: str) -> tuple[Any, dict[str, Any], dict[str, Any], str]:
     """An open job of 200,000 records sent ``command`` well under way: the answer, the job on
     the next read, the job once its counts stop moving, and the type of its objects."""
     kind = f"{command}-bound-{uuid.uuid4().hex[:8]}"
-    job_id, sending = open_job(stack, kind, 200_000)
-    wait_for(lambda: api.get(f"/v1/jobs/{job_id}").status == 200 and api.job(job_id)["counts"]["processed"] >= 20_000,
+    job = OpenJob(stack, kind, 200_000)
+    wait_for(lambda: api.get(f"/v1/jobs/{job.id}").status == 200 and api.job(job.id)["counts"]["processed"] >= 20_000,
              timeout=120, what="the job to be under way")
-    answer = api.post(f"/v1/jobs/{job_id}/{command}")
-    at_answer = api.job(job_id)
-    sending.join()
-    return answer, at_answer, settled(api, job_id), kind
+    answer = api.post(f"/v1/jobs/{job.id}/{command}")
+    at_answer = api.job(job.id)
+    job.sending.join()
+    return answer, at_answer, settled(api, job.id), kind
 
 
 def assert_counts_match_what_was_written(api: Client, job: dict[str, Any], kind: str) -> None:
