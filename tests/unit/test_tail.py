@@ -6,7 +6,9 @@ import math
 
 import pytest
 
+from bulkjobs.kafka.clients import FETCH_MAX_WAIT_MS
 from bulkjobs.kafka.tail import FETCH_SLACK, handled_as_of
+from bulkjobs.kafka.topics import COMMAND_NOTICE
 
 
 @pytest.mark.parametrize(("partitions", "expected"), [
@@ -21,3 +23,9 @@ from bulkjobs.kafka.tail import FETCH_SLACK, handled_as_of
 ])
 def test_handled_as_of(partitions: list[tuple[int, int | None, int | None]], expected: float) -> None:
     assert handled_as_of(partitions) == pytest.approx(expected)
+
+
+def test_the_command_tail_can_be_recent_enough_between_two_idle_fetches() -> None:
+    # An idle consumer's fetch comes back every FETCH_MAX_WAIT_MS: the tail must be able to
+    # count as recent as COMMAND_NOTICE asks between two of them, or every batch would wait.
+    assert FETCH_SLACK + FETCH_MAX_WAIT_MS / 1000 < COMMAND_NOTICE
