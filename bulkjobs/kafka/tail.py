@@ -48,13 +48,14 @@ class TailReader:
         self.tails: dict[str, TopicTail] = {}
         self.consumer: AIOKafkaConsumer | None = None
         self._starting = asyncio.Lock()
-        self._task: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[None] | None = None  # the fetch loop (kept: the loop holds tasks weakly)
 
     def tail(self, topic: str, on_message: OnMessage) -> TopicTail:
         """The tail of ``topic`` (one of ``topics``), handing each message to ``on_message``."""
         return TopicTail(self, topic, on_message)
 
     async def ensure_started(self, partitions: int) -> AIOKafkaConsumer:
+        """The consumer, started with ``partitions`` partitions of each topic assigned, and its loop."""
         async with self._starting:
             if self.consumer is None:
                 consumer = clients.consumer(self.brokers, auto_offset_reset="earliest",
