@@ -13,6 +13,7 @@ from pathlib import Path
 from bench import API_KEY, MB, BenchFailure
 from bulkjobs.broker import EmbeddedBroker
 from bulkjobs.devstack import Stack
+from bulkjobs.streams.state import PRELOADED
 
 PARTITIONS = 8  # bulkjobs' default (Settings.partitions)
 ASSIGNED = "Setting newly assigned partitions"  # what a Faust worker logs after a rebalance
@@ -82,8 +83,10 @@ def shared(assignments: dict[str, set[int]]) -> bool:
 
 
 async def add_worker(stack: Stack, timeout: float = 90.0) -> float:
-    """Start a second worker and wait until the two share the partitions (and the API is healthy)."""
+    """Start a second worker and wait until the two share the partitions, each with the object
+    index of its partitions loaded (and the API is healthy)."""
     before = log_count(stack.log_path("worker"), ASSIGNED)
+    preloaded_before = log_count(stack.log_path("worker"), PRELOADED)
     started_iso = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
     t0 = time.perf_counter()
     second = stack.start("worker", "worker2")
@@ -91,8 +94,11 @@ async def add_worker(stack: Stack, timeout: float = 90.0) -> float:
         stack.check_alive()
         reassigned = (log_count(stack.log_path("worker2"), ASSIGNED) > 0
                       and log_count(stack.log_path("worker"), ASSIGNED) > before)
+        # The join's recovery (the newcomer loads the index it takes over) is not the job's work.
+        preloaded = (log_count(stack.log_path("worker2"), PRELOADED) > 0
+                     and log_count(stack.log_path("worker"), PRELOADED) > preloaded_before)
         workers = worker_assignments(stack.data_dir / "bulkjobs.db", started_iso)
-        if reassigned and shared(workers):
+        if reassigned and preloaded and shared(workers):
             break
         if time.perf_counter() - t0 > timeout:
             raise BenchFailure(f"two workers did not share the partitions after {timeout:.0f} s "

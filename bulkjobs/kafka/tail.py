@@ -1,43 +1,105 @@
-"""Reading a whole topic (every partition, from the start, no consumer group) into memory.
+"""Reading whole topics (every partition, from the start, no consumer group) into memory.
 
 Workers use it for state rebuilt from a topic: the object index (read lazily, a partition from
 the moment the worker needs it) and every job's state. ``caught_up`` is the barrier that makes
 a freshly assigned partition safe to write: it waits until everything in the topic, as of the
 call, has been handed to the callback. A tail can also start at the topic's end, and tell how
-recent it is (``fresh``): it has handled everything written more than so long ago.
+recent it is (``fresh``): it has handled everything written more than so long ago. That needs
+no request of its own: every fetch response carries each partition's end (its high-water
+mark), and the consumer fetches the partitions it reads every ``FETCH_MAX_WAIT_MS`` while idle.
+
+Tails of several topics can share one ``TailReader``, one consumer and so one fetch loop: an
+idle fetch loop costs the broker about 2% of a core at a 50 ms wait, whatever the partitions
+it names, so a worker's status and command tails fetch together.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from bulkjobs.kafka import clients
 
 log = logging.getLogger(__name__)
 
-FRESH_INTERVAL = 0.05  # seconds between two rounds of the freshness check (``fresh``)
+# Seconds between two looks at the fetches' high-water marks while ``fresh`` waits: less than a
+# fetch's wait, so it returns soon after the fetch that makes the tail recent enough.
+FRESH_LOOK = 0.02
+# A fetch response's high-water mark is the end as of some moment after its request was sent:
+# at most the fetch's wait (the broker holds an empty fetch that long), a round trip and the
+# time the response waited for the event loop before the consumer took it in. Its records count
+# as handled as of that much before it was taken in (150 ms of event loop busy elsewhere allowed).
+FETCH_SLACK = clients.FETCH_MAX_WAIT_MS / 1000 + 0.15
 
 OnMessage = Callable[[int, int, bytes | None], None]  # partition, offset, value (None: a tombstone)
 
 
-class TopicTail:
-    def __init__(self, brokers: str, topic: str, on_message: OnMessage) -> None:
+class TailReader:
+    """One consumer, assigned every partition of ``topics`` (each paused until a tail wants
+    it), whose fetch loop hands each message to the tail of its topic."""
+
+    def __init__(self, brokers: str, topics: Iterable[str]) -> None:
         self.brokers = brokers
+        self.topics = list(topics)
+        self.tails: dict[str, TopicTail] = {}
+        self.consumer: AIOKafkaConsumer | None = None
+        self._starting = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None  # the fetch loop (kept: the loop holds tasks weakly)
+
+    def tail(self, topic: str, on_message: OnMessage) -> TopicTail:
+        """The tail of ``topic`` (one of ``topics``), handing each message to ``on_message``."""
+        return TopicTail(self, topic, on_message)
+
+    async def ensure_started(self, partitions: int) -> AIOKafkaConsumer:
+        """The consumer, started with ``partitions`` partitions of each topic assigned, and its loop."""
+        async with self._starting:
+            if self.consumer is None:
+                consumer = clients.consumer(self.brokers, auto_offset_reset="earliest",
+                                            max_partition_fetch_bytes=8 * 1024 * 1024)
+                await consumer.start()
+                tps = [TopicPartition(topic, p) for topic in self.topics for p in range(partitions)]
+                consumer.assign(tps)
+                # A position for each, or the fetcher asks for offsets committed by a group it has not.
+                await consumer.seek_to_beginning(*tps)
+                consumer.pause(*tps)  # until a tail wants them
+                self.consumer = consumer
+                self._task = asyncio.create_task(self._run(consumer), name="tail:" + ",".join(self.topics))
+            return self.consumer
+
+    async def _run(self, consumer: AIOKafkaConsumer) -> None:
+        while True:
+            try:
+                fetched = await consumer.getmany(timeout_ms=500, max_records=None)
+            except Exception:
+                log.exception("reading %s failed; retrying", ", ".join(self.topics))
+                await asyncio.sleep(0.5)
+                continue
+            moved = {self.tails[tp.topic] for tp, messages in fetched.items()
+                     if tp.topic in self.tails and self.tails[tp.topic].handle(tp.partition, messages)}
+            for tail in moved:
+                async with tail.moved:
+                    tail.moved.notify_all()
+
+
+class TopicTail:
+    """A topic read by a ``TailReader`` (its own, unless it shares one): the partitions wanted,
+    how far each was handled, and the barriers."""
+
+    def __init__(self, reader: TailReader | str, topic: str, on_message: OnMessage) -> None:
+        self.reader = TailReader(reader, [topic]) if isinstance(reader, str) else reader
+        assert topic in self.reader.topics and topic not in self.reader.tails
+        self.reader.tails[topic] = self
         self.topic = topic
         self.on_message = on_message
         self.positions: dict[int, int] = {}
-        self._consumer: AIOKafkaConsumer | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._moved = asyncio.Condition()
+        self.moved = asyncio.Condition()
         self._starting = asyncio.Lock()
+        self._consumer: AIOKafkaConsumer | None = None
         self.wanted: set[int] = set()
-        self._fresh_at = float("-inf")  # loop time of the latest end offsets the tail has reached
-        self._refreshed = asyncio.Condition()
-        self._fresh_task: asyncio.Task[None] | None = None
 
     @property
     def started(self) -> bool:
@@ -78,50 +140,29 @@ class TopicTail:
             self._consumer.pause(*gone)
 
     async def _start(self, partitions: int, lazy: bool, from_end: bool) -> None:
-        consumer = clients.consumer(
-            self.brokers,
-            auto_offset_reset="earliest",
-            max_partition_fetch_bytes=8 * 1024 * 1024,
-        )
-        await consumer.start()
-        tps = [TopicPartition(self.topic, p) for p in range(partitions)]
-        consumer.assign(tps)
+        consumer = await self.reader.ensure_started(partitions)
         if from_end:
-            ends = await consumer.end_offsets(tps)
-            for tp, offset in ends.items():
-                consumer.seek(tp, offset)
-            self.positions = {tp.partition: offset for tp, offset in ends.items()}
+            ends = await consumer.end_offsets([TopicPartition(self.topic, p) for p in range(partitions)])
+            starts = {tp.partition: offset for tp, offset in ends.items()}
         else:
-            await consumer.seek_to_beginning(*tps)
-            self.positions = {p: 0 for p in range(partitions)}
-        self.wanted = set() if lazy else set(range(partitions))
-        consumer.pause(*[tp for tp in tps if tp.partition not in self.wanted])
+            starts = dict.fromkeys(range(partitions), 0)
+        self.positions = starts
         self._consumer = consumer
-        self._task = asyncio.create_task(self._run(), name=f"tail:{self.topic}")
+        if not lazy:
+            self.want(starts)
 
-    async def _run(self) -> None:
-        assert self._consumer is not None
-        while True:
+    def handle(self, partition: int, messages: list[ConsumerRecord[bytes, bytes]]) -> bool:
+        """Hand fetched messages of ``partition`` to the callback; whether the tail moved."""
+        if partition not in self.wanted:
+            return False  # fetched just before it was let go
+        for message in messages:
             try:
-                fetched = await self._consumer.getmany(timeout_ms=500, max_records=None)
-            except Exception:
-                log.exception("reading %s failed; retrying", self.topic)
-                await asyncio.sleep(0.5)
-                continue
-            for tp, messages in fetched.items():
-                if tp.partition not in self.wanted:
-                    continue  # fetched just before it was let go
-                for message in messages:
-                    try:
-                        self.on_message(tp.partition, message.offset, message.value)
-                    except Exception:  # one unreadable message must not stop the whole view
-                        log.exception("skipping unreadable message %s@%d", tp, message.offset)
-                if messages:
-                    self.positions[tp.partition] = messages[-1].offset + 1
-            if fetched:
-                async with self._moved:
-                    self._moved.notify_all()
-
+                self.on_message(partition, message.offset, message.value)
+            except Exception:  # one unreadable message must not stop the whole view
+                log.exception("skipping unreadable message %s-%d@%d", self.topic, partition, message.offset)
+        if messages:
+            self.positions[partition] = messages[-1].offset + 1
+        return True
     async def caught_up(self, partitions: Iterable[int]) -> None:
         """Return once every message written to ``partitions`` before this call was handled."""
         assert self._consumer is not None
@@ -132,10 +173,10 @@ class TopicTail:
         def done() -> bool:
             return all(self.positions.get(tp.partition, 0) >= end for tp, end in ends.items())
 
-        async with self._moved:
+        async with self.moved:
             while not done():
                 try:
-                    await asyncio.wait_for(self._moved.wait(), timeout=5.0)
+                    await asyncio.wait_for(self.moved.wait(), timeout=5.0)
                 except TimeoutError:
                     log.warning("still catching up on %s: at %s, to reach %s", self.topic,
                                 {p: self.positions.get(p) for p in (tp.partition for tp in tps)},
@@ -143,25 +184,32 @@ class TopicTail:
 
     async def fresh(self, age: float) -> None:
         """Return once the tail has handled everything written to its partitions more than
-        ``age`` seconds ago (a background check asks for the end offsets every
-        ``FRESH_INTERVAL`` and waits until the tail has read up to them)."""
-        loop = asyncio.get_running_loop()
-        if self._fresh_task is None:
-            self._fresh_task = asyncio.create_task(self._keep_fresh(), name=f"fresh:{self.topic}")
-        async with self._refreshed:
-            while loop.time() - self._fresh_at > age:
-                await self._refreshed.wait()
+        ``age`` seconds ago (``age`` must exceed ``FETCH_SLACK`` and a fetch's wait)."""
+        waited = 0.0
+        while time.time() - self.handled_as_of() > age:
+            await asyncio.sleep(FRESH_LOOK)
+            waited += FRESH_LOOK
+            if waited >= 5.0:
+                waited = 0.0
+                log.warning("%s: still not recent enough to say it holds what was written %.1f s ago", self.topic, age)
 
-    async def _keep_fresh(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            asked = loop.time()
-            try:
-                await self.caught_up(self.wanted)
-            except Exception:
-                log.exception("checking how recent the tail of %s is failed; retrying", self.topic)
-            else:
-                async with self._refreshed:
-                    self._fresh_at = asked
-                    self._refreshed.notify_all()
-            await asyncio.sleep(FRESH_INTERVAL)
+    def handled_as_of(self) -> float:
+        """The time (``time.time()``) before which everything written to the partitions read was handled."""
+        assert self._consumer is not None
+        consumer = self._consumer
+        return handled_as_of(
+            (self.positions.get(partition, 0), consumer.highwater(tp), consumer.last_poll_timestamp(tp))
+            for partition in self.wanted for tp in (TopicPartition(self.topic, partition),))
+
+
+def handled_as_of(partitions: Iterable[tuple[int, int | None, int | None]]) -> float:
+    """From each partition read, (offset of the next message to handle, high-water mark of its
+    latest fetch, when that fetch's response came in ms): the time before which everything
+    written to them was handled (-inf if a partition was never fetched or is behind its mark;
+    +inf if none is read)."""
+    oldest = float("inf")
+    for position, highwater, received_ms in partitions:
+        if highwater is None or received_ms is None or position < highwater:
+            return float("-inf")
+        oldest = min(oldest, received_ms / 1000 - FETCH_SLACK)
+    return oldest

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -43,6 +44,8 @@ if TYPE_CHECKING:
     from bulkjobs.streams.snapshots import Snapshot
 
 log = logging.getLogger(__name__)
+
+PRELOADED = "the object index is loaded and caught up for the assigned partitions"  # logged, with them
 
 
 class Tail(Protocol):
@@ -232,6 +235,7 @@ class ObjectState(RebuiltState):
         return self._preloading
 
     async def _preload(self, partitions: list[int], ready: Callable[[], Awaitable[None]]) -> None:
+        started = time.perf_counter()
         try:
             await ready()
             await self.load(partitions)  # every snapshot first, then the barriers
@@ -239,6 +243,8 @@ class ObjectState(RebuiltState):
                 await self.sync(partition)
         except Exception:  # the first batch of each partition loads it again
             log.exception("preloading partitions %s failed; their first batches load them", partitions)
+        else:
+            log.info("%s %s in %.1f s", PRELOADED, partitions, time.perf_counter() - started)
 
     @contextmanager
     def applying(self) -> Iterator[None]:

@@ -35,7 +35,7 @@ from bulkjobs.clock import utc_now
 from bulkjobs.kafka.admin import ensure_topics
 from bulkjobs.kafka.clients import FAUST_PRODUCER
 from bulkjobs.kafka.refetch import Refetcher
-from bulkjobs.kafka.tail import TopicTail
+from bulkjobs.kafka.tail import TailReader, TopicTail
 from bulkjobs.kafka.topics import TopicNames, WorkerHeartbeat, encode
 from bulkjobs.logs import logging_config
 from bulkjobs.metrics import serve
@@ -147,8 +147,10 @@ def build_app(settings: Settings) -> faust.App:
     topics = Topics(app, names, settings.partitions)
     objects = ObjectState(partial(TopicTail, settings.kafka_brokers, names.changes), settings.partitions,
                           SnapshotRestorer(Refetcher(settings.kafka_brokers, names.snapshots)))
-    job_states = JobStates(partial(TopicTail, settings.kafka_brokers, names.status))
-    commands = JobCommands(partial(TopicTail, settings.kafka_brokers, names.job_events))
+    # The statuses and the commands are read by one consumer: one fetch loop, not two.
+    jobs_reader = TailReader(settings.kafka_brokers, (names.status, names.job_events))
+    job_states = JobStates(partial(jobs_reader.tail, names.status))
+    commands = JobCommands(partial(jobs_reader.tail, names.job_events))
     uploads = UploadClock(settings.upload_timeout)
     host = socket.gethostname()
     worker_id = f"{host}-{os.getpid()}"
