@@ -4,9 +4,9 @@ Workers use it for state rebuilt from a topic: the object index (read lazily, a 
 the moment the worker needs it) and every job's state. ``caught_up`` is the barrier that makes
 a freshly assigned partition safe to write: it waits until everything in the topic, as of the
 call, has been handed to the callback. A tail can also start at the topic's end, and tell how
-recent it is (``fresh``): it has handled everything written more than so long ago. That needs
-no request of its own: every fetch response carries each partition's end (its high-water
-mark), and the consumer fetches the partitions it reads every ``FETCH_MAX_WAIT_MS`` while idle.
+recent it is (``fresh``): it has handled everything written more than so long ago. It learns
+that with a check (the end offsets, then a wait until it has handled up to them) run only while
+someone asks, so an idle worker asks the broker nothing.
 
 Tails of several topics can share one ``TailReader``, one consumer and so one fetch loop: an
 idle fetch loop costs the broker about 2% of a core at a 50 ms wait, whatever the partitions
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Iterable, Mapping
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -26,14 +25,7 @@ from bulkjobs.kafka import clients
 
 log = logging.getLogger(__name__)
 
-# Seconds between two looks at the fetches' high-water marks while ``fresh`` waits: less than a
-# fetch's wait, so it returns soon after the fetch that makes the tail recent enough.
-FRESH_LOOK = 0.02
-# A fetch response's high-water mark is the end as of some moment after its request was sent:
-# at most the fetch's wait (the broker holds an empty fetch that long), a round trip and the
-# time the response waited for the event loop before the consumer took it in. Its records count
-# as handled as of that much before it was taken in (150 ms of event loop busy elsewhere allowed).
-FETCH_SLACK = clients.FETCH_MAX_WAIT_MS / 1000 + 0.15
+FRESH_RETRY = 0.5  # seconds before a freshness check that failed is tried again
 
 OnMessage = Callable[[int, int, bytes | None], None]  # partition, offset, value (None: a tombstone)
 
@@ -100,6 +92,8 @@ class TopicTail:
         self._starting = asyncio.Lock()
         self._consumer: AIOKafkaConsumer | None = None
         self.wanted: set[int] = set()
+        self._fresh_at = float("-inf")  # loop time at which the latest check that ended asked for the ends
+        self._checking: asyncio.Task[None] | None = None  # the freshness check under way
 
     @property
     def started(self) -> bool:
@@ -163,6 +157,7 @@ class TopicTail:
         if messages:
             self.positions[partition] = messages[-1].offset + 1
         return True
+
     async def caught_up(self, partitions: Iterable[int]) -> None:
         """Return once every message written to ``partitions`` before this call was handled."""
         assert self._consumer is not None
@@ -184,32 +179,26 @@ class TopicTail:
 
     async def fresh(self, age: float) -> None:
         """Return once the tail has handled everything written to its partitions more than
-        ``age`` seconds ago (``age`` must exceed ``FETCH_SLACK`` and a fetch's wait)."""
-        waited = 0.0
-        while time.time() - self.handled_as_of() > age:
-            await asyncio.sleep(FRESH_LOOK)
-            waited += FRESH_LOOK
-            if waited >= 5.0:
-                waited = 0.0
-                log.warning("%s: still not recent enough to say it holds what was written %.1f s ago", self.topic, age)
+        ``age`` seconds ago. A check starts once the latest is older than half of ``age``, so
+        that under load (a batch asks before each apply) the next is under way before it is
+        needed and a batch rarely waits; no one asking, no check runs (a loop that asked the
+        broker 20 times a second in every worker cost CPU while idle)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            old = loop.time() - self._fresh_at
+            if old > age / 2 and (self._checking is None or self._checking.done()):
+                self._checking = asyncio.create_task(self._check(), name=f"fresh:{self.topic}")
+            if old <= age:
+                return
+            assert self._checking is not None
+            await asyncio.shield(self._checking)  # a waiter cancelled leaves the check to the others
 
-    def handled_as_of(self) -> float:
-        """The time (``time.time()``) before which everything written to the partitions read was handled."""
-        assert self._consumer is not None
-        consumer = self._consumer
-        return handled_as_of(
-            (self.positions.get(partition, 0), consumer.highwater(tp), consumer.last_poll_timestamp(tp))
-            for partition in self.wanted for tp in (TopicPartition(self.topic, partition),))
-
-
-def handled_as_of(partitions: Iterable[tuple[int, int | None, int | None]]) -> float:
-    """From each partition read, (offset of the next message to handle, high-water mark of its
-    latest fetch, when that fetch's response came in ms): the time before which everything
-    written to them was handled (-inf if a partition was never fetched or is behind its mark;
-    +inf if none is read)."""
-    oldest = float("inf")
-    for position, highwater, received_ms in partitions:
-        if highwater is None or received_ms is None or position < highwater:
-            return float("-inf")
-        oldest = min(oldest, received_ms / 1000 - FETCH_SLACK)
-    return oldest
+    async def _check(self) -> None:
+        asked = asyncio.get_running_loop().time()
+        try:
+            await self.caught_up(self.wanted)
+        except Exception:
+            log.exception("checking how recent the tail of %s is failed; retrying", self.topic)
+            await asyncio.sleep(FRESH_RETRY)
+        else:
+            self._fresh_at = max(self._fresh_at, asked)
