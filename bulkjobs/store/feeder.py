@@ -1,6 +1,5 @@
 """The process that feeds the SQLite view from the changes, status and workers topics, and
-runs the export jobs (``exporter``) as their statuses come in; its ``checkpointer`` checkpoints
-the view beside the writer.
+runs the export jobs (``exporter``) as their statuses come in.
 
 It commits its Kafka offsets only after the SQLite transaction holding those messages has
 committed; after a crash it replays from the last committed offsets, and the writer's
@@ -28,7 +27,6 @@ from bulkjobs.kafka.topics import TopicNames, decode
 from bulkjobs.metrics import consumer_lag, serve
 from bulkjobs.settings import Settings
 from bulkjobs.store import metrics
-from bulkjobs.store.checkpointer import Checkpointer
 from bulkjobs.store.exporter import Exports, Reporter
 from bulkjobs.store.files import UploadFiles
 from bulkjobs.store.schema import connect
@@ -121,7 +119,6 @@ async def feed(settings: Settings, stop: asyncio.Event) -> None:
     await ensure_topics(settings)
     db = await connect(settings.db_path)
     writer = ViewWriter(db)
-    checkpointer = Checkpointer(settings.db_path)
     topics = (names.changes, names.status, names.workers)
     consumer = clients.consumer(
         settings.kafka_brokers, *topics,
@@ -136,7 +133,6 @@ async def feed(settings: Settings, stop: asyncio.Event) -> None:
     uploads = UploadFiles(settings.uploads_dir)
     await consumer.start()
     await reporter.start()
-    checkpointer.start()
     log.info("store feeding %s", settings.db_path)
     try:
         while not stop.is_set():
@@ -144,7 +140,6 @@ async def feed(settings: Settings, stop: asyncio.Event) -> None:
             if fetched:
                 await _gather(consumer, names.changes, fetched)
                 statuses = await _write(writer, names, fetched)
-                checkpointer.wrote()
                 await consumer.commit()
                 remove_uploads(uploads, statuses)
                 await exports.observe(statuses)
@@ -154,7 +149,6 @@ async def feed(settings: Settings, stop: asyncio.Event) -> None:
             if not exports.ready and await _caught_up(consumer, names.status):
                 await exports.start_pending(db)
     finally:
-        await checkpointer.stop()
         await exports.stop()
         await reporter.stop()
         await consumer.stop()

@@ -1,11 +1,11 @@
-"""The view's page size and the writer's backstop WAL checkpoint interval (``store.schema.connect``)."""
+"""The view's page size and WAL checkpoint interval (``store.schema.connect``)."""
 
 from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
 
-from bulkjobs.store.schema import PAGE_SIZE, WAL_BACKSTOP_BYTES, connect
+from bulkjobs.store.schema import PAGE_SIZE, WAL_CHECKPOINT_BYTES, connect
 
 
 async def pragma(path: Path, name: str) -> int:
@@ -19,10 +19,10 @@ async def pragma(path: Path, name: str) -> int:
         await db.close()
 
 
-async def test_a_new_view_has_big_pages_and_leaves_the_writer_a_checkpoint_every_512_mib(tmp_path: Path) -> None:
+async def test_a_new_view_has_big_pages_and_checkpoints_every_256_mib(tmp_path: Path) -> None:
     path = tmp_path / "view.db"
     assert await pragma(path, "page_size") == PAGE_SIZE == 16384
-    assert await pragma(path, "wal_autocheckpoint") * PAGE_SIZE == WAL_BACKSTOP_BYTES == 512 * 1024 * 1024
+    assert await pragma(path, "wal_autocheckpoint") * PAGE_SIZE == WAL_CHECKPOINT_BYTES
 
 
 async def test_an_older_view_keeps_its_pages_and_checkpoints_as_often_in_bytes(tmp_path: Path) -> None:
@@ -33,4 +33,4 @@ async def test_an_older_view_keeps_its_pages_and_checkpoints_as_often_in_bytes(t
     old.execute("CREATE TABLE t (x)")
     old.close()
     assert await pragma(path, "page_size") == 4096
-    assert await pragma(path, "wal_autocheckpoint") == WAL_BACKSTOP_BYTES // 4096
+    assert await pragma(path, "wal_autocheckpoint") == WAL_CHECKPOINT_BYTES // 4096
