@@ -1,9 +1,12 @@
 """The process that feeds the SQLite view from the changes, status and workers topics, and
 runs the export jobs (``exporter``) as their statuses come in.
 
-It commits its Kafka offsets only after the SQLite transaction holding those messages has
-committed; after a crash it replays from the last committed offsets, and the writer's
-idempotent upserts make the replay harmless. What a status means for files on disk (an
+Where it is in each partition is written in the SQLite transaction holding the rows of the
+messages read, and it reads on from there whenever partitions are assigned to it: a view that
+lost its last commits (an OS crash or a power cut before SQLite's WAL reached the disk) reads
+those messages again, and a view that is new (or dropped by an upgrade) reads every topic from
+its beginning. The writer's idempotent upserts make a replay harmless. It also commits the Kafka
+offsets after each transaction, for the tools that watch a group's lag. What a status means for files on disk (an
 export's start, pause, stop, removal; a deleted job's original upload and export files leaving
 the disk) is done after that commit. With ``BULKJOBS_METRICS_PORT`` it serves
 its metrics (``store.metrics``).
@@ -16,8 +19,10 @@ import logging
 import signal
 from collections.abc import Iterator
 
+import aiosqlite
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
 
 from bulkjobs.domain.identity import is_job_id
 from bulkjobs.domain.jobs import DELETED
@@ -30,7 +35,7 @@ from bulkjobs.store import metrics
 from bulkjobs.store.exporter import Exports, Reporter
 from bulkjobs.store.files import UploadFiles
 from bulkjobs.store.schema import connect
-from bulkjobs.store.writer import ViewWriter
+from bulkjobs.store.writer import ViewWriter, read_positions
 
 log = logging.getLogger(__name__)
 
@@ -100,10 +105,35 @@ def _values(fetched: dict[TopicPartition, list[ConsumerRecord]], topic: str,
 
 async def _write(writer: ViewWriter, names: TopicNames,
                  fetched: dict[TopicPartition, list[ConsumerRecord]]) -> list[dict]:
-    """Write one poll's messages into the view in one transaction; the job statuses among them.
-    A job status's tombstone follows a deleted job's status, which removed the job already."""
+    """Write one poll's messages into the view in one transaction, with where they leave the
+    store in each partition; the job statuses among them. A job status's tombstone follows a
+    deleted job's status, which removed the job already."""
+    positions = {(tp.topic, tp.partition): messages[-1].offset + 1 for tp, messages in fetched.items() if messages}
     return await writer.write(_values(fetched, names.changes), _values(fetched, names.status, tombstones=True),
-                              _values(fetched, names.workers))
+                              _values(fetched, names.workers), positions)
+
+
+class _ReadOnFromTheView(ConsumerRebalanceListener):
+    """Seeks each partition assigned to where the view says it was read up to, or to its
+    beginning if the view holds nothing of it (not the group's committed offset: the view's
+    last commits may have been lost after the offsets were committed)."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, db: aiosqlite.Connection) -> None:
+        self.consumer, self.db = consumer, db
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        pass
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        positions = await read_positions(self.db)
+        unread = []
+        for tp in assigned:
+            if (tp.topic, tp.partition) in positions:
+                self.consumer.seek(tp, positions[(tp.topic, tp.partition)])
+            else:
+                unread.append(tp)
+        if unread:
+            await self.consumer.seek_to_beginning(*unread)
 
 
 def remove_uploads(uploads: UploadFiles, statuses: list[dict]) -> None:
@@ -121,13 +151,14 @@ async def feed(settings: Settings, stop: asyncio.Event) -> None:
     writer = ViewWriter(db)
     topics = (names.changes, names.status, names.workers)
     consumer = clients.consumer(
-        settings.kafka_brokers, *topics,
+        settings.kafka_brokers,
         group_id=names.store_group,
         auto_offset_reset="earliest",
         max_partition_fetch_bytes=4 * 1024 * 1024,
         session_timeout_ms=int(settings.session_timeout * 1000),
         heartbeat_interval_ms=int(settings.heartbeat_interval * 1000),
     )
+    consumer.subscribe(topics, listener=_ReadOnFromTheView(consumer, db))
     reporter = Reporter(settings)
     exports = Exports(settings, reporter)
     uploads = UploadFiles(settings.uploads_dir)

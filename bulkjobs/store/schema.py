@@ -10,7 +10,7 @@ import aiosqlite
 log = logging.getLogger(__name__)
 
 # Raise it with every change below: a view of another version is dropped (see _migrate).
-VERSION = 9
+VERSION = 10
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -115,6 +115,15 @@ CREATE TABLE IF NOT EXISTS deleted_jobs (
     tenant TEXT NOT NULL
 ) WITHOUT ROWID;
 
+-- Where the store is in each partition it reads: the offset of the next message, written in
+-- the transaction of the rows it made (see store.feeder).
+CREATE TABLE IF NOT EXISTS positions (
+    topic TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    next_offset INTEGER NOT NULL,
+    PRIMARY KEY (topic, partition)
+) WITHOUT ROWID;
+
 CREATE TABLE IF NOT EXISTS workers (
     worker TEXT PRIMARY KEY,
     host TEXT NOT NULL,
@@ -125,15 +134,16 @@ CREATE TABLE IF NOT EXISTS workers (
 """
 
 
-TABLES = ("jobs", "job_batches", "results", "objects", "relationships", "files", "deleted_jobs", "workers")
+TABLES = ("jobs", "job_batches", "results", "objects", "relationships", "files", "deleted_jobs", "workers",
+          "positions")
 
 
 async def _migrate(db: aiosqlite.Connection, path: Path) -> None:
     """Make the view match this version's schema, whichever process opens it first.
 
     The view is derived from the topics, so a view of another version is dropped rather than
-    altered. Its rows come back only from what the store has still to read: after an upgrade,
-    start from an empty data dir or reset the store's consumer group to rebuild it all.
+    altered: with its positions gone, the store reads every topic again from the beginning
+    (as far as the topics' retention keeps them) and rebuilds it.
     """
     await db.execute("BEGIN IMMEDIATE")  # the API and the store may open a new file together
     try:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import aiosqlite
@@ -282,6 +283,12 @@ async def _write_heartbeats(db: aiosqlite.Connection, heartbeats: Iterable[dict[
         )
 
 
+async def read_positions(db: aiosqlite.Connection) -> dict[tuple[str, int], int]:
+    """The offset of the next message to read in each partition the view was written from."""
+    rows = await db.execute_fetchall("SELECT topic, partition, next_offset FROM positions")
+    return {(row[0], row[1]): row[2] for row in rows}
+
+
 class ViewWriter:
     def __init__(self, db: aiosqlite.Connection) -> None:
         self.db = db
@@ -291,11 +298,13 @@ class ViewWriter:
         applied_batches: Iterable[dict[str, Any]],
         statuses: Iterable[dict[str, Any]],
         heartbeats: Iterable[dict[str, Any]],
+        positions: Mapping[tuple[str, int], int] = MappingProxyType({}),
     ) -> list[dict[str, Any]]:
-        """Apply changes (in their order), then job snapshots, then worker heartbeats, in one
-        commit; the latest status of each job written. A message that is not what its topic
-        carries is logged and skipped. The messages may be decoded as they are iterated (the
-        feeder's are): each applied batch is let go once its rows are made."""
+        """Apply changes (in their order), then job snapshots, then worker heartbeats, and the
+        ``positions`` (topic, partition) -> next offset they were read up to, in one commit;
+        the latest status of each job written. A message that is not what its topic carries is
+        logged and skipped. The messages may be decoded as they are iterated (the feeder's
+        are): each applied batch is let go once its rows are made."""
         changes, job_rows = _ChangeRows(), _JobRows()
         # The rows live on through the transaction's awaits: frozen, no collection rescans them
         # (the first one after the pause scanned all of a poll's rows: 5% of the store's CPU).
@@ -311,6 +320,9 @@ class ViewWriter:
                 await _write_changes(db, changes, written)
                 await _write_jobs(db, job_rows, written)
                 await _write_heartbeats(db, heartbeats, written)
+                if positions:
+                    await db.executemany("INSERT OR REPLACE INTO positions (topic, partition, next_offset) "
+                                         "VALUES (?, ?, ?)", [(*key, offset) for key, offset in positions.items()])
                 await db.execute("COMMIT")
             except BaseException:
                 await db.execute("ROLLBACK")
