@@ -102,7 +102,7 @@ def test_a_csv_jobs_retry_file_is_the_header_and_the_failed_rows_byte_for_byte(a
     assert [r["source_index"] for r in api.results(with_skipped["id"])] == [1, 3, 4]
 
 
-ROWS_CANCELLED = 50_000  # enough that a suspend sent at once finds most batches still to come
+ROWS_CANCELLED = 150_000  # enough that a suspend sent at once (right after the 202) finds batches still to come
 
 
 def test_a_cancelled_csv_jobs_rows_never_applied_are_retried_with_include_skipped(api: Client) -> None:
