@@ -78,13 +78,13 @@ class TailReader:
 
 
 class TopicTail:
-    """A topic read by a ``TailReader`` (its own, unless it shares one): the partitions wanted,
+    """A topic read by a ``TailReader`` (made by ``TailReader.tail``): the partitions wanted,
     how far each was handled, and the barriers."""
 
-    def __init__(self, reader: TailReader | str, topic: str, on_message: OnMessage) -> None:
-        self.reader = TailReader(reader, [topic]) if isinstance(reader, str) else reader
-        assert topic in self.reader.topics and topic not in self.reader.tails
-        self.reader.tails[topic] = self
+    def __init__(self, reader: TailReader, topic: str, on_message: OnMessage) -> None:
+        self.reader = reader
+        assert topic in reader.topics and topic not in reader.tails
+        reader.tails[topic] = self
         self.topic = topic
         self.on_message = on_message
         self.positions: dict[int, int] = {}

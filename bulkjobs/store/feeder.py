@@ -5,11 +5,11 @@ Where it is in each partition is written in the SQLite transaction holding the r
 messages read, and it reads on from there whenever partitions are assigned to it: a view that
 lost its last commits (an OS crash or a power cut before SQLite's WAL reached the disk) reads
 those messages again, and a view that is new (or dropped by an upgrade) reads every topic from
-its beginning. The writer's idempotent upserts make a replay harmless. It also commits the Kafka
-offsets after each transaction, for the tools that watch a group's lag. What a status means for files on disk (an
-export's start, pause, stop, removal; a deleted job's original upload and export files leaving
-the disk) is done after that commit. With ``BULKJOBS_METRICS_PORT`` it serves
-its metrics (``store.metrics``).
+its beginning. The writer's idempotent upserts make a replay harmless. It also commits the
+Kafka offsets after each transaction, for the tools that watch a group's lag. What a status
+means for files on disk (an export's start, pause, stop, removal; a deleted job's original
+upload and export files leaving the disk) is done after that commit. With
+``BULKJOBS_METRICS_PORT`` it serves its metrics (``store.metrics``).
 """
 
 from __future__ import annotations

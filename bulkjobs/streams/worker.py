@@ -35,7 +35,7 @@ from bulkjobs.clock import utc_now
 from bulkjobs.kafka.admin import ensure_topics
 from bulkjobs.kafka.clients import FAUST_PRODUCER
 from bulkjobs.kafka.refetch import Refetcher
-from bulkjobs.kafka.tail import TailReader, TopicTail
+from bulkjobs.kafka.tail import TailReader
 from bulkjobs.kafka.topics import TopicNames, WorkerHeartbeat, encode
 from bulkjobs.logs import logging_config
 from bulkjobs.metrics import serve
@@ -145,7 +145,8 @@ def build_app(settings: Settings) -> faust.App:
         datadir=str(settings.data_dir / "worker"),
     )
     topics = Topics(app, names, settings.partitions)
-    objects = ObjectState(partial(TopicTail, settings.kafka_brokers, names.changes), settings.partitions,
+    objects = ObjectState(partial(TailReader(settings.kafka_brokers, [names.changes]).tail, names.changes),
+                          settings.partitions,
                           SnapshotRestorer(Refetcher(settings.kafka_brokers, names.snapshots)))
     # The statuses and the commands are read by one consumer: one fetch loop, not two.
     jobs_reader = TailReader(settings.kafka_brokers, (names.status, names.job_events))

@@ -296,33 +296,33 @@ async def test_a_partition_is_due_after_so_many_changes(changes: int, due: bool)
     assert writer(objects, log, every_changes=3).due(1) is due
 
 
-@pytest.mark.parametrize(("seconds", "due"), [(9.9, False), (10.0, True), (10.1, True)])
-async def test_a_partition_with_a_change_is_due_so_long_after_its_last_snapshot(seconds: float, due: bool) -> None:
-    log = FakeLog()
-    clock = Clock()
-    objects = await applied_partition(log, ids(8), changes=1)
-    snapshotter = writer(objects, log, every_changes=100, clock=clock)
-    await snapshotter.take(1)
-    objects.record(1, 1, AppliedBatch(job_id="j", tenant="acme", seq=1, at=AT, counts={}, results=[], ops=[]),
-                   apply_ops=False)
-    assert not snapshotter.due(1)  # a look sees the change
-    clock.now = seconds
-    assert snapshotter.due(1) is due
-
-
 def a_change(objects: ObjectState, offset: int) -> None:
     objects.record(1, offset, AppliedBatch(job_id="j", tenant="acme", seq=offset, at=AT, counts={}, results=[],
                                            ops=[]), apply_ops=False)
 
 
+async def just_snapshotted(every_changes: int, every_seconds: float = 10.0) -> tuple[ObjectState, Snapshotter, Clock]:
+    """Partition 1 with one change, snapshotted at clock 0 by a snapshotter of these settings."""
+    log, clock = FakeLog(), Clock()
+    objects = await applied_partition(log, ids(8), changes=1)
+    snapshotter = writer(objects, log, every_changes=every_changes, every_seconds=every_seconds, clock=clock)
+    await snapshotter.take(1)
+    return objects, snapshotter, clock
+
+
+@pytest.mark.parametrize(("seconds", "due"), [(9.9, False), (10.0, True), (10.1, True)])
+async def test_a_partition_with_a_change_is_due_so_long_after_its_last_snapshot(seconds: float, due: bool) -> None:
+    objects, snapshotter, clock = await just_snapshotted(every_changes=100)
+    a_change(objects, 1)
+    assert not snapshotter.due(1)  # a look sees the change
+    clock.now = seconds
+    assert snapshotter.due(1) is due
+
+
 @pytest.mark.parametrize(("quiet", "due"), [(QUIET_SECONDS - 0.1, False), (QUIET_SECONDS, True),
                                             (QUIET_SECONDS + 0.1, True)])
 async def test_a_partition_due_by_time_waits_until_its_changes_pause(quiet: float, due: bool) -> None:
-    log = FakeLog()
-    clock = Clock()
-    objects = await applied_partition(log, ids(8), changes=1)
-    snapshotter = writer(objects, log, every_changes=100, every_seconds=10.0, clock=clock)
-    await snapshotter.take(1)
+    objects, snapshotter, clock = await just_snapshotted(every_changes=100)
     for offset, now in enumerate((0.0, 6.0, 12.0, 18.0), start=1):  # a job under way: a change at every look
         clock.now = now
         a_change(objects, offset)
@@ -332,11 +332,7 @@ async def test_a_partition_due_by_time_waits_until_its_changes_pause(quiet: floa
 
 
 async def test_a_partition_that_never_pauses_is_due_by_its_count_of_changes() -> None:
-    log = FakeLog()
-    clock = Clock()
-    objects = await applied_partition(log, ids(8), changes=1)
-    snapshotter = writer(objects, log, every_changes=50, every_seconds=10.0, clock=clock)
-    await snapshotter.take(1)
+    objects, snapshotter, clock = await just_snapshotted(every_changes=50)
     for offset in range(1, 50):
         clock.now = offset * 1.0
         a_change(objects, offset)
@@ -348,11 +344,7 @@ async def test_a_partition_that_never_pauses_is_due_by_its_count_of_changes() ->
 
 @pytest.mark.parametrize(("quiet", "due"), [(0.9, False), (1.0, True)])
 async def test_a_timer_shorter_than_the_pause_waits_for_a_pause_as_long_as_itself(quiet: float, due: bool) -> None:
-    log = FakeLog()
-    clock = Clock()
-    objects = await applied_partition(log, ids(8), changes=1)
-    snapshotter = writer(objects, log, every_changes=100, every_seconds=1.0, clock=clock)
-    await snapshotter.take(1)
+    objects, snapshotter, clock = await just_snapshotted(every_changes=100, every_seconds=1.0)
     clock.now = 5.0
     a_change(objects, 1)
     assert not snapshotter.due(1)
