@@ -5,8 +5,8 @@ temporary data dir, submits the same records as a JSON envelope and as NDJSON (s
 disk), polls the job until it ends, and prints: seconds to the 202 and to a terminal status,
 records/s end to end, status-poll latency, peak RSS and CPU seconds of every process. In the
 same run it times a plain single-process script (stdlib json + sqlite3) on the same body, and
-the NDJSON job again with a second worker. A table at the end puts the figures next to the
-goals of issue 13, with the CPU each process spent per record.
+an NDJSON job on one worker, on two, and on one again once the second left. A table at the end
+puts the figures next to the goals of issue 13, with the CPU each process spent per record.
 
     .venv/bin/python bench/bench.py              # 1,000,000 records (several minutes)
     .venv/bin/python bench/bench.py --quick      # 100,000 records
@@ -46,8 +46,8 @@ from bench import MB, BenchFailure
 from bench.bodies import CSV_MAPPINGS, baseline, write_bodies
 from bench.growth import run_growth
 from bench.measure import Job, JobRun, idle_sockets, run_job
-from bench.report import EMPTY_VIEW, print_table
-from bench.stack import BenchStack, add_worker, start_stack, wait_healthy
+from bench.report import EMPTY_VIEW, ONE_WORKER_AFTER, ONE_WORKER_BEFORE, TWO_WORKERS, print_table
+from bench.stack import BenchStack, add_worker, remove_worker, start_stack, wait_healthy
 from bulkjobs.broker import EmbeddedBroker, start_broker
 from bulkjobs.devstack import StackFailed
 
@@ -56,8 +56,8 @@ IDLE_SECONDS = 10.0
 NDJSON_QUERY = "?type=resources&action=external_id_set&description=bench"
 
 
-def jobs(n: int, csv_n: int, bodies: dict[str, Path]) -> tuple[list[Job], Job]:
-    """The jobs run on one worker, and the one run again with two."""
+def jobs(n: int, csv_n: int, bodies: dict[str, Path]) -> tuple[list[Job], Job, Job]:
+    """The jobs run on one worker, the one run with two, and the one run after the second left."""
     expect = {"total": n, "processed": n, "created": n, "updated": 0, "failed": 0}
     # Issue 4: a CSV job beside a JSON job of the same records and size.
     expect_small = {"total": csv_n, "processed": csv_n, "created": csv_n, "updated": 0, "failed": 0}
@@ -70,14 +70,16 @@ def jobs(n: int, csv_n: int, bodies: dict[str, Path]) -> tuple[list[Job], Job]:
         Job("NDJSON", bodies["ndjson"], "application/x-ndjson", NDJSON_QUERY, expect),
         Job(f"JSON {csv_n // 1000}k", bodies["json_small"], "application/json", "", expect_small),
         Job(f"CSV {csv_n // 1000}k", bodies["csv"], "text/csv", csv_query, expect_small),
+        Job(ONE_WORKER_BEFORE, bodies["ndjson_before"], "application/x-ndjson", NDJSON_QUERY, expect),
     ]
-    return one_worker, Job("NDJSON 2 workers", bodies["ndjson2"], "application/x-ndjson", NDJSON_QUERY, expect)
+    return (one_worker, Job(TWO_WORKERS, bodies["ndjson2"], "application/x-ndjson", NDJSON_QUERY, expect),
+            Job(ONE_WORKER_AFTER, bodies["ndjson_after"], "application/x-ndjson", NDJSON_QUERY, expect))
 
 
 async def bench(stack: BenchStack, n: int, csv_n: int, bodies: dict[str, Path]) -> tuple[list[JobRun],
                                                                                         dict[str, float]]:
     timeout = 120 + n / 1000
-    one_worker, two_workers = jobs(n, csv_n, bodies)
+    one_worker, two_workers, after = jobs(n, csv_n, bodies)
     conn = aiohttp.TCPConnector(limit=20)
     client_timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=900)
     async with aiohttp.ClientSession(connector=conn, timeout=client_timeout) as session:
@@ -85,6 +87,8 @@ async def bench(stack: BenchStack, n: int, csv_n: int, bodies: dict[str, Path]) 
         runs = [await run_job(stack, session, job, timeout) for job in one_worker]
         await add_worker(stack)
         runs.append(await run_job(stack, session, two_workers, timeout))
+        await remove_worker(stack)
+        runs.append(await run_job(stack, session, after, timeout))
     return runs, await idle_sockets(stack, IDLE_SOCKETS, IDLE_SECONDS)
 
 

@@ -66,11 +66,14 @@ def write_csv_body(path: Path, n: int) -> int:
 def write_bodies(directory: Path, n: int, csv_n: int) -> dict[str, tuple[Path, int]]:
     """Every body the bench posts, by name: (path, size in bytes)."""
     paths = {"json": directory / "body.json", "ndjson": directory / "body.ndjson",
-             "ndjson2": directory / "body2.ndjson", "json_small_empty": directory / "small-empty.json",
+             "ndjson_before": directory / "before.ndjson", "ndjson2": directory / "body2.ndjson",
+             "ndjson_after": directory / "after.ndjson", "json_small_empty": directory / "small-empty.json",
              "json_small": directory / "small.json", "csv": directory / "body.csv"}
     sizes = [write_json_body(paths["json"], "bench-json", n),
              write_ndjson_body(paths["ndjson"], "bench-ndjson", n),
+             write_ndjson_body(paths["ndjson_before"], "bench-ndjson-1w-before", n),
              write_ndjson_body(paths["ndjson2"], "bench-ndjson-2w", n),
+             write_ndjson_body(paths["ndjson_after"], "bench-ndjson-1w-after", n),
              write_json_body(paths["json_small_empty"], "bench-json-small-empty", csv_n),
              write_json_body(paths["json_small"], "bench-json-small", csv_n),
              write_csv_body(paths["csv"], csv_n)]

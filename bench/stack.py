@@ -1,5 +1,5 @@
 """The bench's stack: a ``bulkjobs.devstack`` stack that also watches its broker, started with the
-bench's limits, and a second worker added while it runs."""
+bench's limits, and a second worker added while it runs (and stopped again)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 import json
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,28 +86,53 @@ def shared(assignments: dict[str, set[int]]) -> bool:
 async def add_worker(stack: Stack, timeout: float = 90.0) -> float:
     """Start a second worker and wait until the two share the partitions, each with the object
     index of its partitions loaded (and the API is healthy)."""
-    before = log_count(stack.log_path("worker"), ASSIGNED)
-    preloaded_before = log_count(stack.log_path("worker"), PRELOADED)
-    started_iso = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
-    t0 = time.perf_counter()
+    t0, marks = time.perf_counter(), _marks(stack, ("worker", "worker2"))
     second = stack.start("worker", "worker2")
-    while True:
-        stack.check_alive()
-        reassigned = (log_count(stack.log_path("worker2"), ASSIGNED) > 0
-                      and log_count(stack.log_path("worker"), ASSIGNED) > before)
-        # The join's recovery (the newcomer loads the index it takes over) is not the job's work.
-        preloaded = (log_count(stack.log_path("worker2"), PRELOADED) > 0
-                     and log_count(stack.log_path("worker"), PRELOADED) > preloaded_before)
-        workers = worker_assignments(stack.data_dir / "bulkjobs.db", started_iso)
-        if reassigned and preloaded and shared(workers):
-            break
-        if time.perf_counter() - t0 > timeout:
-            raise BenchFailure(f"two workers did not share the partitions after {timeout:.0f} s "
-                               f"(heartbeats since start: {workers})")
-        await asyncio.sleep(0.5)
-    await asyncio.sleep(2.0)  # let the group settle before the job
-    await wait_healthy(stack)
+    workers = await _settled(stack, marks, t0, timeout, shared)
     first, other = workers.values()
     print(f"second worker (pid {second.pid}) in the group after {time.perf_counter() - t0:.1f} s; "
           f"partitions {sorted(first)} / {sorted(other)}", flush=True)
     return time.perf_counter() - t0
+
+
+async def remove_worker(stack: Stack, timeout: float = 90.0) -> float:
+    """Stop the second worker (SIGTERM: it hands its partitions over) and wait until the first
+    holds them all, with their object index loaded (and the API is healthy)."""
+    t0, marks = time.perf_counter(), _marks(stack, ("worker",))
+    second = stack.processes.pop("worker2")
+    second.terminate()
+    await asyncio.to_thread(second.wait, timeout)
+    await _settled(stack, marks, t0, timeout,
+                   lambda workers: set(range(PARTITIONS)) in workers.values())
+    print(f"second worker left; the first holds every partition after {time.perf_counter() - t0:.1f} s", flush=True)
+    return time.perf_counter() - t0
+
+
+def _marks(stack: Stack, names: tuple[str, ...]) -> dict[str, tuple[int, int]]:
+    """How many rebalances and index loads each worker of ``names`` has logged so far."""
+    return {name: (log_count(stack.log_path(name), ASSIGNED), log_count(stack.log_path(name), PRELOADED))
+            for name in names}
+
+
+async def _settled(stack: Stack, marks: dict[str, tuple[int, int]], t0: float, timeout: float,
+                   split: Callable[[dict[str, set[int]]], bool]) -> dict[str, set[int]]:
+    """Wait until each worker of ``marks`` logged a rebalance and then its object index loaded
+    (more of each than ``marks`` counts), and the heartbeats sent since ``t0`` show the
+    partitions split as ``split`` wants; the heartbeats' partitions by worker. The rebalance's
+    recovery (a worker loads the index it takes over) is not the next job's work."""
+    started_iso = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() - (time.perf_counter() - t0)))
+    while True:
+        stack.check_alive()
+        loaded = all(log_count(stack.log_path(name), ASSIGNED) > assigned
+                     and log_count(stack.log_path(name), PRELOADED) > preloaded
+                     for name, (assigned, preloaded) in marks.items())
+        workers = worker_assignments(stack.data_dir / "bulkjobs.db", started_iso)
+        if loaded and split(workers):
+            break
+        if time.perf_counter() - t0 > timeout:
+            raise BenchFailure(f"the workers' partitions did not settle after {timeout:.0f} s "
+                               f"(heartbeats since: {workers})")
+        await asyncio.sleep(0.5)
+    await asyncio.sleep(2.0)  # let the group settle before the job
+    await wait_healthy(stack)
+    return workers
