@@ -111,7 +111,8 @@ class Settings:
     webhook_backoff_cap: float = 3600.0  # the longest wait between two attempts
     webhook_max_age: float = 24 * 3600.0  # attempts go on until the job ended this long ago
     # A snapshot of a partition of the worker's object index is written after this many changes
-    # (AppliedBatch messages), or this many seconds after the last one if anything changed.
+    # (AppliedBatch messages), or this many seconds after the last one if anything changed (once
+    # the worker is idle: streams.snapshots).
     snapshot_changes: int = 1000
     snapshot_seconds: float = 60.0
     # retention.ms of the topics created from now on, in seconds (0: kept for ever): job-events,

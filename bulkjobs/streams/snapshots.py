@@ -43,10 +43,12 @@ log = logging.getLogger(__name__)
 CHUNK_IDS = 20_000
 FIRST_WINDOW = 16  # messages read back from the end to find the last manifest; then 4x more
 # A partition is due by time only once its changes offset has not moved for this long (or for
-# ``every_seconds``, if shorter): a snapshot copies and sends the partition's whole index, half a
-# second of a core at 450,000 objects, and the timer's took it in the middle of whatever job was
-# running (the bench's job after a second worker joined paid for four). A partition that never
-# pauses is snapshotted by its count of changes, which is what bounds a restart's replay.
+# ``every_seconds``, if shorter), and no job is running: a snapshot copies and sends the
+# partition's whole index, half a second of a core at 450,000 objects, and the timer's took it in
+# the middle of whatever job was running (the bench's job after a second worker joined paid for
+# four; with jobs back to back, the next job's upload and the store's writing of the last one
+# paid for all eight). A partition that never pauses is snapshotted by its count of changes,
+# which is what bounds a restart's replay.
 QUIET_SECONDS = 5.0
 
 
@@ -197,14 +199,15 @@ class Publish(Protocol):
 
 class Snapshotter:
     """Writes a partition's snapshot when it is due: after ``every_changes`` changes, or
-    ``every_seconds`` after the last one if anything changed since and the partition has been
-    quiet for ``QUIET_SECONDS``; and, before a rebalance revokes partitions, of each that changed
-    since its last snapshot. One at a time."""
+    ``every_seconds`` after the last one if anything changed since, the partition has been quiet
+    for ``QUIET_SECONDS`` and no job is ``running``; and, before a rebalance revokes partitions,
+    of each that changed since its last snapshot. One at a time."""
 
     def __init__(self, *, objects: ObjectState, publish: Publish, topic: str, finished: Callable[[str], bool],
-                 every_changes: int, every_seconds: float, clock: Callable[[], float] = time.monotonic,
-                 now: Callable[[], str] = utc_now) -> None:
+                 running: Callable[[], bool], every_changes: int, every_seconds: float,
+                 clock: Callable[[], float] = time.monotonic, now: Callable[[], str] = utc_now) -> None:
         self.objects, self.publish, self.topic, self.finished = objects, publish, topic, finished
+        self.running = running  # whether any job is queued or processing
         self.every_changes, self.every_seconds = every_changes, every_seconds
         self.clock, self.now = clock, now
         self.taken_at: dict[int, float] = {}  # partition -> clock of its last snapshot (or first look)
@@ -230,7 +233,7 @@ class Snapshotter:
         new = self._changes_since_snapshot(partition)
         since = now - self.taken_at.setdefault(partition, now)
         return new > 0 and (new >= self.every_changes
-                            or (since >= self.every_seconds and quiet >= self.quiet_seconds))
+                            or (since >= self.every_seconds and quiet >= self.quiet_seconds and not self.running()))
 
     def _may_take(self, partition: int) -> bool:
         """Caught up, and no dry run applied to it: a run's overlay lives only in the changes

@@ -419,6 +419,10 @@ class JobStates(RebuiltState):
         (the statuses of other workers' partitions arrive through the tail)."""
         return self._active[tenant]
 
+    def running(self) -> bool:
+        """Whether any job is queued or processing, as far as this worker knows."""
+        return any(count > 0 for count in self._active.values())
+
     def get(self, job_id: str) -> Job:
         return self.jobs.get(job_id) or Job(id=job_id)
 

@@ -173,7 +173,7 @@ def build_app(settings: Settings) -> faust.App:
     schedules = Scheduler(publish=topics.publish, topics=names, job_states=job_states, owned=owned_job_partitions)
     snapshotter = Snapshotter(
         objects=objects, publish=topics.publish, topic=names.snapshots,
-        finished=lambda job_id: job_states.get(job_id).terminal,
+        finished=lambda job_id: job_states.get(job_id).terminal, running=job_states.running,
         every_changes=settings.snapshot_changes, every_seconds=settings.snapshot_seconds)
     snapshot_timer(app, names, snapshotter)
     watch = UploadWatch(publish=topics.publish, topics=names, job_states=job_states, clock=uploads,

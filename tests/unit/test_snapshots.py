@@ -5,7 +5,7 @@ schedule, and an ``ObjectState`` loading a partition from a snapshot then the ch
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -171,11 +171,12 @@ class Clock:
 
 
 def writer(objects: ObjectState, log: FakeLog, finished: Iterable[str] = (), every_changes: int = 3,
-           every_seconds: float = 10.0, clock: Clock | None = None) -> Snapshotter:
+           every_seconds: float = 10.0, clock: Clock | None = None,
+           running: Callable[[], bool] = lambda: False) -> Snapshotter:
     done = set(finished)
     return Snapshotter(objects=objects, publish=log.publish, topic=TOPIC, finished=done.__contains__,
-                       every_changes=every_changes, every_seconds=every_seconds, clock=clock or Clock(),
-                       now=lambda: AT)
+                       running=running, every_changes=every_changes, every_seconds=every_seconds,
+                       clock=clock or Clock(), now=lambda: AT)
 
 
 async def applied_partition(log: FakeLog, objects: dict[str, str], changes: int = 5) -> ObjectState:
@@ -301,11 +302,13 @@ def a_change(objects: ObjectState, offset: int) -> None:
                                            ops=[]), apply_ops=False)
 
 
-async def just_snapshotted(every_changes: int, every_seconds: float = 10.0) -> tuple[ObjectState, Snapshotter, Clock]:
+async def just_snapshotted(every_changes: int, every_seconds: float = 10.0,
+                           running: Callable[[], bool] = lambda: False) -> tuple[ObjectState, Snapshotter, Clock]:
     """Partition 1 with one change, snapshotted at clock 0 by a snapshotter of these settings."""
     log, clock = FakeLog(), Clock()
     objects = await applied_partition(log, ids(8), changes=1)
-    snapshotter = writer(objects, log, every_changes=every_changes, every_seconds=every_seconds, clock=clock)
+    snapshotter = writer(objects, log, every_changes=every_changes, every_seconds=every_seconds, clock=clock,
+                         running=running)
     await snapshotter.take(1)
     return objects, snapshotter, clock
 
@@ -329,6 +332,25 @@ async def test_a_partition_due_by_time_waits_until_its_changes_pause(quiet: floa
         assert not snapshotter.due(1)
     clock.now = 18.0 + quiet
     assert snapshotter.due(1) is due
+
+
+async def test_a_partition_due_by_time_waits_until_no_job_runs() -> None:
+    jobs = {"running": True}
+    objects, snapshotter, clock = await just_snapshotted(every_changes=100, running=lambda: jobs["running"])
+    a_change(objects, 1)
+    assert not snapshotter.due(1)
+    clock.now = 60.0  # long after the last snapshot, and quiet for long: a job still runs (the next one, say)
+    assert not snapshotter.due(1)
+    jobs["running"] = False
+    assert snapshotter.due(1)
+
+
+async def test_a_partition_is_due_by_its_count_of_changes_while_jobs_run() -> None:
+    objects, snapshotter, clock = await just_snapshotted(every_changes=2, running=lambda: True)
+    a_change(objects, 1)
+    assert not snapshotter.due(1)
+    a_change(objects, 2)
+    assert snapshotter.due(1)
 
 
 async def test_a_partition_that_never_pauses_is_due_by_its_count_of_changes() -> None:

@@ -681,6 +681,17 @@ def test_job_states_count_each_tenants_active_jobs_from_any_partition() -> None:
     assert (states.active(TENANT), states.active("nobody")) == (2, 0)
 
 
+def test_job_states_tell_whether_any_job_is_running() -> None:
+    states = JobStates(lambda on_message: FakeTail([], "status", on_message))
+    states.put(Job(id="def", tenant=TENANT, status=SCHEDULED), 0)  # a definition waits, it does not run
+    states.put(Job(id="s", tenant=TENANT, status=SUSPENDED), 1)
+    assert not states.running()
+    states.tail.deliver(2, 0, orjson.dumps(Job(id="a", tenant="other", status="processing").to_dict()))
+    assert states.running()
+    states.put(Job(id="a", tenant="other", status="succeeded"), 2)
+    assert not states.running()
+
+
 # --- the scheduler and the upload watch ----------------------------------------------------------
 
 
