@@ -10,7 +10,11 @@
   and serves a sixth of the bytes, and the processes write and read a sixth through their
   sockets (on loopback a socket write costs the sender the receiver's network work too).
 - A short fetch wait for consumers of several partitions: with one broker node, a long empty
-  poll of an idle partition stalls the next fetch of the busy ones.
+  poll of an idle partition stalls the next fetch of the busy ones. Tansu answers a fetch that
+  found nothing only when its wait is over (data written meanwhile does not wake it), and each
+  fetch costs it about 1.2 ms of CPU whatever it returns: an idle consumer's loop at this wait
+  costs the broker 2.5% of a core (1.8% with one partition; 0.9% at 200 ms, 0.4% at 500 ms).
+  Idle, a worker costs the broker 2.9% of a core, the store 2.8% and the API 1.6%.
 """
 
 from __future__ import annotations
