@@ -325,12 +325,12 @@ async def test_a_partition_with_a_change_is_due_so_long_after_its_last_snapshot(
 @pytest.mark.parametrize(("quiet", "due"), [(QUIET_SECONDS - 0.1, False), (QUIET_SECONDS, True),
                                             (QUIET_SECONDS + 0.1, True)])
 async def test_a_partition_due_by_time_waits_until_its_changes_pause(quiet: float, due: bool) -> None:
-    objects, snapshotter, clock = await just_snapshotted(every_changes=100)
-    for offset, now in enumerate((0.0, 6.0, 12.0, 18.0), start=1):  # a job under way: a change at every look
+    objects, snapshotter, clock = await just_snapshotted(every_changes=100, every_seconds=60.0)
+    for offset, now in enumerate((0.0, 30.0, 60.0, 90.0), start=1):  # a job under way: a change at every look
         clock.now = now
         a_change(objects, offset)
         assert not snapshotter.due(1)
-    clock.now = 18.0 + quiet
+    clock.now = 90.0 + quiet
     assert snapshotter.due(1) is due
 
 
