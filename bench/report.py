@@ -22,8 +22,9 @@ GOAL_GROWTH_RATIO = 0.9  # a small job's rate with the large jobs' objects in th
 GOAL_LABELS = ("JSON", "NDJSON")
 EMPTY_VIEW = "empty view"  # in the label of the small job run before any other
 # The NDJSON jobs that compare one worker with two: the view grows by a job's objects between
-# two of them, and a job's CPU grows with the view (in every process), so the two-worker job is
-# judged against the mean of the one-worker jobs run just before it and just after it.
+# two of them, and a job's CPU grows with the view (the store's, and on two shared cores every
+# process's with it), so the two-worker job is judged against the mean of the one-worker jobs
+# run just before it and just after it.
 ONE_WORKER_BEFORE, TWO_WORKERS, ONE_WORKER_AFTER = "NDJSON 1w before", "NDJSON 2 workers", "NDJSON 1w after"
 MEASURED = ("bench", "api", "worker", "worker2", "store", "broker")  # bench: this client
 STACK = MEASURED[1:]
