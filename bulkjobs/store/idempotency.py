@@ -92,10 +92,14 @@ class IdempotencyKeys:
             self._purged_at, self._purge_left = now, cursor.rowcount == PURGE_ROWS
         while True:
             await self.db.execute(_CLAIM, (tenant, key, owner, now + lease, now + ttl, now, now))
-            async with self.db.execute(
-                    "SELECT owner, digest, status, response FROM idempotency_keys WHERE tenant = ? AND key = ?",
-                    (tenant, key)) as cursor:
-                row = await cursor.fetchone()
+            # Read to the end in one call: a cursor left open between two awaits would keep a
+            # read transaction open on the connection that this process's other requests write
+            # through, and SQLite refuses their write at once ('database is locked', with no busy
+            # wait) once another process has written since that read began.
+            rows = await self.db.execute_fetchall(
+                "SELECT owner, digest, status, response FROM idempotency_keys WHERE tenant = ? AND key = ?",
+                (tenant, key))
+            row = next(iter(rows), None)
             if row is None:  # released between the two statements: claim it again
                 continue
             if row[0] == owner:
