@@ -86,26 +86,27 @@ def shared(assignments: dict[str, set[int]]) -> bool:
 async def add_worker(stack: Stack, timeout: float = 90.0) -> float:
     """Start a second worker and wait until the two share the partitions, each with the object
     index of its partitions loaded (and the API is healthy)."""
-    t0, marks = time.perf_counter(), _marks(stack, ("worker", "worker2"))
+    t0, marks = time.time(), _marks(stack, ("worker", "worker2"))
     second = stack.start("worker", "worker2")
     workers = await _settled(stack, marks, t0, timeout, shared)
     first, other = workers.values()
-    print(f"second worker (pid {second.pid}) in the group after {time.perf_counter() - t0:.1f} s; "
+    took = time.time() - t0
+    print(f"second worker (pid {second.pid}) in the group after {took:.1f} s; "
           f"partitions {sorted(first)} / {sorted(other)}", flush=True)
-    return time.perf_counter() - t0
+    return took
 
 
 async def remove_worker(stack: Stack, timeout: float = 90.0) -> float:
     """Stop the second worker (SIGTERM: it hands its partitions over) and wait until the first
     holds them all, with their object index loaded (and the API is healthy)."""
-    t0, marks = time.perf_counter(), _marks(stack, ("worker",))
+    t0, marks = time.time(), _marks(stack, ("worker",))
     second = stack.processes.pop("worker2")
     second.terminate()
     await asyncio.to_thread(second.wait, timeout)
-    await _settled(stack, marks, t0, timeout,
-                   lambda workers: set(range(PARTITIONS)) in workers.values())
-    print(f"second worker left; the first holds every partition after {time.perf_counter() - t0:.1f} s", flush=True)
-    return time.perf_counter() - t0
+    await _settled(stack, marks, t0, timeout, lambda workers: set(range(PARTITIONS)) in workers.values())
+    took = time.time() - t0
+    print(f"second worker left; the first holds every partition after {took:.1f} s", flush=True)
+    return took
 
 
 def _marks(stack: Stack, names: tuple[str, ...]) -> dict[str, tuple[int, int]]:
@@ -118,9 +119,10 @@ async def _settled(stack: Stack, marks: dict[str, tuple[int, int]], t0: float, t
                    split: Callable[[dict[str, set[int]]], bool]) -> dict[str, set[int]]:
     """Wait until each worker of ``marks`` logged a rebalance and then its object index loaded
     (more of each than ``marks`` counts), and the heartbeats sent since ``t0`` show the
-    partitions split as ``split`` wants; the heartbeats' partitions by worker. The rebalance's
-    recovery (a worker loads the index it takes over) is not the next job's work."""
-    started_iso = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() - (time.perf_counter() - t0)))
+    partitions split as ``split`` wants (``t0``: a ``time.time()``); the heartbeats' partitions by
+    worker. The rebalance's recovery (a worker loads the index it takes over) is not the next
+    job's work."""
+    started_iso = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t0))
     while True:
         stack.check_alive()
         loaded = all(log_count(stack.log_path(name), ASSIGNED) > assigned
@@ -129,7 +131,7 @@ async def _settled(stack: Stack, marks: dict[str, tuple[int, int]], t0: float, t
         workers = worker_assignments(stack.data_dir / "bulkjobs.db", started_iso)
         if loaded and split(workers):
             break
-        if time.perf_counter() - t0 > timeout:
+        if time.time() - t0 > timeout:
             raise BenchFailure(f"the workers' partitions did not settle after {timeout:.0f} s "
                                f"(heartbeats since: {workers})")
         await asyncio.sleep(0.5)
