@@ -70,6 +70,13 @@ UI_POLICY = ("default-src 'self'; connect-src 'self'; img-src 'self' data:; "
 UI_CACHING = {"Cache-Control": "no-cache"}  # revalidated (ETag) on each load: a new version shows at once
 
 
+CLIENT_CLOSED = 499  # nginx's status for a request whose client hung up before the answer
+
+
+def _client_gone(request: web.Request) -> bool:
+    return request.transport is None or request.transport.is_closing()
+
+
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
@@ -84,7 +91,13 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         if "Allow" in exc.headers:  # a 405 says which methods the route takes
             response.headers["Allow"] = exc.headers["Allow"]
         return response
-    except Exception:
+    except Exception as exc:
+        if isinstance(exc, ConnectionResetError) and _client_gone(request):
+            # The client hung up before its answer (mid-upload, say): what it sent was not
+            # accepted, and no one reads this answer. Counted as nginx's 499, not as a 500.
+            log.info("client hung up on %s %s", request.method, request.path)
+            return json_response({"error": {"code": "client_closed_request",
+                                            "message": "the client closed the connection"}}, CLIENT_CLOSED)
         log.exception("unhandled error on %s %s", request.method, request.path)
         return json_response({"error": {"code": "internal_error", "message": "internal server error"}}, 500)
 

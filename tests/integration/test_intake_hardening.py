@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import gzip
 import json
+import socket
 import threading
 import time
+import urllib.parse
 import uuid
 import zlib
 from collections.abc import Callable
@@ -14,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from bulkjobs.domain.limits import MAX_DESCRIPTION_CHARS
 from bulkjobs.kafka.batching import MAX_RECORD_DEPTH
-from tests.support import Client, Response, Stack
+from tests.support import Client, Response, Stack, wait_for
 
 MAX_BODY = 32 * 1024 * 1024  # the shared stack's BULKJOBS_MAX_BODY_BYTES (tests/conftest.py)
 
@@ -170,6 +173,38 @@ def test_a_body_that_does_not_inflate_is_400_for_every_body_form(api: Client, fo
     resp = post_form(api, form, data, {"Content-Encoding": encoding})
     assert resp.status == 400, resp.body
     assert error_of(resp)["code"] == "invalid_content_encoding"
+    assert job_total(api) == before
+
+
+# --- a client that hangs up ------------------------------------------------------------------------
+
+
+def hung_up_posts(api: Client) -> float:
+    """POST /v1/jobs requests the API counted as answered with 499 (client closed request)."""
+    text = api.get("/metrics").body.decode()
+    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+               if sample.name == "bulkjobs_api_requests_total"
+               and sample.labels == {"method": "POST", "route": "/v1/jobs", "status": "499"})
+
+
+@pytest.mark.parametrize("form", ["application/json", "application/x-ndjson", "text/csv"])
+def test_a_client_that_hangs_up_mid_body_is_a_quiet_499_and_no_job(stack: Stack, api: Client, form: str) -> None:
+    before, hung_up = job_total(api), hung_up_posts(api)
+    failures = stack.log_path("api").read_text().count("unhandled error")
+    first = {"application/json": b'{"type":"resources","action":"post","data":[{"type":"t","attributes":{}},',
+             "application/x-ndjson": b'{"type":"t","attributes":{}}\n',
+             "text/csv": b"external_id,name\nx1,a\n"}[form]
+    query = "?type=resources&action=post" if form == "application/x-ndjson" else (
+        "?operation=upsert&object_type=t" if form == "text/csv" else "")
+    url = urllib.parse.urlsplit(stack.base)
+    with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
+        sock.sendall(f"POST /v1/jobs{query} HTTP/1.1\r\nHost: {url.netloc}\r\nx-api-key: {api.key}\r\n"
+                     f"Content-Type: {form}\r\nContent-Length: 1000000\r\n\r\n".encode() + first)
+    # ... and the connection closes with most of the body unsent.
+    wait_for(lambda: hung_up_posts(api) == hung_up + 1, what="the API to count the hang-up")
+    log = stack.log_path("api").read_text()
+    assert log.count("unhandled error") == failures
+    assert "client hung up on POST /v1/jobs" in log
     assert job_total(api) == before
 
 
