@@ -15,6 +15,8 @@ from pathlib import Path
 
 import aiosqlite
 
+from bulkjobs.store import sqlite
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS idempotency_keys (
     tenant TEXT NOT NULL,
@@ -76,7 +78,7 @@ class IdempotencyKeys:
     @classmethod
     async def open(cls, path: Path) -> IdempotencyKeys:
         path.parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(path, isolation_level=None)
+        db = await sqlite.connect(path)
         await db.execute("PRAGMA journal_mode=WAL")
         await db.execute("PRAGMA busy_timeout=10000")
         await db.executescript(SCHEMA)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import sqlite3
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from prometheus_client.registry import Collector
 
 from bulkjobs.domain.jobs import STATUSES
 from bulkjobs.metrics import LagGauge, new_registry
+from bulkjobs.store import sqlite
 from bulkjobs.store.schema import TABLES
 
 log = logging.getLogger(__name__)
@@ -56,11 +56,11 @@ class ViewCollector(Collector):
             return
         rows, jobs, size = self._families()
         try:
-            with contextlib.closing(sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True, timeout=5)) as db:
+            with contextlib.closing(sqlite.connect_read_only(self.path, timeout=5)) as db:
                 for table in TABLES:
                     rows.add_metric([table], db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
                 by_status = dict(db.execute("SELECT status, count(*) FROM jobs GROUP BY status").fetchall())
-        except sqlite3.Error:  # the view is being made (or dropped): the other metrics are still served
+        except sqlite.Error:  # the view is being made (or dropped): the other metrics are still served
             log.warning("the view in %s could not be read for its metrics", self.path, exc_info=True)
             return
         for status in STATUSES:

@@ -14,6 +14,7 @@ import orjson
 
 from bulkjobs.domain.counts import Counts
 from bulkjobs.domain.jobs import ACTIVE, EXPORT, Job, public_body, visible_status
+from bulkjobs.store import sqlite
 
 _JOB_COLUMNS = (
     "id, type, action, description, status, total, processed, created, updated, deleted, skipped, "
@@ -125,7 +126,7 @@ class ViewReader:
     def __init__(self, db: aiosqlite.Connection, job_retention: int = 0) -> None:
         self.db = db
         self.job_retention = job_retention  # seconds (BULKJOBS_JOB_RETENTION): what job bodies show as expires_at
-        self.db.row_factory = aiosqlite.Row
+        self.db.row_factory = sqlite.Row
 
     async def _all(self, sql: str, params: tuple[Any, ...]) -> list[aiosqlite.Row]:
         async with self.db.execute(sql, params) as cursor:
