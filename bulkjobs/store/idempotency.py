@@ -77,7 +77,6 @@ class IdempotencyKeys:
 
     @classmethod
     async def open(cls, path: Path) -> IdempotencyKeys:
-        path.parent.mkdir(parents=True, exist_ok=True)
         db = await sqlite.connect(path)
         await db.execute("PRAGMA journal_mode=WAL")
         await db.execute("PRAGMA busy_timeout=10000")

@@ -178,7 +178,6 @@ WAL_CHECKPOINT_BYTES = 256 * 1024 * 1024
 
 
 async def connect(path: Path) -> aiosqlite.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True)
     db = await sqlite.connect(path)
     # Only a new file takes it (before WAL is on). Bigger pages make shallower trees, fewer
     # splits and fewer WAL frames per insert; measured on the writer alone, 16 KiB pages cost

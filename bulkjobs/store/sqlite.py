@@ -34,8 +34,9 @@ Row: type[sqlite3.Row] = library.Row  # the same interface as the stdlib's, whic
 
 
 async def connect(path: Path) -> aiosqlite.Connection:
-    """An aiosqlite connection to the file at ``path`` in autocommit mode (its callers begin and
-    commit their own transactions)."""
+    """An aiosqlite connection to the file at ``path`` (made with its directory if new) in
+    autocommit mode (its callers begin and commit their own transactions)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     db = await aiosqlite.Connection(lambda: library.connect(str(path), isolation_level=None), iter_chunk_size=64)
     # The wheel's SQLite is built to auto-vacuum new files: every commit that frees pages would
     # move pages to the file's end and truncate it (a deleted job's results, in the transaction

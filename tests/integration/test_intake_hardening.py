@@ -191,11 +191,11 @@ def hung_up_posts(api: Client) -> float:
 def test_a_client_that_hangs_up_mid_body_is_a_quiet_499_and_no_job(stack: Stack, api: Client, form: str) -> None:
     before, hung_up = job_total(api), hung_up_posts(api)
     failures = stack.log_path("api").read_text().count("unhandled error")
-    first = {"application/json": b'{"type":"resources","action":"post","data":[{"type":"t","attributes":{}},',
-             "application/x-ndjson": b'{"type":"t","attributes":{}}\n',
-             "text/csv": b"external_id,name\nx1,a\n"}[form]
-    query = "?type=resources&action=post" if form == "application/x-ndjson" else (
-        "?operation=upsert&object_type=t" if form == "text/csv" else "")
+    query, first = {  # each form's query and the first bytes of its body
+        "application/json": ("", b'{"type":"resources","action":"post","data":[{"type":"t","attributes":{}},'),
+        "application/x-ndjson": ("?type=resources&action=post", b'{"type":"t","attributes":{}}\n'),
+        "text/csv": ("?operation=upsert&object_type=t", b"external_id,name\nx1,a\n"),
+    }[form]
     url = urllib.parse.urlsplit(stack.base)
     with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
         sock.sendall(f"POST /v1/jobs{query} HTTP/1.1\r\nHost: {url.netloc}\r\nx-api-key: {api.key}\r\n"
