@@ -154,7 +154,7 @@ def run(tmp: Path, n: int, csv_n: int, started: float, growth_sizes: list[int], 
             print("goals missed: " + "; ".join(misses), flush=True)
     except (BenchFailure, StackFailed) as exc:
         print(f"\nBENCH FAILED: {exc}", file=sys.stderr, flush=True)
-        if stack is not None:
+        if stack is not None and not isinstance(exc, StackFailed):  # a StackFailed carries the tails
             print(stack.log_tails(), file=sys.stderr, flush=True)
         return 1
     finally:

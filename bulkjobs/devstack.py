@@ -115,8 +115,8 @@ class Stack:
     def check_alive(self) -> None:
         for name, process in self.processes.items():
             if process.poll() is not None:
-                raise StackFailed(f"{name} (pid {process.pid}) exited with {process.returncode}; "
-                                  f"see {self.log_path(name)}")
+                raise StackFailed(f"{name} (pid {process.pid}) exited with {process.returncode}; the logs "
+                                  f"end:\n{self.log_tails()}")
 
     def healthy(self) -> bool:
         """Whether the API answers its health check; raises StackFailed if a part exited."""
@@ -132,7 +132,8 @@ class Stack:
         started = time.monotonic()
         while not self.healthy():
             if time.monotonic() - started > timeout:
-                raise StackFailed(f"the stack was not healthy after {timeout:.0f} s; see the logs in {self.data_dir}")
+                raise StackFailed(f"the stack was not healthy after {timeout:.0f} s; the logs are in "
+                                  f"{self.data_dir}, and end:\n{self.log_tails()}")
             time.sleep(0.2)
         return time.monotonic() - started
 
