@@ -21,7 +21,7 @@ async def pragma(path: Path, name: str) -> int:
 
 async def test_a_new_view_has_big_pages_and_checkpoints_every_256_mib(tmp_path: Path) -> None:
     path = tmp_path / "view.db"
-    assert await pragma(path, "page_size") == PAGE_SIZE == 16384
+    assert await pragma(path, "page_size") == PAGE_SIZE == 32768
     assert await pragma(path, "wal_autocheckpoint") * PAGE_SIZE == WAL_CHECKPOINT_BYTES
 
 
