@@ -6,15 +6,48 @@ Every query is scoped by tenant; rows come back as plain dicts shaped for the HT
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import chain
+from operator import itemgetter
 from typing import Any
 
 import aiosqlite
 import orjson
 
+from bulkjobs.domain.changes import (
+    RESULT_ERRORS,
+    RESULT_ID,
+    RESULT_INDEX,
+    RESULT_OUTCOME,
+    RESULT_RECORD,
+    RESULT_SUCCESS,
+    Outcome,
+)
 from bulkjobs.domain.counts import Counts
 from bulkjobs.domain.jobs import ACTIVE, EXPORT, Job, public_body, visible_status
 from bulkjobs.store import sqlite
+
+# Applied batches fetched at a time while a page of results is merged: each holds its results
+# as one value of tens of KB, so fewer than aiosqlite's 64 rows a fetch.
+_BATCHES_AT_ONCE = 8
+_UNSUCCESSFUL = frozenset({Outcome.FAILED, Outcome.SKIPPED})  # the outcomes of the results whose success is false
+_Stored = tuple[list[Any], int | None]  # a stored result, and a retry's record's index in the job retried
+_index = itemgetter(RESULT_INDEX)  # a result's record index, as a sort key
+
+
+def _kept(result: list[Any]) -> bool:
+    """Whether a failed result holds its record's body (for a retry)."""
+    return len(result) > RESULT_RECORD
+
+
+def _merge(runs: list[list[list[Any]]], limit: int, sources: dict[int, int]) -> list[_Stored]:
+    """The first ``limit`` results of ``runs`` (each in record order) in record order, with
+    their sources. A record has one result: the batches that hold it are its partition's, cut
+    from its records once (a batch applied again is the same batch, not written again)."""
+    return [(result, sources.get(result[RESULT_INDEX])) for result in sorted(chain(*runs), key=_index)[:limit]]
+
 
 _JOB_COLUMNS = (
     "id, type, action, description, status, total, processed, created, updated, deleted, skipped, "
@@ -213,41 +246,66 @@ class ViewReader:
         rows, total, more, last_key = await self._page("jobs", where, params, order, paging, _JOB_COLUMNS)
         return Page([_job(row, self.job_retention) for row in rows], total, more, last_key)
 
+    async def _stored_results(self, job_id: str, start: int, limit: int, outcomes: frozenset[str] | None = None,
+                              keep: Callable[[list[Any]], bool] | None = None) -> list[_Stored]:
+        """Up to ``limit`` of the job's stored results from record index ``start`` on, in record
+        order: of ``outcomes`` only, if given, and only those ``keep`` keeps.
+
+        A batch holds its partition's share of a range of indexes, so a page is merged from the
+        batches in the order of their first index: once the results found below the next
+        batch's first index are ``limit``, no later batch can hold one of the page. A batch
+        whose counts show none of ``outcomes`` is not read (one whose counts do not say is)."""
+        if limit <= 0 or outcomes is not None and not outcomes:
+            return []
+        where, params = "job_id = ? AND last_idx >= ?", [job_id, start]
+        if outcomes is not None:
+            where += " AND (" + " OR ".join(["coalesce(json_extract(counts, ?), 1) > 0"] * len(outcomes)) + ")"
+            params.extend(f"$.{outcome}" for outcome in sorted(outcomes))
+        runs: list[list[list[Any]]] = []
+        sources: dict[int, int] = {}
+        async with self.db.execute(f"SELECT first_idx, sources, results FROM job_batches WHERE {where} "
+                                   "ORDER BY first_idx", params) as cursor:
+            while rows := await cursor.fetchmany(_BATCHES_AT_ONCE):
+                for first, batch_sources, results in rows:
+                    if sum(bisect_left(run, first, key=_index) for run in runs) >= limit:
+                        return _merge(runs, limit, sources)
+                    run = orjson.loads(results)
+                    if batch_sources is not None:
+                        sources.update(zip((result[RESULT_INDEX] for result in run), orjson.loads(batch_sources),
+                                           strict=False))
+                    run.sort(key=_index)
+                    run = run[bisect_left(run, start, key=_index):]
+                    if outcomes is not None:
+                        run = [result for result in run if result[RESULT_OUTCOME] in outcomes]
+                    runs.append(run if keep is None else [result for result in run if keep(result)])
+        return _merge(runs, limit, sources)
+
     async def results(self, job_id: str, limit: int, offset: int, failed_only: bool = False,
                       outcome: str | None = None) -> list[dict[str, Any]]:
         """Results from record index ``offset`` on, in record order (only unsuccessful ones, or
-        only those of one outcome, if asked: an index holds each outcome's in order)."""
-        where = "job_id = ? AND idx >= ?" + (" AND success = 0" if failed_only else "")
-        params: tuple[Any, ...] = (job_id, offset)
-        if outcome is not None:
-            where, params = where + " AND outcome = ?", (*params, outcome)
-        rows = await self._all(
-            f"SELECT idx, success, object_id, errors, outcome, source_idx FROM results WHERE {where} "
-            "ORDER BY idx LIMIT ?",
-            (*params, limit),
-        )
+        only those of one outcome, if asked)."""
+        outcomes = None if outcome is None else frozenset({outcome})
+        if failed_only:
+            outcomes = _UNSUCCESSFUL if outcomes is None else outcomes & _UNSUCCESSFUL
+        stored = await self._stored_results(job_id, offset, limit, outcomes)
         return [
-            {"index": row["idx"], "success": bool(row["success"]), "status": row["outcome"], "id": row["object_id"],
-             "errors": orjson.loads(row["errors"]) if row["errors"] else [], "source_index": row["source_idx"]}
-            for row in rows
+            {"index": result[RESULT_INDEX], "success": bool(result[RESULT_SUCCESS]), "status": result[RESULT_OUTCOME],
+             "id": result[RESULT_ID], "errors": result[RESULT_ERRORS] or [], "source_index": source}
+            for result, source in stored
         ]
 
     async def outcomes(self, job_id: str, start: int, limit: int) -> list[tuple[int, str]]:
         """``(index, outcome)`` of the job's results from record index ``start`` on, in order."""
-        rows = await self._all("SELECT idx, outcome FROM results WHERE job_id = ? AND idx >= ? ORDER BY idx LIMIT ?",
-                               (job_id, start, limit))
-        return [(row[0], row[1]) for row in rows]
+        stored = await self._stored_results(job_id, start, limit)
+        return [(result[RESULT_INDEX], result[RESULT_OUTCOME]) for result, _ in stored]
 
     async def failed_records(self, job_id: str, outcomes: frozenset[str], start: int,
                              limit: int) -> list[tuple[int, bytes]]:
         """``(index, record as JSON)`` of the job's records whose outcome is one of ``outcomes``
-        and whose body was kept (``results.record``), from record index ``start`` on, in order."""
-        marks = ", ".join("?" * len(outcomes))
-        rows = await self._all(
-            f"SELECT idx, record FROM results WHERE job_id = ? AND idx >= ? AND success = 0 "
-            f"AND outcome IN ({marks}) AND record IS NOT NULL ORDER BY idx LIMIT ?",
-            (job_id, start, *sorted(outcomes), limit))
-        return [(row[0], row[1]) for row in rows]
+        and whose body was kept (a failed result's last field), from record index ``start`` on,
+        in order."""
+        stored = await self._stored_results(job_id, start, limit, outcomes & _UNSUCCESSFUL, _kept)
+        return [(result[RESULT_INDEX], orjson.dumps(result[RESULT_RECORD])) for result, _ in stored]
 
     async def batches(self, job_id: str) -> list[dict[str, Any]]:
         """The job's applied batches whose results are stored, in the order they were applied."""

@@ -12,7 +12,7 @@ from bulkjobs.store import sqlite
 log = logging.getLogger(__name__)
 
 # Raise it with every change below: a view of another version is dropped (see _migrate).
-VERSION = 10
+VERSION = 11
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -45,8 +45,16 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_by_tenant ON jobs (tenant, created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS jobs_by_parent ON jobs (parent_id, created_at DESC);
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (tenant, status);  -- a tenant's active jobs, counted at the door
--- One row per applied batch whose results are stored: how many results a job has in the view,
--- and where and when each batch was applied (the job's log).
+-- One row per applied batch: how many results a job has in the view, where and when each batch
+-- was applied (the job's log), and its results, packed as the worker wrote them (a JSON array of
+-- [index, success, id, errors, outcome(, record)], and a retry's ``sources`` give, per result,
+-- the record's index in the job retried). Why packed: a row per result cost the store 1.8 of its
+-- 7.4 us a record (the row, the key and an index of outcomes), where one value per batch is
+-- appended at the end of the tree. The reader merges the batches covering a page into record order
+-- (reader.ViewReader.results): a batch holds its partition's share of an index range, so
+-- ``first_idx`` and ``last_idx`` bound it, and its counts tell which outcomes it holds.
+-- A rowid table: a WITHOUT ROWID tree compares whole rows as it seeks, and read a page's
+-- batches 20 times slower (each holds tens of KB).
 CREATE TABLE IF NOT EXISTS job_batches (
     job_id TEXT NOT NULL,
     seq INTEGER NOT NULL,
@@ -54,21 +62,13 @@ CREATE TABLE IF NOT EXISTS job_batches (
     at TEXT,
     host TEXT,
     counts TEXT,
-    PRIMARY KEY (job_id, seq)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS results (
-    job_id TEXT NOT NULL,
-    idx INTEGER NOT NULL,
-    success INTEGER NOT NULL,
-    object_id TEXT,
-    errors TEXT,
-    outcome TEXT,
-    record BLOB,  -- a record that failed on its owner, as sent (JSON): what a retry sends again
-    source_idx INTEGER,  -- a retry's result: the record's index in the job retried
-    PRIMARY KEY (job_id, idx)
-) WITHOUT ROWID;
--- A page of a job's results of one outcome (``?outcome=failed``), read from wherever it starts.
-CREATE INDEX IF NOT EXISTS results_by_outcome ON results (job_id, outcome, idx);
+    first_idx INTEGER,  -- NULL for a batch without results
+    last_idx INTEGER,
+    sources BLOB,
+    results BLOB NOT NULL,  -- last, so that a scan of the columns before it leaves its pages unread
+    UNIQUE (job_id, seq)
+);
+CREATE INDEX IF NOT EXISTS job_batches_by_index ON job_batches (job_id, first_idx, last_idx);
 -- A rowid table with a unique id index: object ids are hashes, and inserting whole rows at
 -- random places of a WITHOUT ROWID tree cost half the feeder's speed at a million objects.
 CREATE TABLE IF NOT EXISTS objects (
@@ -136,7 +136,9 @@ CREATE TABLE IF NOT EXISTS workers (
 """
 
 
-TABLES = ("jobs", "job_batches", "results", "objects", "relationships", "files", "deleted_jobs", "workers",
+# Tables of earlier versions, dropped with the others when a view of another version is.
+RETIRED_TABLES = ("results",)
+TABLES = ("jobs", "job_batches", "objects", "relationships", "files", "deleted_jobs", "workers",
           "positions")
 
 
@@ -157,7 +159,7 @@ async def _migrate(db: aiosqlite.Connection, path: Path) -> None:
                 row = await cursor.fetchone()
             if row and row[0]:
                 log.warning("the view in %s has schema version %d, not %d: dropping it", path, version, VERSION)
-            for table in TABLES:
+            for table in (*TABLES, *RETIRED_TABLES):
                 await db.execute(f"DROP TABLE IF EXISTS {table}")
             for statement in SCHEMA.split(";"):
                 if statement.strip():

@@ -144,7 +144,7 @@ def store_value(name: str, **labels: str) -> float:
 
 async def test_the_store_counts_rows_by_table_and_the_view_shows_its_size(tmp_path: Path) -> None:
     db = await connect(tmp_path / "view.db")
-    tables = ("results", "job_batches", "objects", "workers")
+    tables = ("job_batches", "objects", "workers")
     before = {table: store_value("bulkjobs_store_rows_written_total", table=table) for table in tables}
     transactions = store_value("bulkjobs_store_transaction_seconds_count")
     ops = [[OP_CREATE, f"{i:032x}", "t", "m", None, {}, "2026-01-01T00:00:00.000Z"] for i in range(3)]
@@ -156,12 +156,13 @@ async def test_the_store_counts_rows_by_table_and_the_view_shows_its_size(tmp_pa
     finally:
         await db.close()
     assert {table: store_value("bulkjobs_store_rows_written_total", table=table) - before[table]
-            for table in tables} == {"results": 3, "job_batches": 1, "objects": 3, "workers": 1}
+            for table in tables} == {"job_batches": 1, "objects": 3, "workers": 1}
     assert store_value("bulkjobs_store_transaction_seconds_count") == transactions + 1
 
     registry = CollectorRegistry()
     registry.register(store_metrics.ViewCollector(tmp_path / "view.db"))
-    assert registry.get_sample_value("bulkjobs_view_rows", {"table": "results"}) == 3
+    assert registry.get_sample_value("bulkjobs_view_rows", {"table": "job_batches"}) == 1
+    assert registry.get_sample_value("bulkjobs_view_rows", {"table": "objects"}) == 3
     assert registry.get_sample_value("bulkjobs_view_jobs", {"status": "queued"}) == 0
     assert (registry.get_sample_value("bulkjobs_view_bytes") or 0) > 0
 

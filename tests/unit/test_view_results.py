@@ -1,15 +1,23 @@
 """The results the store writes, read back as the API reads them: a plain success, a failure
 with its errors and kept record, one without a body, and a retry's results with their sources,
-mixed in one batch or one poll, and written again (a replay) without change."""
+mixed in one batch or one poll, and written again (a replay) without change; and any page of a
+job's results, however its records were routed to partitions and cut into batches."""
 
 from __future__ import annotations
 
+import asyncio
+import tempfile
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from bulkjobs.domain.changes import Outcome
 from bulkjobs.store.reader import ViewReader
 from bulkjobs.store.schema import connect
 from bulkjobs.store.writer import ViewWriter
@@ -70,3 +78,64 @@ async def test_a_retrys_results_keep_their_source_indexes(view: tuple[ViewWriter
     await writer.write([applied(JOB, 0, RESULTS), applied(RETRY, 0, retried, sources=[1, 3])], [], [])
     assert await reader.results(RETRY, 100, 0) == [expected(retried[0], 1), expected(retried[1], 3)]
     assert await reader.results(JOB, 1, 4) == [expected(RESULTS[4])]
+
+
+def result_of(index: int, outcome: Outcome) -> list[Any]:
+    """A result as a worker writes it: a failure keeps its record's body when its index is even."""
+    if outcome in (Outcome.FAILED, Outcome.SKIPPED):
+        body = [{"n": index}] if outcome == Outcome.FAILED and index % 2 == 0 else []
+        return [index, False, None, ERROR, str(outcome), *body]
+    return [index, True, f"{index:032x}", None, str(outcome)]
+
+
+@st.composite
+def routed_jobs(draw: st.DrawFn) -> tuple[list[list[Any]], list[list[dict[str, Any]]]]:
+    """A job's results, and its applied batches as polls of the store: each record routed to a
+    partition, each partition's records cut into batches in index order (as ``Batcher`` does),
+    the batches arriving in any order, some twice; with or without per-outcome counts."""
+    outcomes = draw(st.lists(st.sampled_from(list(Outcome)), max_size=60))
+    partitions, per_batch = draw(st.integers(1, 4)), draw(st.integers(1, 7))
+    results = [result_of(index, outcome) for index, outcome in enumerate(outcomes)]
+    owned: list[list[list[Any]]] = [[] for _ in range(partitions)]
+    for result in results:
+        owned[draw(st.integers(0, partitions - 1))].append(result)
+    tallied = draw(st.booleans())
+    batches = []
+    for share in owned:
+        for start in range(0, len(share), per_batch):
+            part = share[start:start + per_batch]
+            counts = Counter(result[4] for result in part) if tallied else {}
+            batches.append({**applied(JOB, len(batches), part), "counts": {"processed": len(part), **counts}})
+    arrivals = draw(st.permutations(batches)) + draw(st.lists(st.sampled_from(batches), max_size=3) if batches
+                                                      else st.just([]))
+    cuts = sorted(draw(st.lists(st.integers(0, len(arrivals)), max_size=3)))
+    polls = [arrivals[start:end] for start, end in zip([0, *cuts], [*cuts, len(arrivals)], strict=True)]
+    return results, polls
+
+
+@given(routed_jobs(), st.integers(0, 62), st.integers(1, 64), st.none() | st.sampled_from(list(Outcome)),
+       st.booleans())
+def test_a_page_of_results_is_the_jobs_results_in_record_order_however_they_were_routed(
+        job: tuple[list[list[Any]], list[list[dict[str, Any]]]], start: int, limit: int, outcome: Outcome | None,
+        failed_only: bool) -> None:
+    results, polls = job
+
+    async def read() -> tuple[Any, ...]:
+        with tempfile.TemporaryDirectory() as directory:
+            db = await connect(Path(directory) / "view.db")
+            try:
+                writer, reader = ViewWriter(db), ViewReader(db)
+                for poll in polls:
+                    await writer.write(poll, [], [])
+                return (await reader.results(JOB, limit, start, failed_only=failed_only, outcome=outcome),
+                        await reader.outcomes(JOB, start, limit),
+                        await reader.failed_records(JOB, frozenset({Outcome.FAILED}), start, limit))
+            finally:
+                await db.close()
+
+    page, outcomes, records = asyncio.run(read())
+    after = results[start:]
+    assert page == [expected(result) for result in after if (outcome is None or result[4] == outcome)
+                    and not (failed_only and result[1])][:limit]
+    assert outcomes == [(result[0], result[4]) for result in after][:limit]
+    assert records == [(result[0], orjson.dumps(result[5])) for result in after if len(result) > 5][:limit]
