@@ -53,8 +53,8 @@ CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (tenant, status);  -- a tenant
 -- appended at the end of the tree. The reader merges the batches covering a page into record order
 -- (reader.ViewReader.results): a batch holds its partition's share of an index range, so
 -- ``first_idx`` and ``last_idx`` bound it, and its counts tell which outcomes it holds.
--- A rowid table: a WITHOUT ROWID tree compares whole rows as it seeks, and read a page's
--- batches 20 times slower (each holds tens of KB).
+-- A rowid table: a WITHOUT ROWID tree compares whole rows as it seeks, and each holds tens of
+-- KB (a page of 101 results, from a job of 1M, took 11 ms against 3.7).
 CREATE TABLE IF NOT EXISTS job_batches (
     job_id TEXT NOT NULL,
     seq INTEGER NOT NULL,
@@ -65,7 +65,7 @@ CREATE TABLE IF NOT EXISTS job_batches (
     first_idx INTEGER,  -- NULL for a batch without results
     last_idx INTEGER,
     sources BLOB,
-    results BLOB NOT NULL,  -- last, so that a scan of the columns before it leaves its pages unread
+    results BLOB NOT NULL,  -- last: the columns before it are read without its overflow pages
     UNIQUE (job_id, seq)
 );
 -- With ``records``, the index answers how many results a job has in the view (every status read
