@@ -18,6 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bulkjobs.domain.changes import Outcome
+from bulkjobs.store import sqlite
 from bulkjobs.store.reader import ViewReader
 from bulkjobs.store.schema import connect
 from bulkjobs.store.writer import ViewWriter
@@ -139,3 +140,26 @@ def test_a_page_of_results_is_the_jobs_results_in_record_order_however_they_were
                     and not (failed_only and result[1])][:limit]
     assert outcomes == [(result[0], result[4]) for result in after][:limit]
     assert records == [(result[0], orjson.dumps(result[5])) for result in after if len(result) > 5][:limit]
+
+
+async def test_a_view_of_the_version_that_kept_a_row_per_result_is_made_again(tmp_path: Path) -> None:
+    """A view of schema version 10 (a ``results`` table, no packed results) is dropped as a
+    whole when opened, so the store rebuilds it from the topics, and its results read again."""
+    old = sqlite.library.connect(str(tmp_path / "view.db"))
+    old.executescript("CREATE TABLE job_batches (job_id TEXT, seq INTEGER, records INTEGER, PRIMARY KEY (job_id, seq));"
+                      "CREATE TABLE results (job_id TEXT, idx INTEGER, PRIMARY KEY (job_id, idx));"
+                      "CREATE TABLE positions (topic TEXT, partition INTEGER, next_offset INTEGER);"
+                      f"INSERT INTO job_batches VALUES ('{JOB}', 0, 5); INSERT INTO results VALUES ('{JOB}', 0);"
+                      "INSERT INTO positions VALUES ('bulkjobs-changes', 0, 7); PRAGMA user_version = 10;")
+    old.close()
+    db = await connect(tmp_path / "view.db")
+    try:
+        tables = {row[0] for row in await db.execute_fetchall("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert "results" not in tables and "job_batches" in tables
+        assert list(await db.execute_fetchall("SELECT * FROM positions")) == []  # read every topic again
+        writer, reader = ViewWriter(db), ViewReader(db)
+        assert await reader.results(JOB, 100, 0) == []
+        await writer.write([applied(JOB, 0, RESULTS)], [], [])
+        assert await reader.results(JOB, 100, 0) == [expected(result) for result in RESULTS]
+    finally:
+        await db.close()
