@@ -10,6 +10,7 @@ their positions: the rules (``domain.records``) build them in this order, and th
 from __future__ import annotations
 
 from enum import StrEnum
+from operator import itemgetter
 from typing import Any
 
 
@@ -28,6 +29,7 @@ class Outcome(StrEnum):
 # on its owner, the record as sent (last): a retry of the job sends it again (only failures pay).
 Result = list[Any]
 RESULT_INDEX, RESULT_SUCCESS, RESULT_ID, RESULT_ERRORS, RESULT_OUTCOME, RESULT_RECORD = range(6)
+result_index = itemgetter(RESULT_INDEX)  # a result's record index (a sort key that loops in C)
 
 # An op: [op_type, id, ...], the rest by op type.
 Op = list[Any]

@@ -10,7 +10,6 @@ from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import chain
-from operator import itemgetter
 from typing import Any
 
 import aiosqlite
@@ -24,6 +23,7 @@ from bulkjobs.domain.changes import (
     RESULT_RECORD,
     RESULT_SUCCESS,
     Outcome,
+    result_index,
 )
 from bulkjobs.domain.counts import Counts
 from bulkjobs.domain.jobs import ACTIVE, EXPORT, Job, public_body, visible_status
@@ -34,7 +34,6 @@ from bulkjobs.store import sqlite
 _BATCHES_AT_ONCE = 8
 _UNSUCCESSFUL = frozenset({Outcome.FAILED, Outcome.SKIPPED})  # the outcomes of the results whose success is false
 _Stored = tuple[list[Any], int | None]  # a stored result, and a retry's record's index in the job retried
-_index = itemgetter(RESULT_INDEX)  # a result's record index, as a sort key
 
 
 def _kept(result: list[Any]) -> bool:
@@ -46,7 +45,7 @@ def _merge(runs: list[list[list[Any]]], limit: int, sources: dict[int, int]) -> 
     """The first ``limit`` results of ``runs`` (each in record order) in record order, with
     their sources. A record has one result: the batches that hold it are its partition's, cut
     from its records once (a batch applied again is the same batch, not written again)."""
-    return [(result, sources.get(result[RESULT_INDEX])) for result in sorted(chain(*runs), key=_index)[:limit]]
+    return [(result, sources.get(result[RESULT_INDEX])) for result in sorted(chain(*runs), key=result_index)[:limit]]
 
 
 _JOB_COLUMNS = (
@@ -262,22 +261,24 @@ class ViewReader:
             where += " AND (" + " OR ".join(["coalesce(json_extract(counts, ?), 1) > 0"] * len(outcomes)) + ")"
             params.extend(f"$.{outcome}" for outcome in sorted(outcomes))
         runs: list[list[list[Any]]] = []
+        found = 0  # results in the runs: a page is full only once they are at least ``limit``
         sources: dict[int, int] = {}
         async with self.db.execute(f"SELECT first_idx, sources, results FROM job_batches WHERE {where} "
                                    "ORDER BY first_idx", params) as cursor:
             while rows := await cursor.fetchmany(_BATCHES_AT_ONCE):
                 for first, batch_sources, results in rows:
-                    if sum(bisect_left(run, first, key=_index) for run in runs) >= limit:
+                    if found >= limit and sum(bisect_left(run, first, key=result_index) for run in runs) >= limit:
                         return _merge(runs, limit, sources)
                     run = orjson.loads(results)
                     if batch_sources is not None:
                         sources.update(zip((result[RESULT_INDEX] for result in run), orjson.loads(batch_sources),
                                            strict=False))
-                    run.sort(key=_index)
-                    run = run[bisect_left(run, start, key=_index):]
+                    run.sort(key=result_index)
+                    run = run[bisect_left(run, start, key=result_index):]
                     if outcomes is not None:
                         run = [result for result in run if result[RESULT_OUTCOME] in outcomes]
                     runs.append(run if keep is None else [result for result in run if keep(result)])
+                    found += len(runs[-1])
         return _merge(runs, limit, sources)
 
     async def results(self, job_id: str, limit: int, offset: int, failed_only: bool = False,
