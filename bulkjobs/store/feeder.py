@@ -83,24 +83,38 @@ async def _gather(consumer: AIOKafkaConsumer, changes: str,
         size += _fetched_bytes(more)
 
 
+def _messages(fetched: dict[TopicPartition, list[ConsumerRecord]], topic: str) -> Iterator[ConsumerRecord]:
+    """``topic``'s messages in ``fetched``, by partition, in order."""
+    for tp in sorted((tp for tp in fetched if tp.topic == topic), key=lambda tp: tp.partition):
+        yield from fetched[tp]
+
+
+def _raw_values(fetched: dict[TopicPartition, list[ConsumerRecord]], topic: str) -> Iterator[bytes]:
+    """The values of ``topic``'s messages in ``fetched``, as they came (the writer reads them)."""
+    for message in _messages(fetched, topic):
+        if message.value is not None:
+            yield message.value
+        else:  # not written by bulkjobs: the view goes on without it
+            log.warning("skipping a message without a value: %s-%d@%d", topic, message.partition, message.offset)
+
+
 def _values(fetched: dict[TopicPartition, list[ConsumerRecord]], topic: str,
             tombstones: bool = False) -> Iterator[dict]:
-    """The JSON objects of ``topic``'s messages in ``fetched``, by partition, in order, decoded
-    as they are asked for: the writer makes an applied batch's rows from it and drops it before
-    taking the next, so the garbage collector never scans a whole poll's decoded messages. With
-    ``tombstones``, messages without a value are skipped quietly."""
-    for tp in sorted((tp for tp in fetched if tp.topic == topic), key=lambda tp: tp.partition):
-        for message in fetched[tp]:
-            if message.value is None and tombstones:
-                continue
-            try:
-                value = decode(message.value)
-            except (orjson.JSONDecodeError, TypeError):
-                value = None
-            if isinstance(value, dict):
-                yield value
-            else:  # not written by bulkjobs: the view goes on without it
-                log.warning("skipping a message that is not a JSON object: %s@%d", tp, message.offset)
+    """The JSON objects of ``topic``'s messages in ``fetched``, decoded as they are asked for,
+    so the garbage collector never scans a whole poll's decoded messages. With ``tombstones``,
+    messages without a value are skipped quietly."""
+    for message in _messages(fetched, topic):
+        if message.value is None and tombstones:
+            continue
+        try:
+            value = decode(message.value)
+        except (orjson.JSONDecodeError, TypeError):
+            value = None
+        if isinstance(value, dict):
+            yield value
+        else:  # not written by bulkjobs: the view goes on without it
+            log.warning("skipping a message that is not a JSON object: %s-%d@%d", topic, message.partition,
+                        message.offset)
 
 
 async def _write(writer: ViewWriter, names: TopicNames,
@@ -109,7 +123,7 @@ async def _write(writer: ViewWriter, names: TopicNames,
     store in each partition; the job statuses among them. A job status's tombstone follows a
     deleted job's status, which removed the job already."""
     positions = {(tp.topic, tp.partition): messages[-1].offset + 1 for tp, messages in fetched.items() if messages}
-    return await writer.write(_values(fetched, names.changes), _values(fetched, names.status, tombstones=True),
+    return await writer.write(_raw_values(fetched, names.changes), _values(fetched, names.status, tombstones=True),
                               _values(fetched, names.workers), positions)
 
 

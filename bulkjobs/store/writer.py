@@ -17,93 +17,62 @@ from typing import Any
 import aiosqlite
 import orjson
 
-from bulkjobs.domain.changes import (
-    CREATE_AT,
-    CREATE_ATTRIBUTES,
-    CREATE_EXTERNAL_ID,
-    CREATE_OBJECT_TYPE,
-    CREATE_TENANT,
-    OP_CREATE,
-    OP_DELETE,
-    OP_ID,
-    OP_PATCH,
-    OP_REL_CREATE,
-    OP_REL_DELETE,
-    OP_TYPE,
-    PATCH_AT,
-    PATCH_ATTRIBUTES,
-    REL_AT,
-    REL_RELATIONSHIP_TYPE,
-    REL_SOURCE,
-    REL_TARGET,
-    REL_TENANT,
-    RESULT_OUTCOME,
-    Op,
-    result_index,
-)
 from bulkjobs.domain.counts import Counts
 from bulkjobs.domain.jobs import DELETED, EXPORT
 from bulkjobs.gcpause import gc_paused, survivors_frozen
 from bulkjobs.store import metrics
+from bulkjobs.store.changes import (
+    Applied,
+    Create,
+    Delete,
+    Op,
+    Patch,
+    RelCreate,
+    RelDelete,
+    decode_applied,
+    index_range,
+    retry_sources,
+)
 
 log = logging.getLogger(__name__)
 
-_OP_SQL = {
-    OP_CREATE: "INSERT OR REPLACE INTO objects (id, tenant, type, external_id, attributes, created_at, updated_at) "
+# Each op's statement, the table it writes, and its parameters (attributes as they came: JSON text).
+_OP_SQL: dict[type[Op], str] = {
+    Create: "INSERT OR REPLACE INTO objects (id, tenant, type, external_id, attributes, created_at, updated_at) "
     "VALUES (?, ?, ?, ?, ?, ?, ?)",
-    OP_PATCH: "UPDATE objects SET attributes = json_patch(attributes, ?), updated_at = ? WHERE id = ?",
-    OP_DELETE: "DELETE FROM objects WHERE id = ?",
-    OP_REL_CREATE: "INSERT OR REPLACE INTO relationships "
+    Patch: "UPDATE objects SET attributes = json_patch(attributes, ?), updated_at = ? WHERE id = ?",
+    Delete: "DELETE FROM objects WHERE id = ?",
+    RelCreate: "INSERT OR REPLACE INTO relationships "
     "(id, tenant, relationship_type, source, target, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-    OP_REL_DELETE: "DELETE FROM relationships WHERE id = ?",
+    RelDelete: "DELETE FROM relationships WHERE id = ?",
 }
-_OP_TABLE = {OP_CREATE: "objects", OP_PATCH: "objects", OP_DELETE: "objects", OP_REL_CREATE: "relationships",
-             OP_REL_DELETE: "relationships"}
+_OP_TABLE: dict[type[Op], str] = {Create: "objects", Patch: "objects", Delete: "objects",
+                                  RelCreate: "relationships", RelDelete: "relationships"}
 
 
 def _op_row(op: Op) -> tuple[Any, ...]:
     """The parameters of an op's statement in ``_OP_SQL``."""
-    op_type = op[OP_TYPE]
-    if op_type == OP_CREATE:
-        at = op[CREATE_AT]
-        return (op[OP_ID], op[CREATE_TENANT], op[CREATE_OBJECT_TYPE], op[CREATE_EXTERNAL_ID],
-                orjson.dumps(op[CREATE_ATTRIBUTES]).decode(), at, at)
-    if op_type == OP_PATCH:
-        return (orjson.dumps(op[PATCH_ATTRIBUTES]).decode(), op[PATCH_AT], op[OP_ID])
-    if op_type == OP_REL_CREATE:
-        at = op[REL_AT]
-        return (op[OP_ID], op[REL_TENANT], op[REL_RELATIONSHIP_TYPE], op[REL_SOURCE], op[REL_TARGET], at, at)
-    return (op[OP_ID],)
+    if type(op) is Create:
+        at = op.at
+        return (op.id, op.tenant, op.type, op.external_id, bytes(op.attributes).decode(), at, at)
+    if type(op) is Patch:
+        return (bytes(op.attributes).decode(), op.at, op.id)
+    if type(op) is RelCreate:
+        at = op.at
+        return (op.id, op.tenant, op.relationship_type, op.source, op.target, at, at)
+    return (op.id,)
 
 
 def _json(value: Any) -> str | None:
     return orjson.dumps(value).decode() if value else None
 
 
-def _index_range(results: list[list[Any]]) -> tuple[int | None, int | None]:
-    """The lowest and highest record index among a batch's results (None, None for none);
-    TypeError, IndexError or ValueError if one is not a result as a worker writes it (a list of
-    at least five fields starting with its index), so that no reader meets it. Each step loops
-    in C: the same checks in a Python loop cost the writer about 0.4 µs a record more."""
-    if not results:
-        return None, None
-    indices = list(map(result_index, results))
-    first, last = min(indices), max(indices)
-    if type(first) is not int or type(last) is not int or min(map(len, results)) <= RESULT_OUTCOME:
-        raise ValueError("a result is not [index, success, id, errors, outcome, ...]")
-    return first, last
-
-
-def _batch_row(applied: dict[str, Any]) -> tuple[Any, ...]:
-    """An ``AppliedBatch``'s row of ``job_batches``: its results are one value, encoded as they
-    came (see schema.py for why)."""
-    results, sources = applied["results"], applied.get("sources")
-    if sources is not None and (type(sources) is not list or len(sources) != len(results)):
-        raise ValueError("a retry's sources do not match its results")
-    first, last = _index_range(results)
-    return (applied["job_id"], applied["seq"], len(results), applied["at"], applied.get("host"),
-            _json(applied["counts"]), first, last, None if sources is None else orjson.dumps(sources),
-            orjson.dumps(results))
+def _batch_row(applied: Applied) -> tuple[Any, ...]:
+    """An applied batch's row of ``job_batches``: its results (and a retry's sources) are stored
+    as the worker wrote them (see schema.py for why)."""
+    records, first, last = index_range(applied.results)
+    return (applied.job_id, applied.seq, records, applied.at, applied.host, _json(applied.counts), first, last,
+            retry_sources(applied, records), bytes(applied.results))
 
 
 def _job_row(status: dict[str, Any]) -> tuple[Any, ...]:
@@ -149,14 +118,16 @@ class _ChangeRows:
 
     batches: list[tuple[Any, ...]] = field(default_factory=list)
     # The ops' rows, made while the GC is paused: runs of one op type, in the order of the ops.
-    op_runs: list[tuple[str, list[tuple[Any, ...]]]] = field(default_factory=list)
+    op_runs: list[tuple[type[Op], list[tuple[Any, ...]]]] = field(default_factory=list)
 
-    def add(self, applied: dict[str, Any]) -> None:
-        """Add an ``AppliedBatch``'s rows; one that is not what a worker writes is logged and skipped."""
+    def add(self, value: bytes) -> None:
+        """Add the rows of an ``AppliedBatch`` (a changes message's value); one that is not what a
+        worker writes is logged and skipped."""
         try:
+            applied = decode_applied(value)
             batch = _batch_row(applied)
-            op_rows = [(op[OP_TYPE], _op_row(op)) for op in applied["ops"]]
-        except (KeyError, IndexError, TypeError, ValueError):  # not written by a worker: the view goes on
+            op_rows = [(type(op), _op_row(op)) for op in applied.ops]
+        except ValueError:  # not written by a worker (msgspec's errors are ValueErrors): the view goes on
             log.exception("skipping a change that is not an applied batch")
             return
         self.batches.append(batch)
@@ -192,7 +163,7 @@ class _JobRows:
         return {job_id for job_id, status in self.latest.items() if status["status"] == DELETED}
 
 
-async def _write_ops(db: aiosqlite.Connection, op_runs: list[tuple[str, list[tuple[Any, ...]]]],
+async def _write_ops(db: aiosqlite.Connection, op_runs: list[tuple[type[Op], list[tuple[Any, ...]]]],
                     written: Counter[str]) -> None:
     for op_type, rows in op_runs:
         await db.executemany(_OP_SQL[op_type], rows)
@@ -272,16 +243,17 @@ class ViewWriter:
 
     async def write(
         self,
-        applied_batches: Iterable[dict[str, Any]],
+        applied_batches: Iterable[bytes],
         statuses: Iterable[dict[str, Any]],
         heartbeats: Iterable[dict[str, Any]],
         positions: Mapping[tuple[str, int], int] = MappingProxyType({}),
     ) -> list[dict[str, Any]]:
         """Apply changes (in their order), then job snapshots, then worker heartbeats, and the
         ``positions`` (topic, partition) -> next offset they were read up to, in one commit;
-        the latest status of each job written. A message that is not what its topic carries is
-        logged and skipped. The messages may be decoded as they are iterated (the feeder's
-        are): each applied batch is let go once its rows are made."""
+        the latest status of each job written. The applied batches are the changes messages'
+        values as they came (``store.changes`` reads them); the statuses and heartbeats may be
+        decoded as they are iterated (the feeder's are). A message that is not what its topic
+        carries is logged and skipped."""
         changes, job_rows = _ChangeRows(), _JobRows()
         # The rows live on through the transaction's awaits: frozen, no collection rescans them
         # (the first one after the pause scanned all of a poll's rows: 5% of the store's CPU).

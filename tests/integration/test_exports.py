@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from bulkjobs.clock import utc_now
+from bulkjobs.kafka.topics import encode
 from bulkjobs.settings import Settings
 from bulkjobs.store.exporter import Exports
 from bulkjobs.store.schema import connect
@@ -377,8 +378,8 @@ async def view(tmp_path: Path) -> Any:
     settings = Settings(data_dir=tmp_path)
     db = await connect(settings.db_path)
     ops = [["create", f"{i:032x}", "t", "machine", str(i), {"i": i}, utc_now()] for i in range(2500)]
-    await ViewWriter(db).write([{"job_id": "j", "seq": 0, "at": utc_now(), "counts": {}, "results": [], "ops": ops}],
-                               [], [])
+    batch = {"job_id": "j", "seq": 0, "at": utc_now(), "counts": {}, "results": [], "ops": ops}
+    await ViewWriter(db).write([encode(batch)], [], [])
     exports = Exports(settings, FakeReporter())  # type: ignore[arg-type]
     exports.ready = True
     yield exports, db

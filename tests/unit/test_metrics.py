@@ -19,7 +19,7 @@ from bulkjobs.api.app import build_app
 from bulkjobs.api.common import PUBLISHER, READER
 from bulkjobs.api.spool import BatchSpool
 from bulkjobs.domain.records import OP_CREATE
-from bulkjobs.kafka.topics import JobSubmitted
+from bulkjobs.kafka.topics import JobSubmitted, encode
 from bulkjobs.metrics import LagGauge, consumer_lag
 from bulkjobs.settings import Settings
 from bulkjobs.store import metrics as store_metrics
@@ -152,7 +152,7 @@ async def test_the_store_counts_rows_by_table_and_the_view_shows_its_size(tmp_pa
                "results": [[i, True, f"{i:032x}", None, "created"] for i in range(3)], "ops": ops}
     beat = {"worker": "w", "host": "h", "pid": 1, "at": "2026-01-01T00:00:00.000Z", "partitions": [0]}
     try:
-        await ViewWriter(db).write([applied], [], [beat])
+        await ViewWriter(db).write([encode(applied)], [], [beat])
     finally:
         await db.close()
     assert {table: store_value("bulkjobs_store_rows_written_total", table=table) - before[table]

@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient
 
 from bulkjobs.domain.counts import Counts
 from bulkjobs.domain.jobs import PARTIALLY_SUCCEEDED, QUEUED, Job
-from bulkjobs.kafka.topics import status_of
+from bulkjobs.kafka.topics import encode, status_of
 from bulkjobs.store.schema import connect
 from bulkjobs.store.writer import ViewWriter
 from tests.unit.test_intake import KEY, FakePublisher, client, publisher, settings  # noqa: F401 (fixtures)
@@ -35,7 +35,7 @@ def applied(job_id: str, results: list[list[Any]]) -> dict[str, Any]:
 async def in_view(tmp_path: Path, statuses: list[dict[str, Any]], batches: list[dict[str, Any]]) -> None:
     db = await connect(tmp_path / "view.db")
     try:
-        await ViewWriter(db).write(batches, statuses, [])
+        await ViewWriter(db).write(map(encode, batches), statuses, [])
     finally:
         await db.close()
 

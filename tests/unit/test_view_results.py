@@ -18,6 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bulkjobs.domain.changes import Outcome
+from bulkjobs.kafka.topics import encode
 from bulkjobs.store import sqlite
 from bulkjobs.store.reader import ViewReader
 from bulkjobs.store.schema import connect
@@ -63,8 +64,8 @@ async def test_results_read_back_as_written_however_they_are_batched(view: tuple
     writer, reader = view
     batches = [applied(JOB, seq, RESULTS[start:start + per_batch])
                for seq, start in enumerate(range(0, len(RESULTS), per_batch))]
-    await writer.write(batches, [], [])
-    await writer.write(batches, [], [])  # a replay changes nothing
+    await writer.write(map(encode, batches), [], [])
+    await writer.write(map(encode, batches), [], [])  # a replay changes nothing
     assert await reader.results(JOB, 100, 0) == [expected(result) for result in RESULTS]
     assert await reader.results(JOB, 100, 0, failed_only=True) == [expected(RESULTS[1]), expected(RESULTS[3])]
     assert await reader.results(JOB, 100, 0, outcome="updated") == [expected(RESULTS[2])]
@@ -76,7 +77,7 @@ async def test_results_read_back_as_written_however_they_are_batched(view: tuple
 async def test_a_retrys_results_keep_their_source_indexes(view: tuple[ViewWriter, ViewReader]) -> None:
     writer, reader = view
     retried = [[0, True, "0" * 32, None, "created"], [1, False, None, ERROR, "failed", {"external_id": "e1"}]]
-    await writer.write([applied(JOB, 0, RESULTS), applied(RETRY, 0, retried, sources=[1, 3])], [], [])
+    await writer.write([encode(applied(JOB, 0, RESULTS)), encode(applied(RETRY, 0, retried, sources=[1, 3]))], [], [])
     assert await reader.results(RETRY, 100, 0) == [expected(retried[0], 1), expected(retried[1], 3)]
     assert await reader.results(JOB, 1, 4) == [expected(RESULTS[4])]
 
@@ -127,7 +128,7 @@ def test_a_page_of_results_is_the_jobs_results_in_record_order_however_they_were
             try:
                 writer, reader = ViewWriter(db), ViewReader(db)
                 for poll in polls:
-                    await writer.write(poll, [], [])
+                    await writer.write(map(encode, poll), [], [])
                 return (await reader.results(JOB, limit, start, failed_only=failed_only, outcome=outcome),
                         await reader.outcomes(JOB, start, limit),
                         await reader.failed_records(JOB, frozenset({Outcome.FAILED}), start, limit))
@@ -159,7 +160,7 @@ async def test_a_view_of_the_version_that_kept_a_row_per_result_is_made_again(tm
         assert list(await db.execute_fetchall("SELECT * FROM positions")) == []  # read every topic again
         writer, reader = ViewWriter(db), ViewReader(db)
         assert await reader.results(JOB, 100, 0) == []
-        await writer.write([applied(JOB, 0, RESULTS)], [], [])
+        await writer.write([encode(applied(JOB, 0, RESULTS))], [], [])
         assert await reader.results(JOB, 100, 0) == [expected(result) for result in RESULTS]
     finally:
         await db.close()

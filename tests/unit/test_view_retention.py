@@ -38,7 +38,8 @@ async def test_results_read_after_their_job_was_deleted_are_not_written(tmp_path
         writer = ViewWriter(db)
         await writer.write([], [status(GONE, SUCCEEDED), status(KEPT, SUCCEEDED)], [])
         await writer.write([], [status(GONE, DELETED)], [])
-        await writer.write([applied(GONE), applied(KEPT)], [], [])  # the deleted job's last results come late
+        # the deleted job's last results come late
+        await writer.write([encode(applied(GONE)), encode(applied(KEPT))], [], [])
         batches = await db.execute_fetchall("SELECT job_id, records FROM job_batches")
     finally:
         await db.close()
