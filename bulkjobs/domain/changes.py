@@ -3,8 +3,9 @@ its outcome) and ops on objects and relationships.
 
 Results and ops are JSON lists, not objects, to keep the changes topic small and the hot path
 free of per-record objects. The comments below give their layouts and the index constants name
-their positions: the rules (``domain.records``) build them in this order, and their readers
-(the object index, the view writer) read them through these names.
+their positions: the rules (``domain.records``) build them in this order, and the object index
+and the view's reader read them through these names. The view writer reads the same layouts by
+position, as typed structs (``store.changes``).
 """
 
 from __future__ import annotations

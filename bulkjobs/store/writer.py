@@ -36,7 +36,8 @@ from bulkjobs.store.changes import (
 
 log = logging.getLogger(__name__)
 
-# Each op's statement, the table it writes, and its parameters (attributes as they came: JSON text).
+# Each op type's statement and the table it writes; ``_op_row`` makes its parameters (attributes as
+# they came: JSON text).
 _OP_SQL: dict[type[Op], str] = {
     Create: "INSERT OR REPLACE INTO objects (id, tenant, type, external_id, attributes, created_at, updated_at) "
     "VALUES (?, ?, ?, ?, ?, ?, ?)",
