@@ -73,8 +73,7 @@ class TailReader:
             moved = {self.tails[tp.topic] for tp, messages in fetched.items()
                      if tp.topic in self.tails and self.tails[tp.topic].handle(tp.partition, messages)}
             for tail in moved:
-                async with tail.moved:
-                    tail.moved.notify_all()
+                tail.wake()
 
 
 class TopicTail:
@@ -88,7 +87,7 @@ class TopicTail:
         self.topic = topic
         self.on_message = on_message
         self.positions: dict[int, int] = {}
-        self.moved = asyncio.Condition()
+        self._moved = asyncio.Event()  # set, and replaced, when a partition moved or was let go
         self._starting = asyncio.Lock()
         self._consumer: AIOKafkaConsumer | None = None
         self.wanted: set[int] = set()
@@ -126,12 +125,19 @@ class TopicTail:
             self.want({tp.partition: offset for tp, offset in ends.items()})
 
     def unwant(self, partitions: Iterable[int]) -> None:
-        """Stop reading these partitions; ``want`` reads them again from where it is told."""
+        """Stop reading these partitions; ``want`` reads them again from where it is told. A
+        barrier waiting for one of them no longer does (``caught_up``)."""
         assert self._consumer is not None
         gone = [TopicPartition(self.topic, p) for p in partitions if p in self.wanted]
         self.wanted.difference_update(tp.partition for tp in gone)
         if gone:
             self._consumer.pause(*gone)
+            self.wake()
+
+    def wake(self) -> None:
+        """Have the barriers look again: a partition moved, or was let go."""
+        moved, self._moved = self._moved, asyncio.Event()
+        moved.set()
 
     async def _start(self, partitions: int, lazy: bool, from_end: bool) -> None:
         consumer = await self.reader.ensure_started(partitions)
@@ -159,23 +165,27 @@ class TopicTail:
         return True
 
     async def caught_up(self, partitions: Iterable[int]) -> None:
-        """Return once every message written to ``partitions`` before this call was handled."""
+        """Return once every message written to ``partitions`` before this call was handled.
+
+        A partition let go during the wait (``unwant``) counts as done: the one who let it go
+        keeps what is written to it from then on (a worker syncing the partition it owns, say,
+        while another waiter lists it), and the tail, paused there, would never reach its end."""
         assert self._consumer is not None
         tps = [TopicPartition(self.topic, p) for p in partitions]
         self.want({tp.partition: 0 for tp in tps})  # from the beginning, if not read yet
         ends = await self._consumer.end_offsets(tps)
 
         def done() -> bool:
-            return all(self.positions.get(tp.partition, 0) >= end for tp, end in ends.items())
+            return all(tp.partition not in self.wanted or self.positions.get(tp.partition, 0) >= end
+                       for tp, end in ends.items())
 
-        async with self.moved:
-            while not done():
-                try:
-                    await asyncio.wait_for(self.moved.wait(), timeout=5.0)
-                except TimeoutError:
-                    log.warning("still catching up on %s: at %s, to reach %s", self.topic,
-                                {p: self.positions.get(p) for p in (tp.partition for tp in tps)},
-                                {tp.partition: end for tp, end in ends.items()})
+        while not done():
+            try:
+                await asyncio.wait_for(self._moved.wait(), timeout=5.0)
+            except TimeoutError:
+                log.warning("still catching up on %s: at %s, to reach %s", self.topic,
+                            {p: self.positions.get(p) for p in (tp.partition for tp in tps)},
+                            {tp.partition: end for tp, end in ends.items()})
 
     async def fresh(self, age: float) -> None:
         """Return once the tail has handled everything written to its partitions more than

@@ -1,5 +1,6 @@
-"""How a topic tail knows it is recent (``TopicTail.fresh``): checks of the end offsets, run only
-while someone asks, one at a time, started before the latest one is too old."""
+"""A topic tail's barriers: how it knows it is recent (``TopicTail.fresh``: checks of the end
+offsets, run only while someone asks, one at a time, started before the latest one is too old),
+and that a barrier never waits for a partition let go while it waits (``TopicTail.caught_up``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import asyncio
 from aiokafka import TopicPartition
 
 from bulkjobs.kafka.tail import TailReader, TopicTail
+from bulkjobs.streams.state import JobStates
 
 TOPIC = "events"
 
@@ -19,9 +21,13 @@ class FakeConsumer:
         self.ends = ends
         self.asked = 0  # end-offset requests
         self.failures = 0  # requests still to fail
+        self.answers: asyncio.Queue[None] | None = None  # if set, each request waits for an item
+        self.paused: set[int] = set()
 
     async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
         self.asked += 1
+        if self.answers is not None:
+            await self.answers.get()
         if self.failures:
             self.failures -= 1
             raise ConnectionError("broker gone")
@@ -31,7 +37,10 @@ class FakeConsumer:
         pass
 
     def resume(self, *tps: TopicPartition) -> None:
-        pass
+        self.paused.difference_update(tp.partition for tp in tps)
+
+    def pause(self, *tps: TopicPartition) -> None:
+        self.paused.update(tp.partition for tp in tps)
 
 
 def tail_at(ends: dict[int, int], positions: dict[int, int]) -> tuple[TopicTail, FakeConsumer]:
@@ -46,8 +55,7 @@ def tail_at(ends: dict[int, int], positions: dict[int, int]) -> tuple[TopicTail,
 async def handled(tail: TopicTail, partition: int, position: int) -> None:
     """What the reader's fetch loop does once it handed a partition's messages to the tail."""
     tail.positions[partition] = position
-    async with tail.moved:
-        tail.moved.notify_all()
+    tail.wake()
 
 
 async def test_a_tail_never_checked_waits_for_a_check_and_its_messages() -> None:
@@ -107,3 +115,43 @@ async def test_a_caller_cancelled_leaves_the_check_to_the_others() -> None:
     await handled(tail, 0, 3)
     await asyncio.wait_for(second, 5)
     assert consumer.asked == 1
+
+
+async def test_a_barrier_is_done_with_a_partition_let_go_while_it_waits() -> None:
+    tail, consumer = tail_at({0: 3, 1: 5}, {0: 3, 1: 2})
+    waiting = asyncio.create_task(tail.caught_up([0, 1]))
+    while consumer.asked == 0:
+        await asyncio.sleep(0)
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    tail.unwant([1])
+    await asyncio.wait_for(waiting, 5)
+    assert consumer.paused == {1}
+
+
+async def test_the_first_read_of_every_status_ends_while_the_owner_syncs_and_writes_a_partition() -> None:
+    """The race that hung a restarted worker's appliers: they list the status partitions not
+    synced yet and ask for their ends; meanwhile the tracker syncs partition 1 (empty then), lets
+    it go, and writes two statuses to it; the appliers' answer says 2, where the tail, paused,
+    stays at 0."""
+    reader = TailReader("unused:9092", [TOPIC])
+    states = JobStates(lambda on_message: reader.tail(TOPIC, on_message))
+    consumer = FakeConsumer({0: 0, 1: 0})
+    consumer.answers = asyncio.Queue()
+    tail = states.tail
+    assert isinstance(tail, TopicTail)
+    tail._consumer = consumer  # type: ignore[assignment]
+    tail.want({0: 0, 1: 0})
+    syncing = asyncio.create_task(states.sync(1))
+    while consumer.asked < 1:
+        await asyncio.sleep(0)
+    reading = asyncio.create_task(states.read_all(2))
+    while consumer.asked < 2:
+        await asyncio.sleep(0)
+    consumer.answers.put_nowait(None)  # the tracker's answer: partition 1 is empty
+    await asyncio.wait_for(syncing, 5)
+    assert states.synced == {1} and consumer.paused == {1}
+    consumer.ends[1] = 2  # the tracker wrote two statuses to the partition it owns
+    consumer.answers.put_nowait(None)
+    await asyncio.wait_for(reading, 5)
+    assert tail.positions[1] == 0
