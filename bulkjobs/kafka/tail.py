@@ -125,8 +125,7 @@ class TopicTail:
             self.want({tp.partition: offset for tp, offset in ends.items()})
 
     def unwant(self, partitions: Iterable[int]) -> None:
-        """Stop reading these partitions; ``want`` reads them again from where it is told. A
-        barrier waiting for one of them no longer does (``caught_up``)."""
+        """Stop reading these partitions; ``want`` reads them again from where it is told."""
         assert self._consumer is not None
         gone = [TopicPartition(self.topic, p) for p in partitions if p in self.wanted]
         self.wanted.difference_update(tp.partition for tp in gone)
@@ -164,20 +163,18 @@ class TopicTail:
             self.positions[partition] = messages[-1].offset + 1
         return True
 
-    async def caught_up(self, partitions: Iterable[int]) -> None:
-        """Return once every message written to ``partitions`` before this call was handled.
-
-        A partition let go during the wait (``unwant``) counts as done: the one who let it go
-        keeps what is written to it from then on (a worker syncing the partition it owns, say,
-        while another waiter lists it), and the tail, paused there, would never reach its end."""
+    async def caught_up(self, partitions: Iterable[int], held: Callable[[int], bool] = lambda partition: False) -> None:
+        """Return once every message written to ``partitions`` before this call was handled, or
+        is ``held`` by the caller's state without being read: a partition its owner synced
+        during the wait and let go (``unwant``, which wakes the waiters) is done, though the
+        tail, paused there, never reaches an end asked for after the owner's next writes."""
         assert self._consumer is not None
         tps = [TopicPartition(self.topic, p) for p in partitions]
         self.want({tp.partition: 0 for tp in tps})  # from the beginning, if not read yet
         ends = await self._consumer.end_offsets(tps)
 
         def done() -> bool:
-            return all(tp.partition not in self.wanted or self.positions.get(tp.partition, 0) >= end
-                       for tp, end in ends.items())
+            return all(held(tp.partition) or self.positions.get(tp.partition, 0) >= end for tp, end in ends.items())
 
         while not done():
             try:

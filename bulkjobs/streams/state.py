@@ -56,7 +56,7 @@ class Tail(Protocol):
 
     async def ensure_started(self, partitions: int, *, lazy: bool = False, from_end: bool = False) -> None: ...
 
-    async def caught_up(self, partitions: Iterable[int]) -> None: ...
+    async def caught_up(self, partitions: Iterable[int], held: Callable[[int], bool] = ...) -> None: ...
 
     async def fresh(self, age: float) -> None: ...
 
@@ -92,8 +92,9 @@ class RebuiltState:
 
     async def catch_up(self, partitions: Iterable[int]) -> None:
         """Wait until the state holds everything of ``partitions`` written before the call (the
-        synced ones hold it already, and are no longer read)."""
-        await self.tail.caught_up([partition for partition in partitions if partition not in self.synced])
+        synced ones hold it already, and are no longer read, even those synced while it waits)."""
+        await self.tail.caught_up([partition for partition in partitions if partition not in self.synced],
+                                  held=lambda partition: partition in self.synced)
 
     def revoke(self, partitions: set[int]) -> None:
         self.synced -= partitions

@@ -1,6 +1,7 @@
 """A topic tail's barriers: how it knows it is recent (``TopicTail.fresh``: checks of the end
 offsets, run only while someone asks, one at a time, started before the latest one is too old),
-and that a barrier never waits for a partition let go while it waits (``TopicTail.caught_up``)."""
+and that a barrier does not wait for a partition its owner synced while it waits
+(``TopicTail.caught_up``)."""
 
 from __future__ import annotations
 
@@ -117,14 +118,17 @@ async def test_a_caller_cancelled_leaves_the_check_to_the_others() -> None:
     assert consumer.asked == 1
 
 
-async def test_a_barrier_is_done_with_a_partition_let_go_while_it_waits() -> None:
+async def test_a_barrier_is_done_with_a_partition_its_caller_came_to_hold_while_it_waits() -> None:
     tail, consumer = tail_at({0: 3, 1: 5}, {0: 3, 1: 2})
-    waiting = asyncio.create_task(tail.caught_up([0, 1]))
+    held: set[int] = set()
+    waiting = asyncio.create_task(tail.caught_up([0, 1], held=held.__contains__))
     while consumer.asked == 0:
         await asyncio.sleep(0)
+    tail.unwant([1])  # let go, not held: still waited for
     await asyncio.sleep(0.05)
     assert not waiting.done()
-    tail.unwant([1])
+    held.add(1)  # synced by its owner, then let go
+    tail.wake()
     await asyncio.wait_for(waiting, 5)
     assert consumer.paused == {1}
 

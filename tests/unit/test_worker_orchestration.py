@@ -7,7 +7,7 @@ the barriers, then what was published where.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -75,7 +75,7 @@ class FakeTail:
     async def ensure_started(self, partitions: int, *, lazy: bool = False, from_end: bool = False) -> None:
         pass
 
-    async def caught_up(self, partitions: Iterable[int]) -> None:
+    async def caught_up(self, partitions: Iterable[int], held: Callable[[int], bool] = bool) -> None:
         self.effects.append(("caught_up", self.name, sorted(partitions)))
 
     async def fresh(self, age: float) -> None:
