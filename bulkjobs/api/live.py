@@ -25,6 +25,7 @@ from bulkjobs.domain.jobs import CANCELLED, DELETED, TERMINAL, public_body
 from bulkjobs.errors import NotFound
 from bulkjobs.kafka import clients
 from bulkjobs.kafka.topics import decode, job_from_status
+from bulkjobs.store import sqlite
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +150,10 @@ async def _visible(request: web.Request, status: dict[str, Any]) -> dict[str, An
 async def _send_changes(request: web.Request, ws: web.WebSocketResponse, follower: Follower,
                         close_when_done: bool) -> None:
     """Send each job's latest state as it changes, at most every ``SEND_INTERVAL``; with
-    ``close_when_done``, close normally after the terminal state."""
+    ``close_when_done``, close normally after the terminal state. A finished job's state waits
+    until the view shows it; a read of the view that fails is tried again in the next round,
+    never dropped (a job socket would then wait forever for its end)."""
+    unread: set[str] = set()  # jobs whose view read failed, logged once until it succeeds
     while not ws.closed:
         if not follower.pending:
             await follower.changed.wait()
@@ -157,11 +161,17 @@ async def _send_changes(request: web.Request, ws: web.WebSocketResponse, followe
         for job_id, status in list(follower.pending.items()):
             try:
                 body = await _visible(request, status)
+            except sqlite.Error:  # the view could not be read just now: look again, as for a view behind
+                if job_id not in unread:
+                    unread.add(job_id)
+                    log.exception("cannot read job %s in the view; trying again", job_id)
+                continue
             except Exception:  # this status cannot be shown: the next one of the job may
                 log.exception("cannot show a status of job %s", job_id)
                 if follower.pending.get(job_id) is status:
                     del follower.pending[job_id]
                 continue
+            unread.discard(job_id)
             if body is None:
                 if status["status"] == DELETED:
                     del follower.pending[job_id]
