@@ -2,10 +2,10 @@
 its outcome) and ops on objects and relationships.
 
 Results and ops are JSON lists, not objects, to keep the changes topic small and the hot path
-free of per-record objects. The comments below give their layouts and the index constants name
-their positions: the rules (``domain.records``) build them in this order, and the object index
-and the view's reader read them through these names. The view writer reads the same layouts by
-position, as typed structs (``store.changes``).
+free of per-record objects. The comments below give their layouts, and the index constants name
+the positions read outside the rules: the rules (``domain.records``) build them in this order,
+the object index and the view's reader read them through these names, and the view writer reads
+the same layouts by position, as typed structs (``store.changes``).
 """
 
 from __future__ import annotations
@@ -37,14 +37,13 @@ Op = list[Any]
 OP_TYPE, OP_ID = 0, 1
 
 OP_CREATE = "create"  # [op_type, id, tenant, object_type, external_id | None, attributes, at]
-CREATE_TENANT, CREATE_OBJECT_TYPE, CREATE_EXTERNAL_ID, CREATE_ATTRIBUTES, CREATE_AT = range(2, 7)
+CREATE_TENANT = 2
 
 OP_PATCH = "patch"  # [op_type, id, attributes, at]
-PATCH_ATTRIBUTES, PATCH_AT = 2, 3
 
 OP_DELETE = "delete"  # [op_type, id]
 
 OP_REL_CREATE = "rel_create"  # [op_type, id, tenant, relationship_type, source, target, at]
-REL_TENANT, REL_RELATIONSHIP_TYPE, REL_SOURCE, REL_TARGET, REL_AT = range(2, 7)
+REL_TENANT = 2
 
 OP_REL_DELETE = "rel_delete"  # [op_type, id]

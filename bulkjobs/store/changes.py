@@ -76,7 +76,7 @@ class Applied(Struct, frozen=True):
 
 
 class _ResultHead(Struct, array_like=True, frozen=True):
-    """A result's first five fields (its shape is checked, its values are not kept but the index)."""
+    """A result's first five fields: their shape is checked, and only the index is kept."""
 
     index: int
     success: Any

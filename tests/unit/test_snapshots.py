@@ -130,7 +130,7 @@ class FakeTail:
     async def ensure_started(self, partitions: int, *, lazy: bool = False, from_end: bool = False) -> None:
         pass
 
-    async def caught_up(self, partitions: Iterable[int], held: Callable[[int], bool] = bool) -> None:
+    async def caught_up(self, partitions: Iterable[int], held: Callable[[int], bool] = lambda partition: False) -> None:
         self.barriers.append(sorted(partitions))
 
     async def fresh(self, age: float) -> None:
