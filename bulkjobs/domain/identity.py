@@ -37,15 +37,19 @@ def is_job_id(value: object) -> bool:
     return isinstance(value, str) and _JOB_ID.fullmatch(value) is not None
 
 
+_crc32, _blake2b = zlib.crc32, hashlib.blake2b
+
+
 def _key(tenant: str, object_type: str, external_id: str) -> bytes:
     return f"{tenant}\x00{object_type}\x00{external_id}".encode()
 
 
 def derived_id(tenant: str, object_type: str, external_id: str) -> str:
+    # Once per record on the worker's hot path: the hash functions are module names (two
+    # attribute lookups fewer), and one hex conversion of the 16 bytes (formatting the crc32
+    # on its own cost a fifth of the call).
     key = _key(tenant, object_type, external_id)
-    # One hex conversion of the 16 bytes: formatting the crc32 on its own cost a fifth of the
-    # call, and this runs once per record on the worker's hot path.
-    return (zlib.crc32(key).to_bytes(4, "big") + hashlib.blake2b(key, digest_size=12).digest()).hex()
+    return (_crc32(key).to_bytes(4, "big") + _blake2b(key, digest_size=12).digest()).hex()
 
 
 def fresh_id(job_id: str, index: int) -> str:
@@ -71,7 +75,7 @@ def route(record_type: str, action: str, tenant: str, record: Any, partitions: i
         if isinstance(record, dict):
             object_type, external_id = record.get("type"), record.get("external_id")
             if isinstance(object_type, str) and isinstance(external_id, str):
-                return zlib.crc32(_key(tenant, object_type, external_id)) % partitions, None
+                return _crc32(_key(tenant, object_type, external_id)) % partitions, None
             if action == "post" and external_id is None:
                 fresh = fresh_id(job_id, index)
                 return int(fresh[:8], 16) % partitions, fresh

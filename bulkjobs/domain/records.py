@@ -236,6 +236,13 @@ def _delete(ctx: Context, fresh_id: str | None, record: Any) -> tuple[str, list[
 
 
 def _external_key(ctx: Context, record: Any) -> tuple[str, str, str]:
+    # Once per record of the usual actions: a record as the rules want it passes one check here
+    # (three calls fewer: 6% of the instructions of applying it, bench/instructions.py); any
+    # other is checked below, for the error that names what is wrong with it.
+    if type(record) is dict:
+        object_type, external_id = record.get("type"), record.get("external_id")
+        if type(object_type) is str and object_type and type(external_id) is str and external_id:
+            return object_type, external_id, derived_id(ctx.tenant, object_type, external_id)
     rec = _require_dict(record)
     object_type = _require_str(rec, "type")
     external_id = _require_str(rec, "external_id")
@@ -308,7 +315,7 @@ def apply_batch(
     handler = HANDLERS.get((record_type, action))
     ctx = Context(tenant, index, at)
     tally = dict.fromkeys(Outcome, 0)
-    results = applied.results
+    results, apply_op, emit = applied.results, index.apply_op, applied.ops.extend
     for item in items:
         record_index = item[0]
         if len(item) > 3:  # refused on arrival (not JSON, too large, a bad row): the reason travels with it
@@ -326,8 +333,8 @@ def apply_batch(
             error = internal_error(repr(exc))
         else:
             for op in ops:
-                index.apply_op(op)
-            applied.ops.extend(ops)
+                apply_op(op)
+            emit(ops)
             results.append([record_index, True, object_id, None, outcome])
             tally[outcome] += 1
             continue

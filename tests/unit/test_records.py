@@ -345,6 +345,21 @@ def test_external_id_set_rejects_bad_records(record: Any) -> None:
     assert index.objects == {}
 
 
+@pytest.mark.parametrize(("record", "detail"), [
+    pytest.param({"type": "", "external_id": "x"}, "'type' must be a non-empty string", id="empty-type"),
+    pytest.param({"type": 5, "external_id": "x"}, "'type' must be a non-empty string", id="number-type"),
+    pytest.param({"type": "server", "external_id": ""}, "'external_id' must be a non-empty string", id="empty-id"),
+    pytest.param({"type": "server", "external_id": None}, "'external_id' must be a non-empty string", id="null-id"),
+    pytest.param(["server", "x"], "record must be a JSON object, got list", id="list"),
+])
+def test_a_record_the_quick_check_passes_by_gets_the_error_of_its_field(record: Any, detail: str) -> None:
+    """Each action by external id checks a usual record in one step; any other record still
+    gets the error that names what is wrong with it."""
+    for action in ("external_id_set", "external_id_update", "external_id_delete"):
+        outcome, _ = run(RESOURCES, action, [record])
+        assert error_of(outcome.results[0])["detail"] == detail
+
+
 def test_external_id_delete_deletes_the_derived_object() -> None:
     expected_id = derived_id(TENANT, "server", "srv-1")
     index = with_objects((expected_id, TENANT))
