@@ -16,6 +16,8 @@ and file writes, page faults), the broker's, and time spent waiting.
 prints it beside this one's. The stages do not add up to a process: the stack's messaging
 (Kafka clients, Faust, aiohttp) between them is left out, and a small stage's count can
 move by a few percent with memory layout alone (other ``memcpy`` paths for the same bytes).
+A JSON array's first read of 256 KB is split by a slower pattern until the splitter has
+learnt how the records are joined: a fifth of 10,000 records, a six-hundredth of a million.
 """
 
 from __future__ import annotations
