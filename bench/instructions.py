@@ -42,6 +42,7 @@ sys.path.insert(0, str(HERE))
 from bench.bodies import BASELINE_SCHEMA, _write_batch, record  # noqa: E402
 
 BATCH = 1000  # records per RecordBatch, as the API's settings have it
+READ_RECORDS = 1700  # about what a read of 256 KB of body holds
 TRANSACTION = 24  # applied batches per view transaction (what a store that keeps up writes)
 AT = "2026-12-02T00:00:00.000000Z"
 _COLLECTED = re.compile(rb"Collected : (\d+)")
@@ -74,13 +75,18 @@ def _batches(n: int) -> list[bytes]:
     return payloads
 
 
+def _decoded(n: int) -> list[Any]:
+    """The job's batches as the worker decodes them."""
+    from bulkjobs.kafka.topics import RecordBatch, decode
+    return [RecordBatch(**decode(value)) for value in _batches(n)]
+
+
 def _applied(n: int) -> list[Any]:
     """(batch, what applying it did) for every batch of the job, on an empty index."""
     from bulkjobs.domain.records import ObjectIndex, apply_batch
-    from bulkjobs.kafka.topics import RecordBatch, decode
     index = ObjectIndex()
-    batches = [RecordBatch(**decode(value)) for value in _batches(n)]
-    return [(batch, apply_batch(batch.type, batch.action, batch.tenant, batch.items, index, AT)) for batch in batches]
+    return [(batch, apply_batch(batch.type, batch.action, batch.tenant, batch.items, index, AT))
+            for batch in _decoded(n)]
 
 
 def _applied_batch(batch: Any, records: Any) -> Any:
@@ -88,6 +94,12 @@ def _applied_batch(batch: Any, records: Any) -> Any:
     return AppliedBatch(job_id=batch.job_id, tenant=batch.tenant, seq=batch.seq, at=AT,
                         counts=records.counts.to_dict(), results=records.results, ops=records.ops, host="bench",
                         sources=batch.sources)
+
+
+def _applied_values(n: int) -> list[bytes]:
+    """The job's AppliedBatch messages as the worker encodes them (before compression)."""
+    from bulkjobs.kafka.topics import encode
+    return [encode(_applied_batch(batch, records)) for batch, records in _applied(n)]
 
 
 # Each stage: set up (from the record count) and return the work to count.
@@ -121,13 +133,14 @@ def api_route(n: int) -> Callable[[], object]:
     from bulkjobs.gcpause import without_gc
     records, texts = _parsed(n)
     size = sum(map(len, texts))
-    directory = Path(tempfile.mkdtemp(prefix="bulkjobs-ir-"))
+    directory = Path(tempfile.mkdtemp())
 
     def work() -> object:
         spool = BatchSpool(job_id="a" * 32, tenant="bench", record_type="resources", action="external_id_set",
                            partitions=8, batch_records=BATCH, batch_bytes=10**9, directory=directory)
-        for start in range(0, n, 1700):  # about what a read of 256 KB holds
-            without_gc(spool.add, records[start:start + 1700], size * 1700 // n, texts[start:start + 1700])
+        for start in range(0, n, READ_RECORDS):
+            end = start + READ_RECORDS
+            without_gc(spool.add, records[start:end], size * READ_RECORDS // n, texts[start:end])
         spool.close()
         return spool
     return work
@@ -147,8 +160,7 @@ def worker_decode(n: int) -> Callable[[], object]:
 def worker_apply(n: int) -> Callable[[], object]:
     from bulkjobs.domain.records import ObjectIndex, apply_batch
     from bulkjobs.gcpause import gc_paused
-    from bulkjobs.kafka.topics import RecordBatch, decode
-    batches = [RecordBatch(**decode(value)) for value in _batches(n)]
+    batches = _decoded(n)
 
     def work() -> object:
         index = ObjectIndex()
@@ -165,19 +177,16 @@ def worker_encode(n: int) -> Callable[[], object]:
 
 def worker_compress(n: int) -> Callable[[], object]:
     from aiokafka.codec import zstd_encode
-
-    from bulkjobs.kafka.topics import encode
-    values = [encode(_applied_batch(batch, records)) for batch, records in _applied(n)]
+    values = _applied_values(n)
     return lambda: [zstd_encode(value) for value in values]
 
 
 def store_write(n: int) -> Callable[[], object]:
-    from bulkjobs.kafka.topics import encode
     from bulkjobs.store.schema import connect
     from bulkjobs.store.writer import ViewWriter
-    values = [encode(_applied_batch(batch, records)) for batch, records in _applied(n)]
+    values = _applied_values(n)
     loop = asyncio.new_event_loop()
-    db = loop.run_until_complete(connect(Path(tempfile.mkdtemp(prefix="bulkjobs-ir-")) / "view.db"))
+    db = loop.run_until_complete(connect(Path(tempfile.mkdtemp()) / "view.db"))
     writer = ViewWriter(db)
 
     async def write() -> None:
@@ -189,7 +198,7 @@ def store_write(n: int) -> Callable[[], object]:
 def script(n: int) -> Callable[[], object]:
     import sqlite3
     body = b'{"data":[' + b",".join(_records(n)) + b"]}"
-    db = sqlite3.connect(Path(tempfile.mkdtemp(prefix="bulkjobs-ir-")) / "script.db", isolation_level=None)
+    db = sqlite3.connect(Path(tempfile.mkdtemp()) / "script.db", isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
     for statement in BASELINE_SCHEMA:
@@ -242,11 +251,13 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         sys.path.insert(0, str(args.code.resolve()))  # bulkjobs from there (the stages import it late)
-        work = STAGES[args.child](args.records)
-        gc.collect()
-        gc.freeze()  # the set-up's objects: a collection during the work does not rescan them
-        if args.work:
-            work()
+        with tempfile.TemporaryDirectory(prefix="bulkjobs-ir-") as scratch:
+            tempfile.tempdir = scratch  # the stages' spool and SQLite files go, and are removed, with it
+            work = STAGES[args.child](args.records)
+            gc.collect()
+            gc.freeze()  # the set-up's objects: a collection during the work does not rescan them
+            if args.work:
+                work()
         return
     codes = [HERE] + ([args.against] if args.against else [])
     with ThreadPoolExecutor(2) as pool:  # counts do not depend on what else runs

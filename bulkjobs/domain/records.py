@@ -315,7 +315,7 @@ def apply_batch(
     handler = HANDLERS.get((record_type, action))
     ctx = Context(tenant, index, at)
     tally = dict.fromkeys(Outcome, 0)
-    results, apply_op, emit = applied.results, index.apply_op, applied.ops.extend
+    results, apply_op, add_ops = applied.results, index.apply_op, applied.ops.extend
     for item in items:
         record_index = item[0]
         if len(item) > 3:  # refused on arrival (not JSON, too large, a bad row): the reason travels with it
@@ -334,7 +334,7 @@ def apply_batch(
         else:
             for op in ops:
                 apply_op(op)
-            emit(ops)
+            add_ops(ops)
             results.append([record_index, True, object_id, None, outcome])
             tally[outcome] += 1
             continue
